@@ -1,0 +1,153 @@
+"""Sessions: run a loaded model on numpy inputs and report what each layer did."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Mapping
+
+import numba
+import numpy as np
+
+from .errors import InputError, KnobError
+from .model import Model, load
+from .plan import Plan, plan_or_raise
+from .stats import layer_record, summarize
+
+BACKENDS = ("numba",)
+
+
+def _check_threads(threads: int | None) -> int | None:
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise KnobError(f"threads must be a positive integer, got {threads!r}")
+    return int(threads)
+
+
+class Session:
+    """A model bound to a backend and a set of knobs.
+
+    Example::
+
+        sess = aipnet.Session(aipnet.load("reference"), threads=2)
+        probs = sess.run(images)          # N x 1 x 28 x 28 float32 -> N x 10
+        sess.stats["total"]["macs"]
+
+    Args:
+        model: a :class:`Model`, or anything :func:`aipnet.load` accepts.
+        backend: ``"numba"``.
+        threads: worker threads for the kernels (default: all cores).
+    """
+
+    def __init__(self, model: Model | str | os.PathLike, backend: str = "numba", threads: int | None = None):
+        if not isinstance(model, Model):
+            model = load(model)
+        if backend not in BACKENDS:
+            raise KnobError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.model = model
+        self.backend = backend
+        self.threads = _check_threads(threads)
+        self._plans: dict[tuple, Plan] = {}
+        self._blas_limiter = None
+        self.stats: dict[str, Any] = summarize([])
+
+    # -- inputs -------------------------------------------------------------------
+    def _feeds(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        specs = self.model.graph.inputs
+        names = [s.name for s in specs]
+        if isinstance(x, Mapping):
+            unknown = sorted(set(x) - set(names))
+            missing = [n for n in names if n not in x]
+            if unknown or missing:
+                raise InputError(
+                    f"inputs {unknown or ''}{' are unknown' if unknown else ''}"
+                    f"{'; ' if unknown and missing else ''}{'missing ' + str(missing) if missing else ''}"
+                    f"; the model's inputs are {names}")
+            feeds = dict(x)
+        else:
+            if len(specs) != 1:
+                raise InputError(f"the model has {len(specs)} inputs {names}: pass a dict of name -> array")
+            feeds = {names[0]: x}
+        for spec in specs:
+            a = feeds[spec.name]
+            if not isinstance(a, np.ndarray):
+                raise InputError(f"input {spec.name!r} must be a numpy array, got {type(a).__name__}")
+            if a.dtype != spec.dtype:
+                raise InputError(
+                    f"input {spec.name!r} has dtype {a.dtype}, expected {spec.dtype} "
+                    f"(convert with .astype(np.{spec.dtype.name}))")
+            if spec.shape is not None:
+                if a.ndim != len(spec.shape):
+                    raise InputError(
+                        f"input {spec.name!r} has rank {a.ndim} (shape {a.shape}), expected rank "
+                        f"{len(spec.shape)} (shape {_fmt_shape(spec.shape)})")
+                for i, (got, want) in enumerate(zip(a.shape, spec.shape)):
+                    if i > 0 and want is not None and got != want:
+                        raise InputError(
+                            f"input {spec.name!r} has shape {a.shape}, expected {_fmt_shape(spec.shape)} "
+                            f"(dim {i} must be {want})")
+            feeds[spec.name] = np.ascontiguousarray(a)
+        return feeds
+
+    def plan_for(self, shapes: Mapping[str, tuple[int, ...]]) -> Plan:
+        """The (cached) execution plan for these input shapes."""
+        key = tuple(sorted((k, tuple(v)) for k, v in shapes.items()))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_or_raise(self.model.graph, dict(shapes), self.backend)
+            self._plans[key] = plan
+        return plan
+
+    # -- running ------------------------------------------------------------------
+    def run(self, x: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+        """Run the model. One input array in, one out; or a dict in and out.
+
+        Inputs are batch first, of the dtype and non-batch dims the model declares.
+        Non-finite input values propagate as they do in onnxruntime (no check here).
+        """
+        feeds = self._feeds(x)
+        plan = self.plan_for({k: v.shape for k, v in feeds.items()})
+        if self.threads is not None:
+            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
+            with self._blas_limits():
+                env, layers = self._execute(plan, feeds)
+        else:
+            env, layers = self._execute(plan, feeds)
+        self.stats = summarize(layers)
+        outs = {name: np.asarray(env[name] if name in env else plan.consts[name]) for name in plan.outputs}
+        return next(iter(outs.values())) if len(outs) == 1 else outs
+
+    def _execute(self, plan: Plan, feeds: dict[str, np.ndarray]):
+        env: dict[str, np.ndarray] = dict(feeds)
+        consts = plan.consts
+        layers = []
+        clock = time.perf_counter
+        for st in plan.steps:
+            ins = [(env[n] if n in env else consts[n]) if n else None for n in st.node.inputs]
+            t0 = clock()
+            outs = st.impl.run(ins)
+            dt = clock() - t0
+            for name, val in zip(st.node.outputs, outs):
+                if name:
+                    env[name] = val
+            for name in st.release:
+                env.pop(name, None)
+            c = st.cost
+            layers.append(layer_record(
+                st.node.name, st.node.op, macs=c.macs, macs_skipped=0, weight_bytes_read=c.weight_bytes,
+                weight_bytes_total=st.weight_bytes_total, act_bytes_read=c.act_bytes_read,
+                act_bytes_written=c.act_bytes_written, outputs=c.outputs, outputs_refined=0, time_s=dt,
+                activation=st.node.attrs.get("_act", "")))
+        return env, layers
+
+    def _blas_limits(self):
+        from threadpoolctl import ThreadpoolController
+
+        if self._blas_limiter is None:
+            self._blas_limiter = ThreadpoolController()
+        return self._blas_limiter.limit(limits=self.threads, user_api="blas")
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join("N" if (i == 0) else ("?" if d is None else str(d)) for i, d in enumerate(shape)) + ")"

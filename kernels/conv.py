@@ -1,0 +1,126 @@
+"""2-D convolution: im2col + GEMM for the general case, a direct kernel for depthwise.
+
+The im2col/GEMM shape is deliberate (DESIGN.md, DrowsyNet): dropping output channels
+drops rows of the weight matrix and dropping output pixels drops columns of the patch
+matrix, so masked variants stay a smaller dense problem at full SIMD speed.
+
+Layouts: activations NCHW float32; weights as ONNX stores them, M x (C/group) x KH x KW;
+``pads`` = (top, left, bottom, right).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel, prange
+from .activation import bias_act_rows
+
+
+@kernel(parallel=True)
+def im2col(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cols):
+    """Patch matrix of one image: cols[(c, i, j), (y, x)] = x[c, y*sh-pt+i*dh, x*sw-pl+j*dw].
+
+    x is C x H x W; cols is (C*kh*kw) x (oh*ow); out-of-image taps are 0.
+    """
+    c_count, h, w = x.shape
+    kk = kh * kw
+    for r in prange(c_count * kk):
+        c = r // kk
+        i = (r % kk) // kw
+        j = r % kw
+        for y in range(oh):
+            iy = y * sh - pt + i * dh
+            base = y * ow
+            if iy < 0 or iy >= h:
+                for xx in range(ow):
+                    cols[r, base + xx] = 0.0
+                continue
+            for xx in range(ow):
+                ix = xx * sw - pl + j * dw
+                if ix >= 0 and ix < w:
+                    cols[r, base + xx] = x[c, iy, ix]
+                else:
+                    cols[r, base + xx] = 0.0
+
+
+@kernel(parallel=True)
+def depthwise(x, w, mult, sh, sw, dh, dw, pt, pl, out):
+    """Direct depthwise convolution (group == C): out[n, c*mult+k] from x[n, c] only.
+
+    x: N x C x H x W, w: (C*mult) x 1 x KH x KW, out: N x (C*mult) x OH x OW.
+    """
+    n_count, c_count, h, wd = x.shape
+    m_count, _, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for nm in prange(n_count * m_count):
+        n = nm // m_count
+        m = nm % m_count
+        c = m // mult
+        for y in range(oh):
+            for xx in range(ow):
+                acc = np.float32(0.0)
+                for i in range(kh):
+                    iy = y * sh - pt + i * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    for j in range(kw):
+                        ix = xx * sw - pl + j * dw
+                        if ix >= 0 and ix < wd:
+                            acc += x[n, c, iy, ix] * w[m, 0, i, j]
+                out[n, m, y, xx] = acc
+
+
+def conv2d(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    group: int,
+    out_hw: tuple[int, int],
+    act: int = 0,
+    act_p0: float = 0.0,
+    act_p1: float = 0.0,
+) -> np.ndarray:
+    """Exact 2-D convolution with optional fused bias and activation.
+
+    Args:
+        x: N x C x H x W input.
+        w: M x C/group x KH x KW weights.
+        bias: M biases or None.
+        out_hw: output height and width (the caller resolves auto_pad and ceil rules).
+        act, act_p0, act_p1: fused activation (see kernels.activation).
+    Returns:
+        N x M x OH x OW output.
+    """
+    n_count, c_count, h, wd = x.shape
+    m_count, cg, kh, kw = w.shape
+    oh, ow = out_hw
+    sh, sw = strides
+    pt, pl, _, _ = pads
+    dh, dw = dilations
+    out = np.empty((n_count, m_count, oh, ow), dtype=np.float32)
+    has_bias = bias is not None
+    b = bias if has_bias else np.zeros(1, np.float32)
+    if group == c_count and cg == 1 and group > 1:
+        depthwise(x, w, m_count // c_count, sh, sw, dh, dw, pt, pl, out)
+        for n in range(n_count):
+            bias_act_rows(out[n].reshape(m_count, oh * ow), b, has_bias, act, act_p0, act_p1)
+        return out
+    mg = m_count // group
+    w2 = w.reshape(group, mg, cg * kh * kw)
+    pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pads == (0, 0, 0, 0)
+    cols = None if pointwise else np.empty((cg * kh * kw, oh * ow), dtype=np.float32)
+    for n in range(n_count):
+        y = out[n].reshape(m_count, oh * ow)
+        for g in range(group):
+            xg = x[n, g * cg:(g + 1) * cg]
+            if pointwise:
+                patch = xg.reshape(cg, h * wd)
+            else:
+                im2col(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cols)
+                patch = cols
+            np.matmul(w2[g], patch, out=y[g * mg:(g + 1) * mg])
+        bias_act_rows(y, b, has_bias, act, act_p0, act_p1)
+    return out

@@ -1,0 +1,81 @@
+"""Max and average pooling over NCHW maps, with pads, strides, dilations.
+
+The caller resolves ceil_mode / auto_pad into explicit pads and output sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel, prange
+
+
+@kernel(parallel=True)
+def maxpool2d(x, kh, kw, sh, sw, dh, dw, pt, pl, out):
+    """x: P x H x W (planes), out: P x OH x OW. Padding never wins the max."""
+    p_count, h, w = x.shape
+    oh, ow = out.shape[1], out.shape[2]
+    for p in prange(p_count):
+        for y in range(oh):
+            for xx in range(ow):
+                best = -np.inf
+                seen_nan = False
+                for i in range(kh):
+                    iy = y * sh - pt + i * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    for j in range(kw):
+                        ix = xx * sw - pl + j * dw
+                        if ix >= 0 and ix < w:
+                            v = x[p, iy, ix]
+                            if v > best:
+                                best = v
+                            elif v != v:
+                                seen_nan = True
+                out[p, y, xx] = np.nan if seen_nan else best
+
+
+@kernel(parallel=True)
+def avgpool2d(x, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, count_include_pad, out):
+    """Average pooling. With count_include_pad the divisor counts padded taps that lie
+    within the explicitly padded input (not the extra ceil_mode overhang), as ONNX says."""
+    p_count, h, w = x.shape
+    oh, ow = out.shape[1], out.shape[2]
+    for p in prange(p_count):
+        for y in range(oh):
+            for xx in range(ow):
+                acc = np.float32(0.0)
+                n = 0
+                for i in range(kh):
+                    iy = y * sh - pt + i * dh
+                    inside_pad_y = iy >= -pt and iy < h + pb
+                    for j in range(kw):
+                        ix = xx * sw - pl + j * dw
+                        if iy >= 0 and iy < h and ix >= 0 and ix < w:
+                            acc += x[p, iy, ix]
+                            n += 1
+                        elif count_include_pad and inside_pad_y and ix >= -pl and ix < w + pr:
+                            n += 1
+                out[p, y, xx] = acc / n if n > 0 else np.float32(0.0)
+
+
+@kernel(parallel=True)
+def global_pool(x, is_max, out):
+    """x: P x S, out: P. Mean or max over S."""
+    p_count, s = x.shape
+    for p in prange(p_count):
+        if is_max:
+            best = -np.inf
+            nan = False
+            for i in range(s):
+                v = x[p, i]
+                if v > best:
+                    best = v
+                elif v != v:
+                    nan = True
+            out[p] = np.nan if nan else best
+        else:
+            acc = 0.0
+            for i in range(s):
+                acc += x[p, i]
+            out[p] = acc / s
