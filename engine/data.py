@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zipfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -129,8 +130,8 @@ def _parse_idx(f: BinaryIO, name: str) -> np.ndarray:
     payload = _read_upto(f, expected)
     if len(payload) < expected:
         raise DataError(
-            f"{name}: truncated: expected {expected} bytes of data "
-            f"(shape {'x'.join(map(str, dims))}, {dtype.itemsize} byte(s) each), found {len(payload)}"
+            f"{name}: truncated: expected {expected} bytes of data, found {len(payload)} "
+            f"(shape {'x'.join(map(str, dims))}, {dtype.itemsize} byte(s) each)"
         )
     extra = _read_upto(f, 1)
     if extra:
@@ -301,7 +302,7 @@ def load_subset() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             images, labels, indices = z["images"], z["labels"], z["indices"]
     except FileNotFoundError:
         raise DataError(f"{name}: no such file (the shipped Fashion-MNIST subset is missing)") from None
-    except (OSError, ValueError, KeyError, EOFError, zlib.error) as e:
+    except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile) as e:
         raise DataError(f"{name}: corrupt subset file: {e}") from None
     _validate(images, labels, name, name)
     if indices.shape != labels.shape:

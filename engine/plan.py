@@ -37,9 +37,15 @@ class Plan:
     outputs: list[str]
 
 
-def make_plan(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba") -> Plan:
-    """Plan ``g`` for the given input shapes (names of graph inputs -> shapes)."""
+def make_plan(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba",
+              input_values: dict[str, np.ndarray] | None = None) -> Plan:
+    """Plan ``g`` for the given input shapes (names of graph inputs -> shapes).
+
+    ``input_values`` are small integer inputs (shapes, axes, indices) whose values the
+    plan may depend on, as if they were constants.
+    """
     consts: dict[str, np.ndarray] = dict(g.initializers)
+    consts.update(input_values or {})
     shapes: dict[str, Shape] = {k: tuple(v.shape) for k, v in consts.items()}
     shapes.update({k: tuple(v) for k, v in input_shapes.items()})
     steps: list[Step] = []
@@ -83,10 +89,11 @@ def _mark_releases(steps: Sequence[Step], keep: set[str]) -> None:
             steps[i].release.append(n)
 
 
-def plan_or_raise(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba") -> Plan:
+def plan_or_raise(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba",
+                  input_values: dict[str, np.ndarray] | None = None) -> Plan:
     """make_plan, with numpy errors from a malformed model turned into AipnetError."""
     try:
-        return make_plan(g, input_shapes, backend)
+        return make_plan(g, input_shapes, backend, input_values)
     except AipnetError:
         raise
     except (ValueError, IndexError, TypeError) as exc:

@@ -15,6 +15,7 @@ from .plan import Plan, plan_or_raise
 from .stats import layer_record, summarize
 
 BACKENDS = ("numba",)
+SMALL_INT_INPUT = 64
 
 
 def _check_threads(threads: int | None) -> int | None:
@@ -90,12 +91,14 @@ class Session:
             feeds[spec.name] = np.ascontiguousarray(a)
         return feeds
 
-    def plan_for(self, shapes: Mapping[str, tuple[int, ...]]) -> Plan:
-        """The (cached) execution plan for these input shapes."""
-        key = tuple(sorted((k, tuple(v)) for k, v in shapes.items()))
+    def plan_for(self, shapes: Mapping[str, tuple[int, ...]], values: Mapping[str, np.ndarray] | None = None) -> Plan:
+        """The (cached) execution plan for these input shapes (and small integer input values)."""
+        values = dict(values or {})
+        key = (tuple(sorted((k, tuple(v)) for k, v in shapes.items())),
+               tuple(sorted((k, v.dtype.str, v.shape, v.tobytes()) for k, v in values.items())))
         plan = self._plans.get(key)
         if plan is None:
-            plan = plan_or_raise(self.model.graph, dict(shapes), self.backend)
+            plan = plan_or_raise(self.model.graph, dict(shapes), self.backend, values)
             self._plans[key] = plan
         return plan
 
@@ -107,7 +110,9 @@ class Session:
         Non-finite input values propagate as they do in onnxruntime (no check here).
         """
         feeds = self._feeds(x)
-        plan = self.plan_for({k: v.shape for k, v in feeds.items()})
+        # Small integer inputs are shapes, axes or indices: plans may depend on their values.
+        values = {k: v for k, v in feeds.items() if v.dtype.kind in "iu" and v.size <= SMALL_INT_INPUT}
+        plan = self.plan_for({k: v.shape for k, v in feeds.items()}, values)
         if self.threads is not None:
             numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
             with self._blas_limits():

@@ -22,11 +22,9 @@ def _apply(v, act, p0, p1):
         # `v < 0` is False for NaN and -0.0, so both pass through as max(x, 0) in ORT
         return 0.0 if v < 0.0 else v
     if act == ACT_CLIP:
-        if v < p0:
-            return p0
-        if v > p1:
-            return p1
-        return v
+        # min first, then max: with min > max everything becomes max, as ONNX says
+        r = p0 if v < p0 else v
+        return p1 if r > p1 else r
     if act == ACT_LEAKY:
         return v * p1 if v < 0.0 else v
     return v

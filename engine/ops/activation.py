@@ -6,6 +6,7 @@ import numpy as np
 
 from aipnet.kernels import activation as K
 
+from ..errors import InputError
 from ..registry import register
 from .base import OpImpl
 
@@ -60,7 +61,14 @@ def clip_bounds(attrs, inputs, opset) -> tuple[float, float]:
         return float(attrs.get("min", -np.inf)), float(attrs.get("max", np.inf))
     lo = inputs[1] if len(inputs) > 1 and inputs[1] is not None else None
     hi = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
-    return (float(lo) if lo is not None else -np.inf, float(hi) if hi is not None else np.inf)
+    return (_scalar(lo, "min") if lo is not None else -np.inf, _scalar(hi, "max") if hi is not None else np.inf)
+
+
+def _scalar(v, what: str) -> float:
+    v = np.asarray(v)
+    if v.size != 1:
+        raise InputError(f"Clip {what} must be a scalar, got shape {v.shape}")
+    return float(v.reshape(-1)[0])
 
 
 @register("Sigmoid")

@@ -67,7 +67,7 @@ class OpImpl:
     def cost(self, shapes: Sequence[Shape | None]) -> Cost:
         """Default cost: read inputs, write outputs, no MACs."""
         read = sum(_nbytes(s) for i, s in enumerate(shapes) if s is not None and i not in self.weight_inputs)
-        wbytes = sum(_nbytes(shapes[i]) for i in self.weight_inputs if shapes[i] is not None)
+        wbytes = sum(_nbytes(shapes[i]) for i in self.weight_inputs if i < len(shapes) and shapes[i] is not None)
         written = sum(_nbytes(s) for s in self.out_shapes)
         return Cost(0, wbytes, read, written, sum(int(np.prod(s)) for s in self.out_shapes))
 
@@ -76,10 +76,9 @@ def _nbytes(shape: Shape) -> int:
     return 4 * int(np.prod(shape)) if shape is not None else 0
 
 
-def norm_axis(impl: OpImpl, axis: int, rank: int, key: str = "axis", allow_end: bool = False) -> int:
+def norm_axis(impl: OpImpl, axis: int, rank: int, key: str = "axis") -> int:
     """Resolve a possibly negative axis, or raise naming the attribute."""
-    hi = rank + 1 if allow_end else rank
-    a = axis + hi if axis < 0 else axis
-    if not 0 <= a < hi:
+    a = axis + rank if axis < 0 else axis
+    if not 0 <= a < rank:
         raise impl.bad_attr(key, axis, f"out of range for rank {rank}")
     return a

@@ -113,7 +113,7 @@ class MatMul(OpImpl):
         self.macs = int(np.prod(batch)) * a2[-2] * a2[-1] * b2[-1]
 
     def run(self, inputs):
-        y = np.ascontiguousarray(np.matmul(inputs[0], inputs[1]))
+        y = np.ascontiguousarray(np.matmul(inputs[0], inputs[1])).reshape(self.out_shapes[0])
         if self.act:
             act_inplace(y.reshape(-1), *self.act.args())
         return [y]

@@ -37,7 +37,10 @@ class Flatten(OpImpl):
     def __init__(self, node, shapes, consts, opset):
         super().__init__(node, shapes, consts, opset)
         xs = tuple(shapes[0])
-        axis = norm_axis(self, int(self.attr("axis", 1)), len(xs), allow_end=True)
+        axis = int(self.attr("axis", 1))
+        axis = axis + len(xs) if axis < 0 else axis
+        if not 0 <= axis <= len(xs):
+            raise self.bad_attr("axis", self.attr("axis"), f"out of range for rank {len(xs)}")
         self.out_shapes = [(int(np.prod(xs[:axis])), int(np.prod(xs[axis:])))]
 
     def run(self, inputs):
