@@ -1,0 +1,81 @@
+"""`aipnet bench`: time aipnet against onnxruntime in one run, as a ratio.
+
+Both engines run the same model on the same input, interleaved call by call so that
+the machine's background noise hits both alike; we report medians and their ratio,
+and aipnet's time split by op type (from its stats).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import AipnetError
+from .info import random_feeds
+from .model import Model
+from .session import Session
+from .stats import by_op
+
+
+def _ort_session(model: Model, threads: int | None):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise AipnetError("--against onnxruntime needs onnxruntime: pip install onnxruntime") from None
+    if model.onnx_model is None:
+        raise AipnetError(f"{model.source}: no ONNX graph to give onnxruntime")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.onnx_model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def bench(model: Model, against: str | None = "onnxruntime", threads: int | None = None, batch: int = 1,
+          repeat: int = 20, warmup: int = 3, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Median seconds per run of aipnet (and of ``against``), their ratio, and the op split."""
+    feeds = random_feeds(model, batch)
+    sess = Session(model, threads=threads)
+    runners: dict[str, Callable[[], Any]] = {"aipnet": lambda: sess.run(feeds)}
+    if against == "onnxruntime":
+        ort_sess = _ort_session(model, threads)
+        runners["onnxruntime"] = lambda: ort_sess.run(None, feeds)
+    elif against:
+        raise AipnetError(f"--against {against!r}: only onnxruntime is supported")
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    op_split: dict[str, list[float]] = {}
+    for i in range(warmup + repeat):
+        for name, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            if i >= warmup:
+                times[name].append(dt)
+                if name == "aipnet":
+                    for op, t in by_op(sess.stats).items():
+                        op_split.setdefault(op, []).append(t)
+        if progress:
+            progress(1)
+    result: dict[str, Any] = {
+        "model": model.source, "batch": batch, "threads": threads, "repeat": repeat,
+        "median_s": {k: statistics.median(v) for k, v in times.items()},
+        "min_s": {k: min(v) for k, v in times.items()},
+        "op_split_s": {op: statistics.median(v) for op, v in sorted(op_split.items(), key=lambda kv: -statistics.median(kv[1]))},
+        "source": "measured (wall clock, interleaved runs)",
+    }
+    if against:
+        result["ratio"] = result["median_s"]["aipnet"] / result["median_s"][against]
+    return result
+
+
+def check_outputs_agree(model: Model, threads: int | None = None) -> float:
+    """Max abs difference between aipnet and onnxruntime on one random input (a sanity check)."""
+    feeds = random_feeds(model, 1)
+    ours = Session(model, threads=threads).run(feeds)
+    ref = _ort_session(model, threads).run(None, feeds)[0]
+    ours = next(iter(ours.values())) if isinstance(ours, dict) else ours
+    return float(np.max(np.abs(ours - ref)))

@@ -1,0 +1,200 @@
+"""The `aipnet` command line.
+
+Errors a user can cause print one line (``aipnet: error: ...``) and exit with status 2;
+no tracebacks (set AIPNET_DEBUG=1 to see one for an internal error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import __version__
+from .errors import AipnetError, DataError
+
+EXIT_USAGE = 2
+
+
+def _load_npy(path: str) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a valid .npy file ({exc})") from None
+    if isinstance(arr, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: is an .npz archive; pass one .npy per input as NAME=FILE.npy")
+    return arr
+
+
+def _feeds(model, specs: Sequence[str]) -> Any:
+    names = [s.name for s in model.inputs]
+    if len(specs) == 1 and "=" not in specs[0]:
+        return _load_npy(specs[0])
+    feeds = {}
+    for spec in specs:
+        if "=" not in spec:
+            raise AipnetError(f"--input {spec!r}: the model has inputs {names}; write NAME=FILE.npy")
+        name, path = spec.split("=", 1)
+        feeds[name] = _load_npy(path)
+    return feeds
+
+
+def _write_json(path: str | None, obj: Any) -> None:
+    text = json.dumps(obj, indent=2, default=_json_default)
+    if path in (None, "-"):
+        print(text)
+    else:
+        Path(path).write_text(text + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+# -- commands ------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from .info import format_table, layer_table
+    from .model import load
+
+    info = layer_table(load(args.model), args.batch)
+    if args.json:
+        _write_json(None, info)
+    else:
+        print(format_table(info))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .model import load
+    from .session import Session
+
+    model = load(args.model)
+    sess = Session(model, threads=args.threads)
+    out = sess.run(_feeds(model, args.input))
+    if args.output:
+        if isinstance(out, dict):
+            np.savez(args.output, **out)
+        else:
+            np.save(args.output, out)
+    if args.stats:
+        _write_json(args.stats, sess.stats)
+    if args.json:
+        _write_json(None, {"outputs": {k: list(np.shape(v)) for k, v in (out.items() if isinstance(out, dict) else [(model.outputs[0], out)])},
+                           "stats": sess.stats})
+    elif not args.output:
+        print(out)
+    else:
+        t = sess.stats["total"]
+        print(f"wrote {args.output}: {out.shape if not isinstance(out, dict) else list(out)}; "
+              f"{t['macs'] / 1e6:.1f} M MACs (analytic), {t['time_s'] * 1e3:.2f} ms")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench
+    from .model import load
+    from .progress import progress_bar
+
+    model = load(args.model)
+    against = None if args.against == "none" else args.against
+    with progress_bar(args.warmup + args.repeat, "bench", disable=args.json) as bar:
+        res = bench(model, against, args.threads, args.batch, args.repeat, args.warmup, bar.update)
+    if args.json:
+        _write_json(None, res)
+        return 0
+    med = res["median_s"]
+    print(f"model {res['model']}  batch {res['batch']}  threads {res['threads'] or 'all'}  "
+          f"{res['repeat']} interleaved runs (wall clock, measured)")
+    for k, v in med.items():
+        print(f"  {k:12s} median {v * 1e3:9.3f} ms   min {res['min_s'][k] * 1e3:9.3f} ms")
+    if "ratio" in res:
+        print(f"  ratio aipnet / {against}: {res['ratio']:.3f}")
+    print("  aipnet time by op (median ms): " + ", ".join(f"{op} {t * 1e3:.2f}" for op, t in res["op_split_s"].items()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+
+    return demo(args)
+
+
+# -- parser ----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aipnet", description="CNN inference with AIP and DrowsyNet knobs")
+    p.add_argument("--version", action="version", version=f"aipnet {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def model_arg(sp):
+        sp.add_argument("model", help="an .onnx file or a built-in model name (reference, vggf, ...)")
+
+    def threads_arg(sp):
+        sp.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
+
+    sp = sub.add_parser("info", help="per-layer table: op, output shape, params, MACs, weight bytes")
+    model_arg(sp)
+    sp.add_argument("--batch", type=int, default=1)
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sp.set_defaults(func=cmd_info)
+
+    sp = sub.add_parser("run", help="run a model on .npy inputs")
+    model_arg(sp)
+    sp.add_argument("--input", "-i", action="append", required=True, metavar="X.npy|NAME=X.npy")
+    sp.add_argument("--output", "-o", help="write the output (.npy; .npz for several outputs)")
+    sp.add_argument("--stats", metavar="S.json", help="write the stats record of the run")
+    sp.add_argument("--json", action="store_true", help="print output shapes and stats as JSON")
+    threads_arg(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("bench", help="time aipnet against onnxruntime in one run")
+    model_arg(sp)
+    sp.add_argument("--against", default="onnxruntime", choices=["onnxruntime", "none"])
+    sp.add_argument("--batch", type=int, default=1)
+    sp.add_argument("--repeat", type=int, default=20)
+    sp.add_argument("--warmup", type=int, default=3)
+    sp.add_argument("--json", action="store_true")
+    threads_arg(sp)
+    sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("demo", help="run the built-in reference model and show what it did")
+    sp.add_argument("--model", default=None, help="model to demo (default: reference, else vggf)")
+    threads_arg(sp)
+    sp.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for key in ("batch", "repeat"):
+        if getattr(args, key, 1) is not None and getattr(args, key, 1) < 1:
+            parser.exit(EXIT_USAGE, f"aipnet: error: --{key} must be at least 1\n")
+    try:
+        return int(args.func(args) or 0)
+    except AipnetError as exc:
+        print(f"aipnet: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("aipnet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: still one line, with a way to see more
+        if os.environ.get("AIPNET_DEBUG"):
+            raise
+        print(f"aipnet: internal error: {type(exc).__name__}: {exc} (set AIPNET_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
