@@ -75,9 +75,7 @@ def import_onnx(model: onnx.ModelProto, name: str = "model") -> Graph:
         if imp.domain in DEFAULT_DOMAINS:
             opset = int(imp.version)
     if opset is None:
-        opset = MAX_OPSET if not model.opset_import else None
-    if opset is None:
-        raise ModelFileError(f"{name}: no default-domain opset import")
+        raise ModelFileError(f"{name}: no default-domain opset import (a truncated or invalid ONNX model)")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UnsupportedAttributeError(
             f"{name}: opset {opset} is not supported (aipnet supports opsets {MIN_OPSET} to {MAX_OPSET})")

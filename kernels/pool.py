@@ -1,6 +1,11 @@
 """Max and average pooling over NCHW maps, with pads, strides, dilations.
 
 The caller resolves ceil_mode / auto_pad into explicit pads and output sizes.
+
+Max pooling on special values: NaN never wins a comparison, so NaN inputs are ignored
+(as onnxruntime's generic pooling does), and a window of only -inf (or NaN) gives -inf
+(as onnxruntime's vectorised 2-D pooling does; its generic path gives -FLT_MAX there).
+The sign of a zero maximum is unspecified, as max(0, -0) is.
 """
 
 from __future__ import annotations
@@ -8,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel, prange
+
+LOWEST = np.float32(-np.inf)
 
 
 @kernel(parallel=True)
@@ -18,8 +25,7 @@ def maxpool2d(x, kh, kw, sh, sw, dh, dw, pt, pl, out):
     for p in prange(p_count):
         for y in range(oh):
             for xx in range(ow):
-                best = -np.inf
-                seen_nan = False
+                best = LOWEST
                 for i in range(kh):
                     iy = y * sh - pt + i * dh
                     if iy < 0 or iy >= h:
@@ -30,9 +36,7 @@ def maxpool2d(x, kh, kw, sh, sw, dh, dw, pt, pl, out):
                             v = x[p, iy, ix]
                             if v > best:
                                 best = v
-                            elif v != v:
-                                seen_nan = True
-                out[p, y, xx] = np.nan if seen_nan else best
+                out[p, y, xx] = best
 
 
 @kernel(parallel=True)
@@ -65,15 +69,12 @@ def global_pool(x, is_max, out):
     p_count, s = x.shape
     for p in prange(p_count):
         if is_max:
-            best = -np.inf
-            nan = False
+            best = LOWEST
             for i in range(s):
                 v = x[p, i]
                 if v > best:
                     best = v
-                elif v != v:
-                    nan = True
-            out[p] = np.nan if nan else best
+            out[p] = best
         else:
             acc = 0.0
             for i in range(s):

@@ -13,6 +13,9 @@ import numpy as np
 from ..registry import register
 from .base import OpImpl, norm_axis
 
+#: a constant the model asks us to materialise may not exceed this (8 GiB of float32)
+MAX_ELEMENTS = 1 << 31
+
 
 def _const_input(impl: OpImpl, consts, i: int, what: str) -> np.ndarray:
     if i >= len(consts) or consts[i] is None:
@@ -217,6 +220,8 @@ class ConstantOfShape(OpImpl):
         shape = _const_input(self, consts, 0, "shape").astype(np.int64).reshape(-1)
         if (shape < 0).any():
             raise self.bad_input(f"negative dims in {shape.tolist()}")
+        if float(np.prod(shape.astype(np.float64))) > MAX_ELEMENTS:
+            raise self.bad_input(f"shape {shape.tolist()} has more than {MAX_ELEMENTS} elements")
         value = np.asarray(self.attr("value", np.zeros(1, np.float32)))
         if value.size != 1:
             raise self.bad_attr("value", value, "must hold one element")
