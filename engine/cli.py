@@ -101,6 +101,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from . import aipn_format
+    from .model import load
+
+    model = load(args.model)
+    if model.packed_path:
+        src_hash = model.packed_meta.get("source.hash", "")
+    elif Path(args.model).is_file():
+        src_hash = aipn_format.source_hash(args.model)
+    else:
+        src_hash = aipn_format.source_hash(data=model.onnx_model.SerializeToString())
+    meta = {"source": Path(model.source).name, "source.hash": src_hash,
+            "knobs": json.dumps({"optimized": True})}
+    size = aipn_format.save(model.graph, args.output, meta)
+    print(f"wrote {args.output}: {size / 1e6:.2f} MB, {len(model.graph.nodes)} nodes, "
+          f"{len(model.graph.initializers)} tensors (format {aipn_format.VERSION_MAJOR}.{aipn_format.VERSION_MINOR})")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench
     from .model import load
@@ -137,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def model_arg(sp):
-        sp.add_argument("model", help="an .onnx file or a built-in model name (reference, vggf, ...)")
+        sp.add_argument("model", help="an .onnx or .aipn file or a built-in model name (reference, vggf, ...)")
 
     def threads_arg(sp):
         sp.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
@@ -166,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     threads_arg(sp)
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("convert", help="write the optimised model as a packed .aipn file")
+    model_arg(sp)
+    sp.add_argument("--output", "-o", required=True, metavar="MODEL.aipn")
+    sp.set_defaults(func=cmd_convert)
 
     sp = sub.add_parser("demo", help="run the built-in reference model and show what it did")
     sp.add_argument("--model", default=None, help="model to demo (default: reference, else vggf)")

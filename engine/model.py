@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from . import builtin
+from . import aipn_format, builtin
 from .errors import ModelFileError
 from .graph import Graph
 from .onnx_import import import_onnx, read_onnx
@@ -23,6 +23,10 @@ class Model:
     graph: Graph
     source: str
     onnx_model: onnx.ModelProto | None = None
+    #: the .aipn file this model was memory-mapped from (the C backend maps it again)
+    packed_path: str | None = None
+    #: the .aipn metadata (producer, source hash, conversion knobs)
+    packed_meta: dict | None = None
 
     @property
     def inputs(self):
@@ -33,13 +37,14 @@ class Model:
         return self.graph.outputs
 
 
-def load(model: str | os.PathLike | onnx.ModelProto, optimized: bool = True) -> Model:
+def load(model: str | os.PathLike | onnx.ModelProto, optimized: bool = True, verify_checksums: bool = True) -> Model:
     """Load a model for inference.
 
     Args:
         model: a path to an ``.onnx`` file, a built-in name (``aipnet.builtin_names()``,
             e.g. ``"reference"`` or ``"vggf"``), or an ``onnx.ModelProto``.
         optimized: fold constants and BatchNorm, fuse activations, drop no-ops.
+        verify_checksums: check the tensor checksums of an ``.aipn`` file (on by default).
 
     Raises:
         AipnetError: the file is missing, not ONNX, uses an unsupported op or opset,
@@ -49,6 +54,11 @@ def load(model: str | os.PathLike | onnx.ModelProto, optimized: bool = True) -> 
         proto, source = model, "<onnx.ModelProto>"
     else:
         source = os.fspath(model)
+        if Path(source).is_file() and aipn_format.is_aipn(source):
+            graph, meta = aipn_format.load_graph(source, verify_checksums)
+            for node in graph.nodes:
+                lookup(node.op, "numba", node.name)
+            return Model(graph, source, None, source, meta)
         resolved = builtin.resolve(source) if not Path(source).exists() else None
         if isinstance(resolved, onnx.ModelProto):
             proto = resolved
