@@ -16,6 +16,7 @@ from .stats import layer_record, summarize
 
 BACKENDS = ("numba",)
 SMALL_INT_INPUT = 64
+_BLAS = None  # threadpoolctl controller, made on first run (library discovery is slow)
 
 
 def _check_threads(threads: int | None) -> int | None:
@@ -50,7 +51,6 @@ class Session:
         self.backend = backend
         self.threads = _check_threads(threads)
         self._plans: dict[tuple, Plan] = {}
-        self._blas_limiter = None
         self.stats: dict[str, Any] = summarize([])
 
     # -- inputs -------------------------------------------------------------------
@@ -98,7 +98,7 @@ class Session:
                tuple(sorted((k, v.dtype.str, v.shape, v.tobytes()) for k, v in values.items())))
         plan = self._plans.get(key)
         if plan is None:
-            plan = plan_or_raise(self.model.graph, dict(shapes), self.backend, values)
+            plan = plan_or_raise(self.model.graph, dict(shapes), self.backend, values, self.effective_threads)
             self._plans[key] = plan
         return plan
 
@@ -110,14 +110,13 @@ class Session:
         Non-finite input values propagate as they do in onnxruntime (no check here).
         """
         feeds = self._feeds(x)
+        threads = self.effective_threads
         # Small integer inputs are shapes, axes or indices: plans may depend on their values.
         values = {k: v for k, v in feeds.items() if v.dtype.kind in "iu" and v.size <= SMALL_INT_INPUT}
         plan = self.plan_for({k: v.shape for k, v in feeds.items()}, values)
-        if self.threads is not None:
-            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))
-            with self._blas_limits():
-                env, layers = self._execute(plan, feeds)
-        else:
+        numba.set_num_threads(threads)
+        # BLAS runs single-threaded inside a run: kernels.parallel splits GEMMs itself
+        with self._blas_single_thread():
             env, layers = self._execute(plan, feeds)
         self.stats = summarize(layers)
         outs = {name: np.asarray(env[name] if name in env else plan.consts[name]) for name in plan.outputs}
@@ -146,12 +145,18 @@ class Session:
                 activation=st.node.attrs.get("_act", "")))
         return env, layers
 
-    def _blas_limits(self):
-        from threadpoolctl import ThreadpoolController
+    @property
+    def effective_threads(self) -> int:
+        """The threads the kernels use: the ``threads`` knob, or all cores."""
+        return min(self.threads or numba.config.NUMBA_NUM_THREADS, numba.config.NUMBA_NUM_THREADS)
 
-        if self._blas_limiter is None:
-            self._blas_limiter = ThreadpoolController()
-        return self._blas_limiter.limit(limits=self.threads, user_api="blas")
+    def _blas_single_thread(self):
+        global _BLAS
+        if _BLAS is None:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController()
+        return _BLAS.limit(limits=1, user_api="blas")
 
 
 def _fmt_shape(shape) -> str:

@@ -10,7 +10,14 @@ One place decides how every kernel is compiled:
 
 from __future__ import annotations
 
-import numba
+import os
+
+# Idle OpenMP workers under Numba's prange must sleep, not spin: they share a handful of
+# cores with the BLAS blocks of kernels.parallel. (Only a default: a user's setting wins,
+# and it has effect only if no OpenMP runtime was loaded before aipnet.)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
 
 FASTMATH = {"contract", "reassoc"}
 

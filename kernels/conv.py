@@ -14,6 +14,7 @@ import numpy as np
 
 from ._jit import kernel, prange
 from .activation import bias_act_rows
+from .parallel import matmul_rows
 
 
 @kernel(parallel=True)
@@ -82,6 +83,7 @@ def conv2d(
     act: int = 0,
     act_p0: float = 0.0,
     act_p1: float = 0.0,
+    threads: int = 1,
 ) -> np.ndarray:
     """Exact 2-D convolution with optional fused bias and activation.
 
@@ -91,6 +93,7 @@ def conv2d(
         bias: M biases or None.
         out_hw: output height and width (the caller resolves auto_pad and ceil rules).
         act, act_p0, act_p1: fused activation (see kernels.activation).
+        threads: threads for the GEMM (the Numba loops use Numba's own setting).
     Returns:
         N x M x OH x OW output.
     """
@@ -121,6 +124,6 @@ def conv2d(
             else:
                 im2col(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cols)
                 patch = cols
-            np.matmul(w2[g], patch, out=y[g * mg:(g + 1) * mg])
+            matmul_rows(w2[g], patch, y[g * mg:(g + 1) * mg], threads)
         bias_act_rows(y, b, has_bias, act, act_p0, act_p1)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .activation import bias_act_cols
+from .parallel import matmul_cols
 
 
 def fc(
@@ -18,9 +19,11 @@ def fc(
     act: int = 0,
     act_p0: float = 0.0,
     act_p1: float = 0.0,
+    threads: int = 1,
 ) -> np.ndarray:
     """x: B x K, w: N x K, bias: N or None. Returns B x N."""
-    y = np.matmul(x, w.T)
+    y = np.empty((x.shape[0], w.shape[0]), dtype=np.float32)
+    matmul_cols(x, w, y, threads)
     if bias is not None or act:
         has_bias = bias is not None
         b = bias if has_bias else np.zeros(1, np.float32)

@@ -39,6 +39,8 @@ class OpImpl:
     """
 
     op: ClassVar[str] = ""
+    #: threads the kernels may use (set by the planner from the session's knob)
+    threads: int = 1
     #: ops whose outputs can be computed at plan time from constant inputs only
     foldable: ClassVar[bool] = True
 

@@ -115,7 +115,7 @@ class Conv(OpImpl):
             x = x[:, :, None, :]
             w = w[:, :, None, :]
         y = conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), b, self.strides, self.pads,
-                   self.dilations, self.group, self.out_hw, *self.act.args())
+                   self.dilations, self.group, self.out_hw, *self.act.args(), threads=self.threads)
         return [y.reshape(self.out_shapes[0])]
 
     def cost(self, shapes):

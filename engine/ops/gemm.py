@@ -68,7 +68,7 @@ class Gemm(OpImpl):
         a = inputs[0].T if self.trans_a else inputs[0]
         a = np.ascontiguousarray(a, dtype=np.float32)
         if self.w is not None and not self.c_general:
-            return [fc(a, self.w, self.bias, *self.act.args())]
+            return [fc(a, self.w, self.bias, *self.act.args(), threads=self.threads)]
         b = inputs[1] if self.trans_b else inputs[1].T
         if self.w is not None:
             b = self.w
