@@ -143,6 +143,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import load_fashion_mnist
+    from .evaluate import evaluate, format_eval
+    from .model import load
+
+    model = load(args.model)
+    images, labels, source = load_fashion_mnist("test", args.data)
+    if args.limit is not None:
+        images, labels = images[:args.limit], labels[:args.limit]
+    res = evaluate(model, images, labels, args.batch, args.threads, source, progress=not args.json)
+    if args.json:
+        _write_json(None, res)
+    else:
+        print(format_eval(res))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
@@ -191,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", "-o", required=True, metavar="MODEL.aipn")
     sp.set_defaults(func=cmd_convert)
 
+    sp = sub.add_parser("eval", help="top-1/top-5 accuracy and cost on Fashion-MNIST")
+    model_arg(sp)
+    sp.add_argument("--data", default=None, metavar="DIR",
+                    help="folder with the IDX files (default: the Debian path, else the shipped subset)")
+    sp.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    sp.add_argument("--batch", type=int, default=100)
+    sp.add_argument("--json", action="store_true")
+    threads_arg(sp)
+    sp.set_defaults(func=cmd_eval)
+
     sp = sub.add_parser("demo", help="run the built-in reference model and show what it did")
     sp.add_argument("--model", default=None, help="model to demo (default: reference, else vggf)")
     threads_arg(sp)
@@ -201,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for key in ("batch", "repeat"):
+    for key in ("batch", "repeat", "limit"):
         if getattr(args, key, 1) is not None and getattr(args, key, 1) < 1:
             parser.exit(EXIT_USAGE, f"aipnet: error: --{key} must be at least 1\n")
     try:

@@ -17,6 +17,15 @@ from ._jit import kernel, prange
 LOWEST = np.float32(-np.inf)
 
 
+@kernel()
+def _tap_range(o, stride, pad, dil, k, size):
+    """The taps [lo, hi) of a window that fall inside [0, size) (hoisted bounds checks)."""
+    start = o * stride - pad
+    lo = 0 if start >= 0 else (-start + dil - 1) // dil
+    hi = (size - start + dil - 1) // dil
+    return start, lo, min(k, hi)
+
+
 @kernel(parallel=True)
 def maxpool2d(x, kh, kw, sh, sw, dh, dw, pt, pl, out):
     """x: P x H x W (planes), out: P x OH x OW. Padding never wins the max."""
@@ -24,18 +33,16 @@ def maxpool2d(x, kh, kw, sh, sw, dh, dw, pt, pl, out):
     oh, ow = out.shape[1], out.shape[2]
     for p in prange(p_count):
         for y in range(oh):
+            y0, i_lo, i_hi = _tap_range(y, sh, pt, dh, kh, h)
             for xx in range(ow):
+                x0, j_lo, j_hi = _tap_range(xx, sw, pl, dw, kw, w)
                 best = LOWEST
-                for i in range(kh):
-                    iy = y * sh - pt + i * dh
-                    if iy < 0 or iy >= h:
-                        continue
-                    for j in range(kw):
-                        ix = xx * sw - pl + j * dw
-                        if ix >= 0 and ix < w:
-                            v = x[p, iy, ix]
-                            if v > best:
-                                best = v
+                for i in range(i_lo, i_hi):
+                    iy = y0 + i * dh
+                    for j in range(j_lo, j_hi):
+                        v = x[p, iy, x0 + j * dw]
+                        if v > best:
+                            best = v
                 out[p, y, xx] = best
 
 
