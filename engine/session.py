@@ -14,7 +14,7 @@ from .model import Model, load
 from .plan import Plan, plan_or_raise
 from .stats import layer_record, summarize
 
-BACKENDS = ("numba",)
+BACKENDS = ("numba", "c")
 SMALL_INT_INPUT = 64
 _BLAS = None  # threadpoolctl controller, made on first run (library discovery is slow)
 
@@ -38,7 +38,8 @@ class Session:
 
     Args:
         model: a :class:`Model`, or anything :func:`aipnet.load` accepts.
-        backend: ``"numba"``.
+        backend: ``"numba"``, or ``"c"`` (the C runtime through ``aipnet._native``,
+            one FFI call per run; float32 inputs).
         threads: worker threads for the kernels (default: all cores).
     """
 
@@ -52,6 +53,11 @@ class Session:
         self.threads = _check_threads(threads)
         self._plans: dict[tuple, Plan] = {}
         self.stats: dict[str, Any] = summarize([])
+        self._native = None
+        if backend == "c":
+            from .native import NativeSession
+
+            self._native = NativeSession(model, self.threads)
 
     # -- inputs -------------------------------------------------------------------
     def _feeds(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -110,6 +116,10 @@ class Session:
         Non-finite input values propagate as they do in onnxruntime (no check here).
         """
         feeds = self._feeds(x)
+        if self._native is not None:
+            outs = self._native.run([feeds[s.name] for s in self.model.graph.inputs])
+            self.stats = self._native.stats()
+            return outs[0] if len(outs) == 1 else dict(zip(self.model.graph.outputs, outs))
         threads = self.effective_threads
         # Small integer inputs are shapes, axes or indices: plans may depend on their values.
         values = {k: v for k, v in feeds.items() if v.dtype.kind in "iu" and v.size <= SMALL_INT_INPUT}

@@ -1,0 +1,223 @@
+/* Dense GEMM and the FC product (mirror of kernels/gemm.py).
+ *
+ * sgemm is a Goto-style blocked GEMM of our own: op(B) is packed into kc x NR panels,
+ * op(A) into MR x kc panels (transposes cost nothing: packing reads through strides),
+ * and a 6 x 16 register-tiled micro-kernel written with GCC vector extensions
+ * accumulates in 12 8-float registers. The same source is compiled twice: once for the
+ * build's baseline ISA (SSE2 on x86-64, NEON on AArch64) and, on x86-64, once with
+ * target("avx2,fma"), chosen at run time with __builtin_cpu_supports. Nothing assumes
+ * AVX-512.
+ *
+ * fc_f32 is the FC layer at small batch: a matrix-vector product that streams the
+ * N x K weights once (memory-bound), several rows of x per weight row.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+enum { MR = 6, NR = 16, KC = 256, MC = 96, NC = 2048 };
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE void pack_a(int64_t mc, int64_t kc, const float *a, int64_t lda, int trans, float *dst) {
+    /* dst: panels of MR rows, each kc x MR (k-major) */
+    for (int64_t i0 = 0; i0 < mc; i0 += MR) {
+        int64_t mr = mc - i0 < MR ? mc - i0 : MR;
+        for (int64_t k = 0; k < kc; k++) {
+            for (int64_t i = 0; i < mr; i++)
+                dst[k * MR + i] = trans ? a[k * lda + i0 + i] : a[(i0 + i) * lda + k];
+            for (int64_t i = mr; i < MR; i++) dst[k * MR + i] = 0.0f;
+        }
+        dst += kc * MR;
+    }
+}
+
+INLINE void pack_b(int64_t kc, int64_t nc, const float *b, int64_t ldb, int trans, float *dst) {
+    /* dst: panels of NR columns, each kc x NR */
+    for (int64_t j0 = 0; j0 < nc; j0 += NR) {
+        int64_t nr = nc - j0 < NR ? nc - j0 : NR;
+        if (!trans && nr == NR) {
+            for (int64_t k = 0; k < kc; k++) memcpy(dst + k * NR, b + k * ldb + j0, NR * sizeof(float));
+        } else {
+            for (int64_t k = 0; k < kc; k++) {
+                for (int64_t j = 0; j < nr; j++) dst[k * NR + j] = trans ? b[(j0 + j) * ldb + k] : b[k * ldb + j0 + j];
+                for (int64_t j = nr; j < NR; j++) dst[k * NR + j] = 0.0f;
+            }
+        }
+        dst += kc * NR;
+    }
+}
+
+INLINE void ukernel(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int64_t mr, int64_t nr, int acc) {
+    v8 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    v8 c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    for (int64_t k = 0; k < kc; k++) {
+        v8 b0 = *(const v8 *)(b + k * NR), b1 = *(const v8 *)(b + k * NR + 8);
+        const float *ak = a + k * MR;
+        v8 a0 = (v8){0} + ak[0], a1 = (v8){0} + ak[1], a2 = (v8){0} + ak[2];
+        c00 += a0 * b0; c01 += a0 * b1; c10 += a1 * b0; c11 += a1 * b1; c20 += a2 * b0; c21 += a2 * b1;
+        v8 a3 = (v8){0} + ak[3], a4 = (v8){0} + ak[4], a5 = (v8){0} + ak[5];
+        c30 += a3 * b0; c31 += a3 * b1; c40 += a4 * b0; c41 += a4 * b1; c50 += a5 * b0; c51 += a5 * b1;
+    }
+    v8 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    if (mr == MR && nr == NR) {
+        for (int i = 0; i < MR; i++) {
+            v8u *p0 = (v8u *)(c + i * ldc), *p1 = (v8u *)(c + i * ldc + 8);
+            if (acc) { *p0 += rows[i][0]; *p1 += rows[i][1]; }
+            else { *p0 = rows[i][0]; *p1 = rows[i][1]; }
+        }
+        return;
+    }
+    float tmp[MR][NR] __attribute__((aligned(64)));
+    memcpy(tmp, rows, sizeof tmp);
+    for (int64_t i = 0; i < mr; i++)
+        for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tmp[i][j] : tmp[i][j];
+}
+
+typedef struct gemm_job {
+    int64_t m, n, k, lda, ldb, ldc;
+    const float *a, *b;
+    float *c;
+    int ta, tb, acc, split_n;
+    int64_t unit;
+} gemm_job;
+
+/* one thread's share: rows [m0, m1) x cols [n0, n1) of C */
+INLINE void gemm_block(const gemm_job *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *pa, float *pb) {
+    for (int64_t jc = n0; jc < n1; jc += NC) {
+        int64_t nc = n1 - jc < NC ? n1 - jc : NC;
+        for (int64_t pc = 0; pc < g->k; pc += KC) {
+            int64_t kc = g->k - pc < KC ? g->k - pc : KC;
+            const float *bp = g->tb ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;
+            pack_b(kc, nc, bp, g->ldb, g->tb, pb);
+            int acc = g->acc || pc > 0;
+            for (int64_t ic = m0; ic < m1; ic += MC) {
+                int64_t mc = m1 - ic < MC ? m1 - ic : MC;
+                const float *ap = g->ta ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;
+                pack_a(mc, kc, ap, g->lda, g->ta, pa);
+                for (int64_t jr = 0; jr < nc; jr += NR)
+                    for (int64_t ir = 0; ir < mc; ir += MR)
+                        ukernel(kc, pa + ir * kc, pb + jr * kc, g->c + (ic + ir) * g->ldc + jc + jr, g->ldc,
+                                mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, acc);
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void gemm_block_avx2(const gemm_job *g, int64_t m0, int64_t m1, int64_t n0,
+                                                                int64_t n1, float *pa, float *pb) {
+    gemm_block(g, m0, m1, n0, n1, pa, pb);
+}
+static int have_avx2(void) {
+    static int v = -1;
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return v;
+}
+#define HAVE_DISPATCH 1
+#endif
+
+static void gemm_block_base(const gemm_job *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *pa, float *pb) {
+    gemm_block(g, m0, m1, n0, n1, pa, pb);
+}
+
+const char *gemm_isa(void) {
+#ifdef HAVE_DISPATCH
+    if (have_avx2()) return "avx2+fma (runtime dispatch)";
+#endif
+#if defined(__AVX2__)
+    return "avx2 (build flags)";
+#elif defined(__ARM_NEON)
+    return "neon";
+#else
+    return "baseline";
+#endif
+}
+
+static void gemm_task(void *ctx, int64_t b, int64_t e) {
+    const gemm_job *g = ctx;
+    int64_t m0 = 0, m1 = g->m, n0 = 0, n1 = g->n;
+    if (g->split_n) { n0 = b * g->unit; n1 = e * g->unit < g->n ? e * g->unit : g->n; }
+    else { m0 = b * g->unit; m1 = e * g->unit < g->m ? e * g->unit : g->m; }
+    size_t kc = (size_t)(g->k < KC ? g->k : KC);
+    size_t na = (size_t)MC * kc + 64, nb = (size_t)NC * kc + 64;
+    float *buf = aligned_alloc(64, ((na + nb) * sizeof(float) + 63) / 64 * 64);
+    if (!buf) abort(); /* allocation of a few MB failed: nothing sensible left to do */
+    float *pa = buf, *pb = buf + (na + 15) / 16 * 16;
+#ifdef HAVE_DISPATCH
+    if (have_avx2()) gemm_block_avx2(g, m0, m1, n0, n1, pa, pb);
+    else
+#endif
+        gemm_block_base(g, m0, m1, n0, n1, pa, pb);
+    free(buf);
+}
+
+void sgemm(pool *p, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a, const float *b,
+           int64_t ldb, int trans_b, float *c, int64_t ldc, int accumulate) {
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0) {
+        if (!accumulate)
+            for (int64_t i = 0; i < m; i++) memset(c + i * ldc, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    gemm_job g = {m, n, k, lda, ldb, ldc, a, b, c, trans_a, trans_b, accumulate, 0, 0};
+    int t = pool_threads(p);
+    /* split the larger dimension; units are whole register tiles */
+    int64_t nunits = (n + NR - 1) / NR, munits = (m + MR - 1) / MR;
+    if (nunits >= munits || nunits >= 2 * t) {
+        g.split_n = 1;
+        g.unit = NR;
+        pool_for(p, nunits, 1 + nunits / (4 * t) > 4 ? 4 : 1, gemm_task, &g);
+    } else {
+        g.unit = MR;
+        pool_for(p, munits, 1, gemm_task, &g);
+    }
+}
+
+/* -- FC at small batch: y[r, j] = x[r, :] . w[j, :] ----------------------------------------- */
+INLINE float dot(const float *a, const float *b, int64_t k) {
+    v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    int64_t i = 0;
+    for (; i + 32 <= k; i += 32) {
+        s0 += *(const v8u *)(a + i) * *(const v8u *)(b + i);
+        s1 += *(const v8u *)(a + i + 8) * *(const v8u *)(b + i + 8);
+        s2 += *(const v8u *)(a + i + 16) * *(const v8u *)(b + i + 16);
+        s3 += *(const v8u *)(a + i + 24) * *(const v8u *)(b + i + 24);
+    }
+    v8 s = (s0 + s1) + (s2 + s3);
+    float r = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+    for (; i < k; i++) r += a[i] * b[i];
+    return r;
+}
+
+typedef struct fc_job { const float *x, *w; float *y; int64_t rows, k, n; } fc_job;
+
+INLINE void fc_rows(const fc_job *f, int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; j++)
+        for (int64_t r = 0; r < f->rows; r++) f->y[r * f->n + j] = dot(f->x + r * f->k, f->w + j * f->k, f->k);
+}
+#ifdef HAVE_DISPATCH
+__attribute__((target("avx2,fma"))) static void fc_rows_avx2(const fc_job *f, int64_t b, int64_t e) { fc_rows(f, b, e); }
+#endif
+static void fc_task(void *ctx, int64_t b, int64_t e) {
+#ifdef HAVE_DISPATCH
+    if (have_avx2()) { fc_rows_avx2(ctx, b, e); return; }
+#endif
+    fc_rows(ctx, b, e);
+}
+
+void fc_f32(pool *p, const float *x, int64_t rows, int64_t k, const float *w, int64_t n, float *y) {
+    if (rows > 4) {
+        sgemm(p, rows, n, k, x, k, 0, w, k, 1, y, n, 0);
+        return;
+    }
+    fc_job f = {x, w, y, rows, k, n};
+    pool_for(p, n, 16, fc_task, &f);
+}

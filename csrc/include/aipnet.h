@@ -1,0 +1,199 @@
+/*
+ * aipnet.h — the C API of aipnet, a CPU inference engine for CNNs.
+ *
+ * A C program loads a packed model (.aipn, written by `aipnet convert MODEL.onnx -o
+ * MODEL.aipn`), makes a session from it and runs it on its own float32 buffers:
+ *
+ *     aipn_model *m;  aipn_session *s;  aipn_config cfg;
+ *     if (aipn_model_load_file("vggf.aipn", 0, &m) != AIPN_OK) { puts(aipn_last_error()); return 1; }
+ *     aipn_config_default(&cfg);  cfg.threads = 2;
+ *     aipn_session_new(m, &cfg, &s);
+ *     aipn_tensor in = {0}, out = {0};
+ *     in.ndim = 4;  in.dims[0] = 1; in.dims[1] = 3; in.dims[2] = 224; in.dims[3] = 224;
+ *     in.data = image;  in.len = 3 * 224 * 224;
+ *     out.data = probs;  out.len = 1000;          // capacity in elements
+ *     if (aipn_session_run(s, &in, 1, &out, 1) != AIPN_OK) puts(aipn_last_error());
+ *     aipn_session_free(s);  aipn_model_free(m);
+ *
+ * Rules of the API: every call returns an aipn_status; on failure aipn_last_error()
+ * gives a one-line message for humans (per thread, valid until the next failing call
+ * on that thread). Handles are opaque; buffers are the caller's, with explicit lengths.
+ * A model may back several sessions; one session runs one call at a time.
+ *
+ * ------------------------------------------------------------------------------------
+ * The .aipn file format, version 1.0 (all integers little-endian)
+ * ------------------------------------------------------------------------------------
+ * header, 64 bytes:
+ *   0  u8[8]  magic "AIPN\0\r\n\x1a"
+ *   8  u16    format version major (a reader refuses a newer major; minor adds only
+ *             things an older reader of the same major may ignore)
+ *  10  u16    format version minor
+ *  12  u32    alignment of tensor data (64)
+ *  16  u32    flags (0)
+ *  20  u32    ONNX opset of the graph
+ *  24  u64    table offset (64)
+ *  32  u64    table size in bytes
+ *  40  u64    data section offset (a multiple of the alignment)
+ *  48  u64    data section size
+ *  56  u32    CRC-32 (IEEE, as zlib) of header bytes 0..55 followed by the table
+ *  60  u32    reserved (0)
+ * table (str = u32 byte length + UTF-8 bytes, no terminator):
+ *   u32 n_meta;    n_meta x { str key; str value }
+ *                  keys written today: producer, producer.version, graph.name, source,
+ *                  source.hash ("sha256:..." of the source ONNX file), knobs (JSON of
+ *                  the conversion knobs), onnx.* (the ONNX model's metadata_props)
+ *   u32 n_tensors; n_tensors x { str name; u32 dtype; u32 layout; u32 ndim (<= 8);
+ *                  i64 dims[ndim]; u64 offset (from the data section, aligned);
+ *                  u64 nbytes (= product(dims) * element size); u32 CRC-32 of the data }
+ *                  dtype: ONNX codes 1 float32, 2 uint8, 3 int8, 6 int32, 7 int64, 9 bool.
+ *                  layout: 0 dense row-major; 1 reserved for the AIP blocked FC layout
+ *                  (rows interleaved in blocks of 16 floats, added by a later minor).
+ *   u32 n_inputs;  n_inputs x { str name; u32 dtype; i32 ndim (-1: unknown rank);
+ *                  i64 dims[ndim] (-1: unknown, e.g. the batch) }
+ *   u32 n_outputs; n_outputs x { str name }
+ *   u32 n_nodes;   n_nodes x { str op (ONNX op type); str name; u32 n_in; str in[n_in]
+ *                  ("" = absent optional input); u32 n_out; str out[n_out];
+ *                  u32 n_attr; n_attr x attribute }
+ *                  nodes are in execution order: every input is a tensor, a graph input
+ *                  or an output of an earlier node (so no cycles, no dangling names).
+ *   attribute:     str name; u32 type; then by type:
+ *                  1 INT i64 | 2 FLOAT f32 | 3 STRING str | 4 INTS u32 n, i64[n] |
+ *                  5 FLOATS u32 n, f32[n] | 6 STRINGS u32 n, str[n] |
+ *                  7 TENSOR u32 dtype, u32 ndim, i64 dims[ndim], u64 nbytes, bytes
+ *                  Engine attributes start with "_": "_act" (STRING relu|clip|leaky) and
+ *                  "_act_params" (FLOATS p0, p1) are an activation fused by the
+ *                  optimiser into Conv/Gemm/MatMul (clip: min, max; leaky: 0, alpha).
+ * data section: the tensors, each at its aligned offset, zero padding between them.
+ *
+ * The graph is the optimised one (BatchNorm folded, activations fused, no-ops dropped).
+ * Shape-computing chains (Shape -> Gather -> Concat -> Reshape) stay in the graph; the
+ * runtime evaluates them once per distinct input shape (when it plans), so a file
+ * works for any batch size.
+ * Loading checks everything: sizes and offsets against the file, overlapping tensors,
+ * dimension products that overflow, names, the graph order, ops and the checksums
+ * (AIPN_LOAD_SKIP_CHECKSUMS skips the last).
+ */
+#ifndef AIPNET_H
+#define AIPNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* cffi's cdef reads the text between the two marker lines below (preprocessor lines
+ * removed), so keep it free of macros. */
+/* AIPN_CDEF_BEGIN */
+
+typedef enum aipn_status {
+    AIPN_OK = 0,
+    AIPN_ERR_ARGUMENT = 1,    /* a null pointer, a wrong count, a bad knob */
+    AIPN_ERR_IO = 2,          /* the file cannot be opened or read */
+    AIPN_ERR_FORMAT = 3,      /* not an .aipn file, truncated or corrupt */
+    AIPN_ERR_VERSION = 4,     /* an .aipn format version this build cannot read */
+    AIPN_ERR_CHECKSUM = 5,    /* a checksum does not match */
+    AIPN_ERR_MODEL = 6,       /* a well-formed file whose graph is invalid */
+    AIPN_ERR_UNSUPPORTED = 7, /* an op or attribute value aipnet does not implement */
+    AIPN_ERR_SHAPE = 8,       /* input shapes the model cannot take */
+    AIPN_ERR_SIZE = 9,        /* a buffer length that does not match its shape */
+    AIPN_ERR_MEMORY = 10,     /* out of memory */
+    AIPN_ERR_INTERNAL = 11
+} aipn_status;
+
+enum {
+    AIPN_MAX_DIMS = 8,
+    AIPN_VERSION_MAJOR = 1,
+    AIPN_VERSION_MINOR = 0,
+    AIPN_LOAD_SKIP_CHECKSUMS = 1, /* load flag: do not verify CRCs */
+    AIPN_LOAD_COPY = 2            /* load flag (memory): copy the bytes instead of referencing them */
+};
+
+typedef struct aipn_model aipn_model;
+typedef struct aipn_session aipn_session;
+
+/* Session knobs: every knob of aipnet.Session, spelled the same. Call
+ * aipn_config_default first, then set what you need. Fields after `threads` are
+ * reserved for the AIP and DrowsyNet knobs (aip, aip_threshold, drowsy,
+ * drowsy_granularity, seed) and must be left as aipn_config_default sets them. */
+typedef struct aipn_config {
+    uint32_t struct_size;   /* sizeof(aipn_config), set by aipn_config_default */
+    int32_t threads;        /* worker threads; 0 = all cores */
+    int32_t aip;            /* reserved: 0 */
+    float aip_threshold;    /* reserved: 0 */
+    float drowsy;           /* reserved: 0 */
+    int32_t drowsy_granularity; /* reserved: 0 */
+    uint64_t seed;          /* reserved: 0 */
+    uint32_t reserved[8];
+} aipn_config;
+
+/* A float32 tensor on a caller-owned buffer. Inputs: set ndim, dims, data and len
+ * (elements, = product of dims). Outputs: set data and len (capacity in elements);
+ * a run fills ndim and dims. */
+typedef struct aipn_tensor {
+    int32_t ndim;
+    int64_t dims[8];
+    float *data;
+    size_t len;
+} aipn_tensor;
+
+/* The stats record of one layer of the last run (DESIGN.md, "Stats contract"). */
+typedef struct aipn_layer_stats {
+    const char *name;
+    const char *op;
+    const char *activation;        /* fused activation or "" */
+    uint64_t macs;
+    uint64_t macs_skipped;
+    uint64_t weight_bytes_read;
+    uint64_t weight_bytes_total;
+    uint64_t act_bytes_read;
+    uint64_t act_bytes_written;
+    uint64_t outputs;
+    uint64_t outputs_refined;
+    double time_s;
+} aipn_layer_stats;
+
+const char *aipn_last_error(void);
+const char *aipn_status_name(aipn_status status);
+const char *aipn_version(void);
+/* Comma-separated ONNX op types this build implements. */
+const char *aipn_supported_ops(void);
+
+/* Models. From a file: memory-mapped, weights used in place. From memory: `data` must
+ * stay valid until aipn_model_free unless flags has AIPN_LOAD_COPY (a buffer that is
+ * not 64-byte aligned is always copied). */
+aipn_status aipn_model_load_file(const char *path, uint32_t flags, aipn_model **out);
+aipn_status aipn_model_load_memory(const void *data, size_t size, uint32_t flags, aipn_model **out);
+void aipn_model_free(aipn_model *model);
+aipn_status aipn_model_num_inputs(const aipn_model *model, uint32_t *count);
+aipn_status aipn_model_num_outputs(const aipn_model *model, uint32_t *count);
+/* ndim -1: unknown rank; a dim of -1: unknown (e.g. the batch). dims holds 8 values. */
+aipn_status aipn_model_input(const aipn_model *model, uint32_t index, const char **name, int32_t *ndim, int64_t *dims);
+aipn_status aipn_model_output(const aipn_model *model, uint32_t index, const char **name);
+/* Metadata value for a key, or NULL (with AIPN_OK) when absent. */
+aipn_status aipn_model_meta(const aipn_model *model, const char *key, const char **value);
+
+void aipn_config_default(aipn_config *config);
+/* config may be NULL (defaults). The session keeps a reference to the model. */
+aipn_status aipn_session_new(const aipn_model *model, const aipn_config *config, aipn_session **out);
+void aipn_session_free(aipn_session *session);
+/* Resolve output shapes for these input shapes without running (inputs' data may be
+ * NULL here); fills ndim and dims of each output. Plans are cached per input shape. */
+aipn_status aipn_session_plan(aipn_session *session, const aipn_tensor *inputs, uint32_t n_inputs,
+                              aipn_tensor *outputs, uint32_t n_outputs);
+/* Run on the caller's buffers: inputs in the model's order, outputs likewise. An output
+ * whose len is smaller than its shape needs gets AIPN_ERR_SIZE and nothing is run. */
+aipn_status aipn_session_run(aipn_session *session, const aipn_tensor *inputs, uint32_t n_inputs,
+                             aipn_tensor *outputs, uint32_t n_outputs);
+/* Stats of the last run: an array of per-layer records owned by the session (valid
+ * until the next run or free) and where the traffic figures come from ("analytic"). */
+aipn_status aipn_session_stats(const aipn_session *session, const aipn_layer_stats **layers,
+                               uint32_t *n_layers, const char **traffic_source);
+
+/* AIPN_CDEF_END */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AIPNET_H */

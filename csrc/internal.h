@@ -1,0 +1,127 @@
+/* Internal structures of the C runtime: the model (format.c), plans and sessions
+ * (runtime.c, ops.c), the thread pool (threads.c) and the kernels (conv.c, gemm.c, ...,
+ * which mirror kernels/<op>.py file for file and know nothing of graphs). */
+#ifndef AIPN_INTERNAL_H
+#define AIPN_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "aipnet.h"
+
+#define MAXD 8
+enum { DT_F32 = 1, DT_U8 = 2, DT_I8 = 3, DT_I32 = 6, DT_I64 = 7, DT_BOOL = 9 };
+enum { AT_INT = 1, AT_FLOAT = 2, AT_STRING = 3, AT_INTS = 4, AT_FLOATS = 5, AT_STRINGS = 6, AT_TENSOR = 7 };
+enum { ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2, ACT_LEAKY = 3 };
+
+/* -- errors ----------------------------------------------------------------------- */
+aipn_status aipn_fail(aipn_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+size_t dtype_size(int dtype);
+
+/* -- arena: every allocation of a model or plan, freed at once ------------------------ */
+typedef struct arena_block arena_block;
+typedef struct arena { arena_block *head; } arena;
+void *arena_alloc(arena *a, size_t n); /* zeroed, 64-byte aligned; NULL on overflow/OOM */
+void arena_free(arena *a);
+
+/* -- model ---------------------------------------------------------------------------- */
+typedef struct attr {
+    const char *name;
+    int type;
+    int64_t i;
+    float f;
+    const char *s;
+    uint32_t n;          /* ints / floats / strings count */
+    int64_t *ints;
+    float *floats;
+    const char **strs;
+    int tdtype, tndim;   /* tensor */
+    int64_t tdims[MAXD];
+    void *tdata;
+    size_t tnumel;
+} attr;
+
+typedef struct node {
+    int op;              /* index into the op table (ops.c) */
+    const char *opname;
+    const char *name;
+    uint32_t nin, nout, nattr;
+    int32_t *in;         /* value ids, -1 for an absent optional input */
+    int32_t *out;
+    attr *attrs;
+} node;
+
+/* A value: a stored tensor (const), a graph input or a node output. */
+typedef struct valdecl {
+    const char *name;
+    int kind;            /* 0 tensor, 1 input, 2 node output */
+    int dtype;
+    int ndim;            /* -1 unknown rank (inputs) */
+    int64_t dims[MAXD];
+    const void *data;    /* tensors */
+    size_t numel;
+} valdecl;
+
+struct aipn_model {
+    arena mem;
+    void *map; size_t map_size;   /* mmap of a file */
+    void *copy;                   /* malloc'd copy of a memory model */
+    uint32_t opset;
+    uint32_t nvals, ntensors, ninputs, noutputs, nnodes, nmeta;
+    valdecl *vals;                /* tensors, then inputs, then node outputs */
+    int32_t *inputs, *outputs;    /* value ids */
+    node *nodes;
+    const char **meta_k, **meta_v;
+};
+
+aipn_status aipn_parse(aipn_model *m, const uint8_t *buf, size_t size, uint32_t flags);
+uint32_t aipn_crc32(uint32_t crc, const void *data, size_t n);
+const attr *node_attr(const node *n, const char *name);
+
+/* -- thread pool ---------------------------------------------------------------------- */
+typedef struct pool pool;
+typedef void (*task_fn)(void *ctx, int64_t begin, int64_t end);
+pool *pool_new(int threads);
+void pool_free(pool *p);
+int pool_threads(const pool *p);
+/* Run fn over [0, n) split in chunks of at least `grain` items; blocks until done. */
+void pool_for(pool *p, int64_t n, int64_t grain, task_fn fn, void *ctx);
+
+/* -- kernels (mirrors of kernels/<op>.py) ------------------------------------------------- */
+/* activation.c */
+void act_inplace(pool *p, float *x, int64_t n, int act, float p0, float p1);
+void bias_act_rows(pool *p, float *y, int64_t rows, int64_t cols, const float *bias, int act, float p0, float p1);
+void bias_act_cols(pool *p, float *y, int64_t rows, int64_t cols, const float *bias, int act, float p0, float p1);
+void sigmoid_f32(pool *p, const float *x, float *y, int64_t n);
+void tanh_f32(pool *p, const float *x, float *y, int64_t n);
+/* gemm.c: C[m x n] (ldc) = op(A)[m x k] * op(B)[k x n] (+ C if accumulate); row-major */
+void sgemm(pool *p, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a,
+           const float *b, int64_t ldb, int trans_b, float *c, int64_t ldc, int accumulate);
+/* y[r, :] = x[r, :] . W^T for W n x k row-major (the FC shape), any batch */
+void fc_f32(pool *p, const float *x, int64_t rows, int64_t k, const float *w, int64_t n, float *y);
+const char *gemm_isa(void);
+/* conv.c */
+typedef struct conv_params {
+    int64_t n, c, h, w, m, kh, kw, oh, ow;
+    int64_t sh, sw, dh, dw, pt, pl, group;
+} conv_params;
+size_t conv_scratch_floats(const conv_params *cp);
+void conv2d(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias,
+            float *y, float *scratch, int act, float p0, float p1);
+/* pool.c */
+typedef struct pool_params {
+    int64_t planes, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
+    int count_include_pad;
+} pool_params;
+void maxpool2d(pool *p, const pool_params *pp, const float *x, float *y);
+void avgpool2d(pool *p, const pool_params *pp, const float *x, float *y);
+void global_pool(pool *p, const float *x, int64_t planes, int64_t s, int is_max, float *y);
+/* norm.c */
+void lrn_f32(pool *p, const float *x, int64_t n, int64_t c, int64_t s, int64_t size, float alpha,
+             float beta, float bias, float *y);
+void scale_shift_f32(pool *p, const float *x, int64_t n, int64_t c, int64_t s, const float *scale,
+                     const float *shift, float *y);
+/* softmax.c */
+void softmax_f32(pool *p, const float *x, int64_t o, int64_t l, int64_t i, int log, float *y);
+
+#endif

@@ -1,0 +1,55 @@
+/* Plans and sessions: shared by runtime.c (API, planning, execution, stats) and ops.c
+ * (the op table: attribute checks, output shapes, cost and run of every op). */
+#ifndef AIPN_RUNTIME_H
+#define AIPN_RUNTIME_H
+
+#include "internal.h"
+
+/* a value of one plan: shape known at plan time, data set at plan time (constants,
+ * intermediate buffers) or at run time (graph inputs, views) */
+typedef struct val {
+    int dtype, ndim;
+    int64_t dims[MAXD];
+    int64_t numel;
+    void *data;
+    int is_const;   /* known at plan time (weights, folded shape chains) */
+    int defined;
+} val;
+
+typedef struct step {
+    const node *nd;
+    int is_view;    /* output 0 aliases input 0 (Reshape, Flatten, ...) */
+    int act; float p0, p1;
+    conv_params cp;
+    pool_params pp;
+    int64_t i[12];  /* op-specific integers */
+    float f[4];     /* op-specific floats */
+    int64_t perm[MAXD];
+    const float *w, *bias;   /* weights arranged at plan time */
+    float *scratch;
+    uint32_t weight_mask;    /* which inputs count as weights */
+    uint64_t macs, wbytes, wtotal, aread, awritten, outputs;
+} step;
+
+typedef struct plan {
+    arena mem;
+    struct plan *next;
+    uint32_t nin;
+    int64_t key[16 * (MAXD + 1)];
+    uint32_t keylen;
+    val *vals;
+    step *steps;
+    uint32_t nsteps;
+} plan;
+
+typedef struct op_def {
+    const char *name;
+    aipn_status (*prep)(plan *pl, const aipn_model *m, step *st);
+    aipn_status (*run)(pool *p, plan *pl, step *st);
+} op_def;
+
+extern const op_def OPS[];
+extern const int NOPS;
+int op_lookup(const char *name);
+
+#endif
