@@ -86,33 +86,67 @@ typedef struct gemm_job {
     int64_t unit;
 } gemm_job;
 
-/* one thread's share: rows [m0, m1) x cols [n0, n1) of C */
-INLINE void gemm_block(const gemm_job *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *pa, float *pb) {
-    for (int64_t jc = n0; jc < n1; jc += NC) {
-        int64_t nc = n1 - jc < NC ? n1 - jc : NC;
-        for (int64_t pc = 0; pc < g->k; pc += KC) {
-            int64_t kc = g->k - pc < KC ? g->k - pc : KC;
-            const float *bp = g->tb ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;
-            pack_b(kc, nc, bp, g->ldb, g->tb, pb);
-            int acc = g->acc || pc > 0;
-            for (int64_t ic = m0; ic < m1; ic += MC) {
-                int64_t mc = m1 - ic < MC ? m1 - ic : MC;
-                const float *ap = g->ta ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;
-                pack_a(mc, kc, ap, g->lda, g->ta, pa);
-                for (int64_t jr = 0; jr < nc; jr += NR)
-                    for (int64_t ir = 0; ir < mc; ir += MR)
-                        ukernel(kc, pa + ir * kc, pb + jr * kc, g->c + (ic + ir) * g->ldc + jc + jr, g->ldc,
-                                mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, acc);
-            }
-        }
+/* one thread's share: rows [m0, m1) x cols [n0, n1) of C, with micro-kernel UK */
+#define DEFINE_GEMM_BLOCK(NAME, UK, ATTR)                                                              \
+    ATTR static void NAME(const gemm_job *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *pa, float *pb) { \
+        for (int64_t jc = n0; jc < n1; jc += NC) {                                                     \
+            int64_t nc = n1 - jc < NC ? n1 - jc : NC;                                                  \
+            int64_t kstep = (g->k + (g->k + KC - 1) / KC - 1) / ((g->k + KC - 1) / KC);             \
+            for (int64_t pc = 0; pc < g->k; pc += kstep) {                                             \
+                int64_t kc = g->k - pc < kstep ? g->k - pc : kstep;                                    \
+                const float *bp = g->tb ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;           \
+                pack_b(kc, nc, bp, g->ldb, g->tb, pb);                                                 \
+                int acc = g->acc || pc > 0;                                                            \
+                for (int64_t ic = m0; ic < m1; ic += MC) {                                             \
+                    int64_t mc = m1 - ic < MC ? m1 - ic : MC;                                          \
+                    const float *ap = g->ta ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;       \
+                    pack_a(mc, kc, ap, g->lda, g->ta, pa);                                             \
+                    for (int64_t jr = 0; jr < nc; jr += NR)                                            \
+                        for (int64_t ir = 0; ir < mc; ir += MR)                                        \
+                            UK(kc, pa + ir * kc, pb + jr * kc, g->c + (ic + ir) * g->ldc + jc + jr, g->ldc, \
+                               mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, acc);         \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
     }
-}
 
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) static void gemm_block_avx2(const gemm_job *g, int64_t m0, int64_t m1, int64_t n0,
-                                                                int64_t n1, float *pa, float *pb) {
-    gemm_block(g, m0, m1, n0, n1, pa, pb);
+#include <immintrin.h>
+/* the same 6 x 16 tile with AVX2 intrinsics: broadcasts straight from memory keep all
+ * 12 accumulators in registers (the vector-extension version spills two on x86) */
+__attribute__((target("avx2,fma"), always_inline)) static inline void ukernel_avx2(
+    int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int64_t mr, int64_t nr, int acc) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int64_t k = 0; k < kc; k++, a += MR, b += NR) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), t;
+        t = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(t, b0, c00); c01 = _mm256_fmadd_ps(t, b1, c01);
+        t = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(t, b0, c10); c11 = _mm256_fmadd_ps(t, b1, c11);
+        t = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(t, b0, c20); c21 = _mm256_fmadd_ps(t, b1, c21);
+        t = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(t, b0, c30); c31 = _mm256_fmadd_ps(t, b1, c31);
+        t = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(t, b0, c40); c41 = _mm256_fmadd_ps(t, b1, c41);
+        t = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(t, b0, c50); c51 = _mm256_fmadd_ps(t, b1, c51);
+    }
+    __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    if (mr == MR && nr == NR) {
+        for (int i = 0; i < MR; i++) {
+            float *p = c + i * ldc;
+            if (acc) {
+                _mm256_storeu_ps(p, _mm256_add_ps(_mm256_loadu_ps(p), rows[i][0]));
+                _mm256_storeu_ps(p + 8, _mm256_add_ps(_mm256_loadu_ps(p + 8), rows[i][1]));
+            } else {
+                _mm256_storeu_ps(p, rows[i][0]);
+                _mm256_storeu_ps(p + 8, rows[i][1]);
+            }
+        }
+        return;
+    }
+    float tmp[MR][NR] __attribute__((aligned(64)));
+    for (int i = 0; i < MR; i++) { _mm256_store_ps(tmp[i], rows[i][0]); _mm256_store_ps(tmp[i] + 8, rows[i][1]); }
+    for (int64_t i = 0; i < mr; i++)
+        for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tmp[i][j] : tmp[i][j];
 }
+DEFINE_GEMM_BLOCK(gemm_block_avx2, ukernel_avx2, __attribute__((target("avx2,fma"))))
 static int have_avx2(void) {
     static int v = -1;
     if (v < 0) {
@@ -124,9 +158,7 @@ static int have_avx2(void) {
 #define HAVE_DISPATCH 1
 #endif
 
-static void gemm_block_base(const gemm_job *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *pa, float *pb) {
-    gemm_block(g, m0, m1, n0, n1, pa, pb);
-}
+DEFINE_GEMM_BLOCK(gemm_block_base, ukernel, )
 
 const char *gemm_isa(void) {
 #ifdef HAVE_DISPATCH
