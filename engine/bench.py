@@ -36,10 +36,11 @@ def _ort_session(model: Model, threads: int | None):
 
 
 def bench(model: Model, against: str | None = "onnxruntime", threads: int | None = None, batch: int = 1,
-          repeat: int = 20, warmup: int = 3, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+          repeat: int = 20, warmup: int = 3, progress: Callable[[int], None] | None = None,
+          backend: str = "numba") -> dict[str, Any]:
     """Median seconds per run of aipnet (and of ``against``), their ratio, and the op split."""
     feeds = random_feeds(model, batch)
-    sess = Session(model, threads=threads)
+    sess = Session(model, backend=backend, threads=threads)
     runners: dict[str, Callable[[], Any]] = {"aipnet": lambda: sess.run(feeds)}
     if against == "onnxruntime":
         ort_sess = _ort_session(model, threads)
@@ -61,7 +62,7 @@ def bench(model: Model, against: str | None = "onnxruntime", threads: int | None
         if progress:
             progress(1)
     result: dict[str, Any] = {
-        "model": model.source, "batch": batch, "threads": threads, "repeat": repeat,
+        "model": model.source, "backend": backend, "batch": batch, "threads": threads, "repeat": repeat,
         "median_s": {k: statistics.median(v) for k, v in times.items()},
         "min_s": {k: min(v) for k, v in times.items()},
         "op_split_s": {op: statistics.median(v) for op, v in sorted(op_split.items(), key=lambda kv: -statistics.median(kv[1]))},

@@ -67,7 +67,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .info import format_table, layer_table
     from .model import load
 
-    info = layer_table(load(args.model), args.batch)
+    model = load(args.model)
+    if args.backend != "numba":
+        from .session import Session
+
+        Session(model, backend=args.backend)  # the backend can load the model
+    info = layer_table(model, args.batch)
+    info["backend"] = args.backend
     if args.json:
         _write_json(None, info)
     else:
@@ -80,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .session import Session
 
     model = load(args.model)
-    sess = Session(model, threads=args.threads)
+    sess = Session(model, backend=args.backend, threads=args.threads)
     out = sess.run(_feeds(model, args.input))
     if args.output:
         if isinstance(out, dict):
@@ -128,12 +134,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = load(args.model)
     against = None if args.against == "none" else args.against
     with progress_bar(args.warmup + args.repeat, "bench", disable=args.json) as bar:
-        res = bench(model, against, args.threads, args.batch, args.repeat, args.warmup, bar.update)
+        res = bench(model, against, args.threads, args.batch, args.repeat, args.warmup, bar.update,
+                    backend=args.backend)
     if args.json:
         _write_json(None, res)
         return 0
     med = res["median_s"]
-    print(f"model {res['model']}  batch {res['batch']}  threads {res['threads'] or 'all'}  "
+    print(f"model {res['model']}  backend {res.get('backend', 'numba')}  batch {res['batch']}  threads {res['threads'] or 'all'}  "
           f"{res['repeat']} interleaved runs (wall clock, measured)")
     for k, v in med.items():
         print(f"  {k:12s} median {v * 1e3:9.3f} ms   min {res['min_s'][k] * 1e3:9.3f} ms")
@@ -152,7 +159,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     images, labels, source = load_fashion_mnist("test", args.data)
     if args.limit is not None:
         images, labels = images[:args.limit], labels[:args.limit]
-    res = evaluate(model, images, labels, args.batch, args.threads, source, progress=not args.json)
+    res = evaluate(model, images, labels, args.batch, args.threads, source, progress=not args.json,
+                   backend=args.backend)
     if args.json:
         _write_json(None, res)
     else:
@@ -178,10 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     def threads_arg(sp):
         sp.add_argument("--threads", type=int, default=None, help="kernel threads (default: all cores)")
 
+    def backend_arg(sp):
+        sp.add_argument("--backend", default="numba", choices=["numba", "c"],
+                        help="numba (default) or c (the C runtime through aipnet._native)")
+
     sp = sub.add_parser("info", help="per-layer table: op, output shape, params, MACs, weight bytes")
     model_arg(sp)
     sp.add_argument("--batch", type=int, default=1)
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    backend_arg(sp)
     sp.set_defaults(func=cmd_info)
 
     sp = sub.add_parser("run", help="run a model on .npy inputs")
@@ -191,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--stats", metavar="S.json", help="write the stats record of the run")
     sp.add_argument("--json", action="store_true", help="print output shapes and stats as JSON")
     threads_arg(sp)
+    backend_arg(sp)
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("bench", help="time aipnet against onnxruntime in one run")
@@ -201,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--warmup", type=int, default=3)
     sp.add_argument("--json", action="store_true")
     threads_arg(sp)
+    backend_arg(sp)
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("convert", help="write the optimised model as a packed .aipn file")
@@ -213,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default=None, metavar="DIR",
                     help="folder with the IDX files (default: the Debian path, else the shipped subset)")
     sp.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    sp.add_argument("--backend", default="numba", choices=["numba", "c"])
     sp.add_argument("--batch", type=int, default=100)
     sp.add_argument("--json", action="store_true")
     threads_arg(sp)
