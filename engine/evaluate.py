@@ -29,12 +29,18 @@ def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch: int = 100,
              threads: int | None = None, data: str = "", progress: bool = True,
-             **knobs: Any) -> dict[str, Any]:
-    """Evaluate ``model`` with the session ``knobs`` on preprocessed ``images``."""
+             backend: str = "numba", **knobs: Any) -> dict[str, Any]:
+    """Evaluate ``model`` with the session ``knobs`` on preprocessed ``images``.
+
+    Returns a dict with ``top1``, ``top5``, ``agreement`` (with the exact model's top-1),
+    ``images``, ``data``, ``stats`` (summed over all runs), ``time_per_image_s`` and
+    ``predictions`` (top-1 class per image).
+    """
     if batch < 1:
         raise KnobError(f"batch must be at least 1, got {batch}")
-    sess = Session(model, threads=threads, **knobs)
-    exact = Session(model, threads=threads) if knobs else None
+    sess = Session(model, backend=backend, threads=threads, **knobs)
+    exact = Session(model, backend=backend, threads=threads) if knobs else None
+    preds = np.empty(len(labels), dtype=np.int64)
     n = len(labels)
     top1 = top5 = agree = 0
     stats = None
@@ -47,6 +53,7 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch: int = 
             elapsed += time.perf_counter() - t0
             stats = accumulate(stats, sess.stats)
             pred = scores.argmax(axis=1)
+            preds[s:s + len(y)] = pred
             top1 += int((pred == y).sum())
             top5 += int(topk_hits(scores, y, 5).sum())
             ref = exact.run(x).argmax(axis=1) if exact is not None else pred
@@ -55,7 +62,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch: int = 
     return {
         "model": model.source, "data": data, "images": n,
         "top1": top1 / n, "top5": top5 / n, "agreement": agree / n,
-        "time_per_image_s": elapsed / n, "batch": batch, "knobs": knobs,
+        "time_per_image_s": elapsed / n, "batch": batch, "backend": backend, "knobs": knobs,
+        "predictions": preds.tolist(),
         "stats": stats, "source": {"accuracy": "measured", "stats": "analytic", "time": "measured (wall clock)"},
     }
 
@@ -75,6 +83,6 @@ def format_eval(res: dict[str, Any]) -> str:
     for layer in res["stats"]["layers"] + [dict(res["stats"]["total"], name="total")]:
         if layer["name"] != "total" and not layer["macs"] and not layer["weight_bytes_read"]:
             continue
-        lines.append(f"{layer['name'][:22]:22s} {human(layer['macs'] / n):>8s}  {human(layer['macs_skipped'] / n):>12s}  "
+        lines.append(f"{layer['name'][-22:]:22s} {human(layer['macs'] / n):>8s}  {human(layer['macs_skipped'] / n):>12s}  "
                      f"{human(layer['weight_bytes_read'] / n):>17s}")
     return "\n".join(lines)
