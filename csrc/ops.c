@@ -629,7 +629,7 @@ static aipn_status prep_softmax(plan *pl, const aipn_model *m, step *st) {
     val *x = vin(pl, st, 0);
     TRY(need_f32(st, x, "input"));
     if (x->ndim == 0) return BAD_INPUT(st, "expected an input of rank >= 1");
-    int axis;
+    int axis = 0;
     if (m->opset < 13) {
         TRY(norm_axis(st, aint(st, "axis", 1), x->ndim, "axis", &axis));
         st->i[0] = prod(x->dims, 0, axis); st->i[1] = prod(x->dims, axis, x->ndim); st->i[2] = 1;
