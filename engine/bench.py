@@ -37,10 +37,10 @@ def _ort_session(model: Model, threads: int | None):
 
 def bench(model: Model, against: str | None = "onnxruntime", threads: int | None = None, batch: int = 1,
           repeat: int = 20, warmup: int = 3, progress: Callable[[int], None] | None = None,
-          backend: str = "numba") -> dict[str, Any]:
+          backend: str = "numba", **knobs: Any) -> dict[str, Any]:
     """Median seconds per run of aipnet (and of ``against``), their ratio, and the op split."""
     feeds = random_feeds(model, batch)
-    sess = Session(model, backend=backend, threads=threads)
+    sess = Session(model, backend=backend, threads=threads, **knobs)
     runners: dict[str, Callable[[], Any]] = {"aipnet": lambda: sess.run(feeds)}
     if against == "onnxruntime":
         ort_sess = _ort_session(model, threads)

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import __version__
 from .errors import AipnetError, DataError
+from .knobs import add_knob_args, knobs_from_args
 
 EXIT_USAGE = 2
 
@@ -86,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .session import Session
 
     model = load(args.model)
-    sess = Session(model, backend=args.backend, threads=args.threads)
+    sess = Session(model, backend=args.backend, threads=args.threads, **knobs_from_args(args))
     out = sess.run(_feeds(model, args.input))
     if args.output:
         if isinstance(out, dict):
@@ -135,7 +136,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     against = None if args.against == "none" else args.against
     with progress_bar(args.warmup + args.repeat, "bench", disable=args.json) as bar:
         res = bench(model, against, args.threads, args.batch, args.repeat, args.warmup, bar.update,
-                    backend=args.backend)
+                    backend=args.backend, **knobs_from_args(args))
     if args.json:
         _write_json(None, res)
         return 0
@@ -160,7 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None:
         images, labels = images[:args.limit], labels[:args.limit]
     res = evaluate(model, images, labels, args.batch, args.threads, source, progress=not args.json,
-                   backend=args.backend)
+                   backend=args.backend, **knobs_from_args(args))
     if args.json:
         _write_json(None, res)
     else:
@@ -205,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print output shapes and stats as JSON")
     threads_arg(sp)
     backend_arg(sp)
+    add_knob_args(sp)
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("bench", help="time aipnet against onnxruntime in one run")
@@ -216,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     threads_arg(sp)
     backend_arg(sp)
+    add_knob_args(sp)
     sp.set_defaults(func=cmd_bench)
 
     sp = sub.add_parser("convert", help="write the optimised model as a packed .aipn file")
@@ -228,10 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default=None, metavar="DIR",
                     help="folder with the IDX files (default: the Debian path, else the shipped subset)")
     sp.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    sp.add_argument("--backend", default="numba", choices=["numba", "c"])
     sp.add_argument("--batch", type=int, default=100)
     sp.add_argument("--json", action="store_true")
     threads_arg(sp)
+    backend_arg(sp)
+    add_knob_args(sp)
     sp.set_defaults(func=cmd_eval)
 
     sp = sub.add_parser("demo", help="run the built-in reference model and show what it did")

@@ -9,7 +9,7 @@ become constants; the rest become steps that run on every call.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -38,7 +38,8 @@ class Plan:
 
 
 def make_plan(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba",
-              input_values: dict[str, np.ndarray] | None = None, threads: int = 1) -> Plan:
+              input_values: dict[str, np.ndarray] | None = None, threads: int = 1,
+              knobs: Any = None) -> Plan:
     """Plan ``g`` for the given input shapes (names of graph inputs -> shapes).
 
     ``input_values`` are small integer inputs (shapes, axes, indices) whose values the
@@ -57,7 +58,7 @@ def make_plan(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba",
                 raise ModelError(f"node {node.name!r} reads {n!r}, which is not computed before it")
         in_consts = [consts.get(n) if n else None for n in node.inputs]
         impl = impl_cls(node, in_shapes, in_consts, g.opset)
-        impl.threads = threads
+        impl.configure(threads, knobs)
         const_ins = all(c is not None for n, c in zip(node.inputs, in_consts) if n)
         if impl.foldable and (const_ins or node.op == "Shape"):
             outs = impl.run(in_consts)
@@ -91,10 +92,11 @@ def _mark_releases(steps: Sequence[Step], keep: set[str]) -> None:
 
 
 def plan_or_raise(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba",
-                  input_values: dict[str, np.ndarray] | None = None, threads: int = 1) -> Plan:
+                  input_values: dict[str, np.ndarray] | None = None, threads: int = 1,
+                  knobs: Any = None) -> Plan:
     """make_plan, with numpy errors from a malformed model turned into AipnetError."""
     try:
-        return make_plan(g, input_shapes, backend, input_values, threads)
+        return make_plan(g, input_shapes, backend, input_values, threads, knobs)
     except AipnetError:
         raise
     except (ValueError, IndexError, TypeError) as exc:

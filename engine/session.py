@@ -10,6 +10,7 @@ import numba
 import numpy as np
 
 from .errors import InputError, KnobError
+from .knobs import make_knobs
 from .model import Model, load
 from .plan import Plan, plan_or_raise
 from .stats import layer_record, summarize
@@ -41,9 +42,12 @@ class Session:
         backend: ``"numba"``, or ``"c"`` (the C runtime through ``aipnet._native``,
             one FFI call per run; float32 inputs).
         threads: worker threads for the kernels (default: all cores).
+        **knobs: the approximation knobs (``aip``, ``aip_threshold``, ``drowsy``, ...):
+            see :class:`aipnet.knobs.Knobs` for the list, defaults and ranges.
     """
 
-    def __init__(self, model: Model | str | os.PathLike, backend: str = "numba", threads: int | None = None):
+    def __init__(self, model: Model | str | os.PathLike, backend: str = "numba", threads: int | None = None,
+                 **knobs: Any):
         if not isinstance(model, Model):
             model = load(model)
         if backend not in BACKENDS:
@@ -51,6 +55,10 @@ class Session:
         self.model = model
         self.backend = backend
         self.threads = _check_threads(threads)
+        self.knobs = make_knobs(**knobs)
+        pending = [k for k in ("aip", "drowsy") if getattr(self.knobs, k)]
+        if pending:
+            raise KnobError(f"{', '.join(pending)}: not implemented yet in this version of aipnet")
         self._plans: dict[tuple, Plan] = {}
         self.stats: dict[str, Any] = summarize([])
         self._native = None
@@ -104,7 +112,8 @@ class Session:
                tuple(sorted((k, v.dtype.str, v.shape, v.tobytes()) for k, v in values.items())))
         plan = self._plans.get(key)
         if plan is None:
-            plan = plan_or_raise(self.model.graph, dict(shapes), self.backend, values, self.effective_threads)
+            plan = plan_or_raise(self.model.graph, dict(shapes), self.backend, values, self.effective_threads,
+                                 self.knobs)
             self._plans[key] = plan
         return plan
 
@@ -148,11 +157,15 @@ class Session:
             for name in st.release:
                 env.pop(name, None)
             c = st.cost
-            layers.append(layer_record(
+            rec = layer_record(
                 st.node.name, st.node.op, macs=c.macs, macs_skipped=0, weight_bytes_read=c.weight_bytes,
                 weight_bytes_total=st.weight_bytes_total, act_bytes_read=c.act_bytes_read,
                 act_bytes_written=c.act_bytes_written, outputs=c.outputs, outputs_refined=0, time_s=dt,
-                activation=st.node.attrs.get("_act", "")))
+                activation=st.node.attrs.get("_act", ""))
+            if st.impl.run_counts:
+                # approximate kernels count what they really did on this run
+                rec.update(st.impl.run_counts)
+            layers.append(rec)
         return env, layers
 
     @property

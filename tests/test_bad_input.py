@@ -209,3 +209,17 @@ def test_cli_errors(tmp_path):
     unknown = tmp_path / "u.onnx"
     onnx.save(graph([helper.make_node("Bogus", ["x"], ["y"])], {"x": (3,)}, "y"), unknown)
     assert_one_line_error(cli("info", unknown), "Bogus")
+
+
+# -- knobs -------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw,needle", [
+    ({"aip_fraction": 0.0}, "aip_fraction"), ({"aip_fraction": 1.5}, "aip_fraction"),
+    ({"aip_refine": 0}, "aip_refine"), ({"aip_threshold": float("nan")}, "aip_threshold"),
+    ({"aip_mode": "fast"}, "aip_mode"), ({"aip_policy": "best"}, "aip_policy"),
+    ({"drowsy": 1.0}, "drowsy"), ({"drowsy": -0.1}, "drowsy"), ({"drowsy": float("nan")}, "drowsy"),
+    ({"drowsy_granularity": "row"}, "drowsy_granularity"), ({"seed": -1}, "seed"),
+    ({"aip": "yes"}, "aip"), ({"turbo": True}, "turbo"),
+])
+def test_bad_knobs(kw, needle):
+    with pytest.raises(KnobError, match=needle):
+        aipnet.Session(aipnet.load(relu_model()), **kw)

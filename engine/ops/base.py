@@ -41,6 +41,11 @@ class OpImpl:
     op: ClassVar[str] = ""
     #: threads the kernels may use (set by the planner from the session's knob)
     threads: int = 1
+    #: the session's approximation knobs (set by the planner; None means exact)
+    knobs: Any = None
+    #: counts a run measured itself (macs_skipped, outputs_refined, weight_bytes_read...):
+    #: set by ``run`` in approximate kernels, they override the analytic cost
+    run_counts: dict[str, int] | None = None
     #: ops whose outputs can be computed at plan time from constant inputs only
     foldable: ClassVar[bool] = True
 
@@ -61,6 +66,12 @@ class OpImpl:
 
     def bad_input(self, why: str) -> InputError:
         return InputError(f"node {self.node.name!r} ({self.node.op}): {why}")
+
+    def configure(self, threads: int, knobs: Any) -> None:
+        """Called once by the planner after construction. Approximate variants override
+        it to arrange their weights (e.g. AIP packing) for the session's knobs."""
+        self.threads = threads
+        self.knobs = knobs
 
     # -- execution ----------------------------------------------------------------
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
