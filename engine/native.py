@@ -48,6 +48,16 @@ def supported_ops() -> list[str]:
     return ffi.string(lib.aipn_supported_ops()).decode().split(",")
 
 
+def register_ops() -> None:
+    """Add the ops the C runtime implements to the registry under backend "c" (the
+    value is the C session class: the C runtime runs whole graphs, not single ops)."""
+    from .registry import REGISTRY, _load_ops
+
+    _load_ops()
+    for op in supported_ops():
+        REGISTRY.setdefault(op, {})["c"] = NativeSession
+
+
 class NativeModel:
     """A C model handle: the .aipn file mapped again by C, or the graph packed in memory."""
 
@@ -147,3 +157,7 @@ class NativeSession:
                 act_bytes_read=s.act_bytes_read, act_bytes_written=s.act_bytes_written, outputs=s.outputs,
                 outputs_refined=s.outputs_refined, time_s=s.time_s, activation=ffi.string(s.activation).decode()))
         return summarize(recs, ffi.string(src[0]).decode())
+
+
+if lib is not None:
+    register_ops()

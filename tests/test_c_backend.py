@@ -29,6 +29,7 @@ def _outs(out):
 
 def test_same_ops_as_numba():
     assert sorted(native.supported_ops()) == supported_ops("numba")
+    assert supported_ops("c") == supported_ops("numba")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
