@@ -86,3 +86,64 @@ def test_weight_checksum(small_bytes):
     with pytest.raises(ModelFileError, match="checksum"):
         aipn_format.parse(bytes(bad))
     aipn_format.parse(bytes(bad), verify=False)
+
+
+# -- hand-made hostile files (valid checksums, so only the structural checks catch them) --
+def _refresh_crc(data: bytearray) -> bytes:
+    import zlib
+    t_size = struct.unpack_from("<Q", data, 32)[0]
+    crc = zlib.crc32(bytes(data[64:64 + t_size]), zlib.crc32(bytes(data[:56])))
+    struct.pack_into("<I", data, 56, crc)
+    return bytes(data)
+
+
+def _tensor_field(data: bytes, name: str, ndim: int) -> int:
+    """Byte offset of the dims of tensor ``name`` in the table."""
+    key = struct.pack("<I", len(name)) + name.encode()
+    return data.index(key) + len(key) + 12
+
+
+def _both_refuse(data: bytes, match: str) -> None:
+    with pytest.raises(ModelFileError, match=match):
+        aipn_format.parse(data)
+    from aipnet import native
+    if native.available():
+        with pytest.raises(aipnet.AipnetError, match=match):
+            native.NativeModel.from_bytes(data)
+
+
+def _two_tensor_graph():
+    from aipnet.graph import Graph, Node, ValueInfo
+    inits = {"a": np.ones((4, 4), np.float32), "b": np.full((4,), 2, np.float32)}
+    nodes = [Node("Add", "add", ["x", "a"], ["y"]), Node("Add", "add2", ["y", "b"], ["z"])]
+    return Graph(nodes, inits, [ValueInfo("x", (None, 4, 4), np.dtype(np.float32))], ["z"])
+
+
+def test_overlapping_tensors_refused():
+    data = bytearray(aipn_format.dumps(_two_tensor_graph()))
+    pos = _tensor_field(data, "b", 1) + 8          # after the one dim: the offset
+    struct.pack_into("<Q", data, pos, 0)           # b now starts where a does
+    _both_refuse(_refresh_crc(data), "overlap|checksum")
+
+
+def test_dims_whose_product_overflows_refused():
+    data = bytearray(aipn_format.dumps(_two_tensor_graph()))
+    pos = _tensor_field(data, "a", 2)
+    struct.pack_into("<qq", data, pos, 1 << 62, 1 << 62)
+    _both_refuse(_refresh_crc(data), "larger than the file|does not fit")
+
+
+def test_offset_past_the_end_refused():
+    data = bytearray(aipn_format.dumps(_two_tensor_graph()))
+    pos = _tensor_field(data, "b", 1) + 8
+    struct.pack_into("<Q", data, pos, 1 << 40)
+    _both_refuse(_refresh_crc(data), "does not fit")
+
+
+def test_dangling_names_and_cycles_refused():
+    g = _two_tensor_graph()
+    g.nodes[0].inputs = ["x", "nope"]
+    _both_refuse(aipn_format.dumps(g), "nope")
+    g = _two_tensor_graph()
+    g.nodes[0].inputs = ["z", "a"]                 # reads the output of a later node: a cycle
+    _both_refuse(aipn_format.dumps(g), "dangling name or cycle")
