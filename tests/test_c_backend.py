@@ -124,3 +124,35 @@ def test_aipnet_run_matches_python(aipnet_run, tmp_path):
     bad = subprocess.run([str(aipnet_run), str(tmp_path / "x.npy"), str(tmp_path / "x.npy"), str(tmp_path / "z")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "not an .aipn file" in bad.stderr
+
+
+# -- special values (0, -0, +-inf, NaN) as onnxruntime, as the Numba backend is tested --
+from onnx import helper  # noqa: E402
+
+from cases import graph  # noqa: E402
+from test_special_values import UNARY, same_values, special_input  # noqa: E402
+
+
+@pytest.mark.parametrize("op,attrs", UNARY, ids=lambda v: v if isinstance(v, str) else "")
+def test_unary_special_values(op, attrs):
+    model = graph([helper.make_node(op, ["x"], ["y"], **attrs)], {"x": (3, 6, 6)}, "y")
+    x = special_input((2, 3, 6, 6))
+    same_values(aipnet.Session(aipnet.load(model), backend="c").run(x), ort_run(model, {"x": x})[0], op)
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Sum"])
+def test_binary_special_values(op):
+    model = graph([helper.make_node(op, ["a", "b"], ["y"])], {"a": (4, 8), "b": (4, 8)}, "y")
+    feeds = {"a": special_input((2, 4, 8), 1), "b": special_input((2, 4, 8), 2)}
+    same_values(aipnet.Session(aipnet.load(model), backend="c").run(feeds), ort_run(model, feeds)[0], op)
+
+
+def test_clip_and_fused_relu_special_values():
+    model = graph([helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], {"x": (4, 8)}, "y",
+                  {"lo": np.array(-1, np.float32), "hi": np.array(1, np.float32)})
+    x = special_input((2, 4, 8), 3)
+    same_values(aipnet.Session(aipnet.load(model), backend="c").run(x), ort_run(model, {"x": x})[0], "Clip")
+    model = graph([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+                  {"x": (3, 4, 4)}, "y", {"w": np.ones((2, 3, 1, 1), np.float32)})
+    x = special_input((1, 3, 4, 4), 4)
+    same_values(aipnet.Session(aipnet.load(model), backend="c").run(x), ort_run(model, {"x": x})[0], "Conv+Relu")
