@@ -34,6 +34,7 @@ class Knobs:
     aip_mode: str = _knob("refine", "AIP: refine the outputs that matter, or approx (estimates only)", choices=AIP_MODES)
     aip_fraction: float = _knob(1 / 16, "AIP: fraction of inputs in the approximate pass (packing at load)", type=float)
     aip_policy: str = _knob("stride", "AIP: how the approximate subset is chosen (packing at load)", choices=AIP_POLICIES)
+    aip_skip_zeros: bool = _knob(True, "AIP: skip the weight lines of inputs that are zero (post-ReLU)", flag=True)
     drowsy: float = _knob(0.0, "DrowsyNet: drop rate of conv outputs, 0 <= p < 1", type=float)
     drowsy_granularity: str = _knob("tile", "DrowsyNet: what a mask drops", choices=DROWSY_GRANULARITIES)
     drowsy_rescale: bool = _knob(False, "DrowsyNet: scale survivors by 1/(1-p)", flag=True)
@@ -41,7 +42,7 @@ class Knobs:
     seed: int = _knob(0, "seed of the DrowsyNet masks (and the random AIP policy)", type=int)
 
     def __post_init__(self) -> None:
-        _check_bool(self, "aip", "drowsy_rescale", "drowsy_fixed_mask")
+        _check_bool(self, "aip", "aip_skip_zeros", "drowsy_rescale", "drowsy_fixed_mask")
         _check_number(self, "aip_threshold", allow_inf=True)
         if not (isinstance(self.aip_fraction, (int, float)) and 0.0 < self.aip_fraction <= 1.0):
             raise KnobError(f"aip_fraction must be in (0, 1], got {self.aip_fraction!r}")

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .aip import fc_roles
 from .errors import AipnetError, ModelError
 from .graph import Graph, Node
 from .ops.base import Cost, OpImpl, Shape
@@ -50,6 +51,7 @@ def make_plan(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba",
     shapes: dict[str, Shape] = {k: tuple(v.shape) for k, v in consts.items()}
     shapes.update({k: tuple(v) for k, v in input_shapes.items()})
     steps: list[Step] = []
+    roles = fc_roles(g) if knobs is not None and getattr(knobs, "aip", False) else {}
     for node in g.nodes:
         impl_cls = lookup(node.op, backend, node.name)
         in_shapes = [shapes.get(n) if n else None for n in node.inputs]
@@ -58,6 +60,7 @@ def make_plan(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba",
                 raise ModelError(f"node {node.name!r} reads {n!r}, which is not computed before it")
         in_consts = [consts.get(n) if n else None for n in node.inputs]
         impl = impl_cls(node, in_shapes, in_consts, g.opset)
+        impl.graph_role = roles.get(node.name)
         impl.configure(threads, knobs)
         const_ins = all(c is not None for n, c in zip(node.inputs, in_consts) if n)
         if impl.foldable and (const_ins or node.op == "Shape"):

@@ -56,7 +56,7 @@ class Session:
         self.backend = backend
         self.threads = _check_threads(threads)
         self.knobs = make_knobs(**knobs)
-        pending = [k for k in ("aip", "drowsy") if getattr(self.knobs, k)]
+        pending = [k for k in ("drowsy",) if getattr(self.knobs, k)]
         if pending:
             raise KnobError(f"{', '.join(pending)}: not implemented yet in this version of aipnet")
         self._plans: dict[tuple, Plan] = {}

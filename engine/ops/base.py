@@ -43,6 +43,8 @@ class OpImpl:
     threads: int = 1
     #: the session's approximation knobs (set by the planner; None means exact)
     knobs: Any = None
+    #: the op's role in the graph where a technique needs it (AIP: relu/final/dense)
+    graph_role: str | None = None
     #: counts a run measured itself (macs_skipped, outputs_refined, weight_bytes_read...):
     #: set by ``run`` in approximate kernels, they override the analytic cost
     run_counts: dict[str, int] | None = None

@@ -64,9 +64,19 @@ class Gemm(OpImpl):
             else:
                 self.c_general = True
 
+    def configure(self, threads, knobs):
+        super().configure(threads, knobs)
+        self.aip = None
+        if knobs is not None and knobs.aip and self.w is not None and not self.c_general and self.graph_role:
+            from ..aip import packed_for
+
+            self.aip = packed_for(self.w, knobs.aip_fraction, knobs.aip_policy, knobs.seed)
+
     def run(self, inputs):
         a = inputs[0].T if self.trans_a else inputs[0]
         a = np.ascontiguousarray(a, dtype=np.float32)
+        if self.aip is not None:
+            return [self._run_aip(a)]
         if self.w is not None and not self.c_general:
             return [fc(a, self.w, self.bias, *self.act.args(), threads=self.threads)]
         b = inputs[1] if self.trans_b else inputs[1].T
@@ -80,6 +90,17 @@ class Gemm(OpImpl):
         if self.act:
             act_inplace(y.reshape(-1), *self.act.args())
         return [y]
+
+    def _run_aip(self, a):
+        from ..aip import DEFAULT_REFINE, aip_fc
+
+        kn = self.knobs
+        y, counts = aip_fc(a, self.aip, self.bias, self.graph_role, kn.aip_threshold,
+                           kn.aip_refine or DEFAULT_REFINE, kn.aip_mode, kn.aip_skip_zeros)
+        counts["weight_bytes_total"] = (self.aip.approx.nbytes + self.aip.rest.nbytes
+                                        + (self.bias.nbytes if self.bias is not None else 0))
+        self.run_counts = counts
+        return y
 
     def cost(self, shapes):
         c = super().cost(shapes)
