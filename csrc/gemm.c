@@ -149,11 +149,13 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void ukernel_av
 DEFINE_GEMM_BLOCK(gemm_block_avx2, ukernel_avx2, __attribute__((target("avx2,fma"))))
 static int have_avx2(void) {
     static int v = -1;
-    if (v < 0) {
+    int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    if (r < 0) {
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        r = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        __atomic_store_n(&v, r, __ATOMIC_RELAXED);
     }
-    return v;
+    return r;
 }
 #define HAVE_DISPATCH 1
 #endif

@@ -142,7 +142,22 @@ int main(int argc, char **argv) {
         EXPECT(aipn_model_load_memory(c, size, AIPN_LOAD_COPY, &m) != AIPN_OK, "flipped byte %zu loads", i);
         aipn_model_free(m);
         m = NULL;
-        if (aipn_model_load_memory(c, size, AIPN_LOAD_COPY | AIPN_LOAD_SKIP_CHECKSUMS, &m) == AIPN_OK) aipn_model_free(m);
+        if (aipn_model_load_memory(c, size, AIPN_LOAD_COPY | AIPN_LOAD_SKIP_CHECKSUMS, &m) == AIPN_OK) {
+            /* a corrupt model that still parses must fail cleanly (or run) in a session too */
+            aipn_session *cs = NULL;
+            if (aipn_session_new(m, NULL, &cs) == AIPN_OK) {
+                static float x[3 * 16 * 16], y[64];
+                aipn_tensor in = {4, {1, 3, 16, 16}, x, 3 * 16 * 16}, out[4];
+                memset(out, 0, sizeof out);
+                for (int o = 0; o < 4; o++) { out[o].data = y; out[o].len = 64; }
+                uint32_t nin = 0, nout = 0;
+                aipn_model_num_inputs(m, &nin);
+                aipn_model_num_outputs(m, &nout);
+                if (nin == 1 && nout <= 4) aipn_session_run(cs, &in, 1, out, nout);
+                aipn_session_free(cs);
+            }
+            aipn_model_free(m);
+        }
     }
     /* newer major version */
     memcpy(c, buf, size);
