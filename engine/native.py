@@ -89,7 +89,15 @@ class NativeSession:
     """A C session on a NativeModel; ``run`` takes and returns float32 arrays in the
     model's input and output order."""
 
-    def __init__(self, model: Any, threads: int | None = None):
+    def __init__(self, model: Any, threads: int | None = None, knobs: Any = None):
+        if knobs is not None:
+            from dataclasses import fields
+
+            default = type(knobs)()
+            changed = [f.name for f in fields(knobs) if getattr(knobs, f.name) != getattr(default, f.name)]
+            if changed:
+                raise KnobError(f"backend 'c' does not implement {', '.join(changed)} yet; "
+                                "use backend='numba' for the approximation knobs")
         self.model = model if isinstance(model, NativeModel) else NativeModel(model)
         cfg = ffi.new("aipn_config *")
         lib.aipn_config_default(cfg)

@@ -65,7 +65,7 @@ class Session:
         if backend == "c":
             from .native import NativeSession
 
-            self._native = NativeSession(model, self.threads)
+            self._native = NativeSession(model, self.threads, self.knobs)
 
     # -- inputs -------------------------------------------------------------------
     def _feeds(self, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
