@@ -49,7 +49,7 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch: int = 
         for s in range(0, n, batch):
             x, y = images[s:s + batch], labels[s:s + batch]
             t0 = time.perf_counter()
-            scores = sess.run(x)
+            scores = sess.run(x, image_offset=s)
             elapsed += time.perf_counter() - t0
             stats = accumulate(stats, sess.stats)
             pred = scores.argmax(axis=1)

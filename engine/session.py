@@ -56,9 +56,6 @@ class Session:
         self.backend = backend
         self.threads = _check_threads(threads)
         self.knobs = make_knobs(**knobs)
-        pending = [k for k in ("drowsy",) if getattr(self.knobs, k)]
-        if pending:
-            raise KnobError(f"{', '.join(pending)}: not implemented yet in this version of aipnet")
         self._plans: dict[tuple, Plan] = {}
         self.stats: dict[str, Any] = summarize([])
         self._native = None
@@ -118,12 +115,17 @@ class Session:
         return plan
 
     # -- running ------------------------------------------------------------------
-    def run(self, x: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+    def run(self, x: np.ndarray | Mapping[str, np.ndarray], image_offset: int = 0) -> np.ndarray | dict[str, np.ndarray]:
         """Run the model. One input array in, one out; or a dict in and out.
 
         Inputs are batch first, of the dtype and non-batch dims the model declares.
         Non-finite input values propagate as they do in onnxruntime (no check here).
+        ``image_offset``: DrowsyNet image id of the first image of the batch (image i of
+        the batch gets its own mask, id ``image_offset + i``); give each batch of a data
+        set its position so that every image gets its own mask.
         """
+        if isinstance(image_offset, bool) or not isinstance(image_offset, (int, np.integer)) or image_offset < 0:
+            raise KnobError(f"image_offset must be a non-negative integer, got {image_offset!r}")
         feeds = self._feeds(x)
         if self._native is not None:
             outs = self._native.run([feeds[s.name] for s in self.model.graph.inputs])
@@ -133,6 +135,10 @@ class Session:
         # Small integer inputs are shapes, axes or indices: plans may depend on their values.
         values = {k: v for k, v in feeds.items() if v.dtype.kind in "iu" and v.size <= SMALL_INT_INPUT}
         plan = self.plan_for({k: v.shape for k, v in feeds.items()}, values)
+        if self.knobs.drowsy:
+            from .drowsy import bind
+
+            bind(plan, self.model.graph, int(image_offset))
         numba.set_num_threads(threads)
         # BLAS runs single-threaded inside a run: kernels.parallel splits GEMMs itself
         with self._blas_single_thread():

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from aipnet.kernels.conv import conv2d
+from aipnet.kernels.drowsy import GRANULARITY_CODES, conv2d_drowsy
 
 from ..registry import register
 from .base import Cost, OpImpl, Shape
@@ -108,15 +109,38 @@ class Conv(OpImpl):
         self.act = FusedActivation.from_node(node)
         self.macs = n * m * int(np.prod(outs)) * cg * int(np.prod(kernel))
 
+    #: DrowsyNet: set by engine.drowsy.bind before each run (None: not bound, run exact)
+    drowsy_layer: int | None = None
+    drowsy_image: int = 0
+
+    def configure(self, threads, knobs):
+        super().configure(threads, knobs)
+        self.drowsy = knobs is not None and knobs.drowsy > 0
+
     def run(self, inputs):
         x, w = inputs[0], inputs[1]
         b = inputs[2] if len(inputs) > 2 and inputs[2] is not None else None
         if self.nd == 1:
             x = x[:, :, None, :]
             w = w[:, :, None, :]
+        if self.drowsy and self.drowsy_layer is not None:
+            return self._run_drowsy(np.ascontiguousarray(x), np.ascontiguousarray(w), b)
         y = conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), b, self.strides, self.pads,
                    self.dilations, self.group, self.out_hw, *self.act.args(), threads=self.threads)
         return [y.reshape(self.out_shapes[0])]
+
+    def _run_drowsy(self, x, w, b):
+        """DrowsyNet: compute kept outputs only; count what was done (engine/drowsy.py)."""
+        from .. import drowsy
+
+        m, p = self.out_shapes[0][1], self.out_hw[0] * self.out_hw[1]
+        masks = drowsy.unit_masks(self.knobs, self.drowsy_layer, self.drowsy_image, x.shape[0], m, p)
+        y, macs, computed = conv2d_drowsy(
+            x, w, b, self.strides, self.pads, self.dilations, self.group, self.out_hw, *self.act.args(),
+            GRANULARITY_CODES[self.knobs.drowsy_granularity], masks, drowsy.scale(self.knobs), self.threads)
+        dense = self.macs * x.shape[0] // self.out_shapes[0][0]
+        self.run_counts = {"macs": macs, "macs_skipped": dense - macs, "outputs_computed": computed}
+        return [y.reshape((x.shape[0],) + tuple(self.out_shapes[0][1:]))]
 
     def cost(self, shapes):
         c = super().cost(shapes)

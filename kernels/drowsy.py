@@ -1,0 +1,417 @@
+"""DrowsyNet kernels: the counter-based mask generator and masked 2-D convolution.
+
+Mask generator (the contract the C runtime must reproduce bit for bit)
+-----------------------------------------------------------------------
+All arithmetic is on unsigned 64-bit integers, modulo 2**64::
+
+    GAMMA     = 0x9E3779B97F4A7C15
+    mix64(z)  = z ^= z >> 30; z *= 0xBF58476D1CE4E5B9;
+                z ^= z >> 27; z *= 0x94D049BB133111EB;
+                z ^ (z >> 31)                      (the splitmix64 finaliser)
+    key(seed, image, layer) =
+        mix64( mix64( mix64(GAMMA * (seed + 1)) ^ (GAMMA * (image + 1)) ) ^ (GAMMA * (layer + 1)) )
+    h(unit)   = mix64(key ^ (GAMMA * (unit + 1)))
+    threshold = floor(p * 2**24)                   (exact in IEEE double)
+    dropped   = (h(unit) >> 40) < threshold        (u = (h >> 40) / 2**24 is uniform on [0, 1))
+
+``layer`` is the conv's position among the graph's Conv nodes (0-based), ``image`` the
+image id (the session's ``image_offset`` + position in the batch, or 0 for a fixed mask),
+and ``unit`` the index of a mask unit inside one image's output of that layer:
+
+    ========= =============================================== =======================
+    neuron    c * P + p      (c output channel, p = y*OW + x) M * P units
+    pixel     p                                               P units
+    channel   c                                               M units
+    tile      (c // TILE_CHANNELS) * TB + p // TILE_PIXELS    ceil(M/16) * TB units,
+              with TB = ceil(P / TILE_PIXELS)
+    ========= =============================================== =======================
+
+Tile shape (16 channels x 64 consecutive output pixels): the masked GEMM computes each
+kept tile as rows of a dense product; 16 rows are two register rows of a 8-wide FMA
+micro-kernel and 64 columns amortise gathering those weight rows (1/64 of the tile's
+MACs), so a masked run stays at BLAS speed. Smaller tiles (1 x 16) need a hand-written
+micro-kernel, which in Numba reached only about half of BLAS speed (measured).
+
+Dropped outputs are 0 whatever the fused activation (Clip with lo > 0 and LeakyRelu
+included): the mask is applied after bias and activation. Survivors are multiplied by
+``scale`` (1/(1-p) with rescaling, else 1) after the activation, as inverted dropout does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import kernel, prange
+from .activation import _apply
+from .conv import im2col
+from .parallel import matmul_rows, run_blocks
+
+GAMMA = np.uint64(0x9E3779B97F4A7C15)
+M1 = np.uint64(0xBF58476D1CE4E5B9)
+M2 = np.uint64(0x94D049BB133111EB)
+S30 = np.uint64(30)
+S27 = np.uint64(27)
+S31 = np.uint64(31)
+S40 = np.uint64(40)
+ONE = np.uint64(1)
+#: the uniform variate has 24 bits: threshold = floor(p * 2**24)
+U_BITS = 24
+TILE_CHANNELS = 16
+TILE_PIXELS = 64
+#: granularity codes (kernels take integers)
+NEURON, PIXEL, CHANNEL, TILE = 0, 1, 2, 3
+GRANULARITY_CODES = {"neuron": NEURON, "pixel": PIXEL, "channel": CHANNEL, "tile": TILE}
+
+
+@kernel()
+def mix64(z):
+    """The splitmix64 finaliser (uint64 in, uint64 out)."""
+    z = (z ^ (z >> S30)) * M1
+    z = (z ^ (z >> S27)) * M2
+    return z ^ (z >> S31)
+
+
+@kernel()
+def layer_key(seed, image, layer):
+    """key(seed, image, layer) of the module docstring."""
+    k = mix64(GAMMA * (np.uint64(seed) + ONE))
+    k = mix64(k ^ (GAMMA * (np.uint64(image) + ONE)))
+    return mix64(k ^ (GAMMA * (np.uint64(layer) + ONE)))
+
+
+def drop_threshold(p: float) -> int:
+    """floor(p * 2**24): unit dropped iff (h >> 40) < threshold."""
+    return int(np.floor(float(p) * (1 << U_BITS)))
+
+
+@kernel(parallel=True)
+def keep_units(seed, image, layer, threshold, keep):
+    """keep[u] = 1 if unit u of (seed, image, layer) survives, 0 if dropped (keep: uint8)."""
+    key = layer_key(seed, image, layer)
+    thr = np.uint64(threshold)
+    for u in prange(keep.shape[0]):
+        h = mix64(key ^ (GAMMA * (np.uint64(u) + ONE)))
+        keep[u] = 0 if (h >> S40) < thr else 1
+
+
+def unit_count(granularity: int, m: int, p: int) -> int:
+    """How many mask units one image's (M channels x P pixels) output has."""
+    if granularity == NEURON:
+        return m * p
+    if granularity == PIXEL:
+        return p
+    if granularity == CHANNEL:
+        return m
+    return -(-m // TILE_CHANNELS) * -(-p // TILE_PIXELS)
+
+
+def expand_mask(granularity: int, units: np.ndarray, m: int, p: int) -> np.ndarray:
+    """The M x P keep mask (uint8) of one image from its unit mask."""
+    if granularity == NEURON:
+        return units.reshape(m, p)
+    if granularity == PIXEL:
+        return np.broadcast_to(units[None, :], (m, p))
+    if granularity == CHANNEL:
+        return np.broadcast_to(units[:, None], (m, p))
+    tb = -(-p // TILE_PIXELS)
+    t = units.reshape(-1, tb)
+    return np.repeat(np.repeat(t, TILE_CHANNELS, axis=0)[:m], TILE_PIXELS, axis=1)[:, :p]
+
+
+# -- patch gathers ------------------------------------------------------------------------
+@kernel(parallel=True)
+def im2col_pixels(x, kh, kw, sh, sw, dh, dw, pt, pl, ow, pix, cols):
+    """Patch matrix of the listed output pixels only: cols[(c,i,j), q] for pixel pix[q].
+
+    x is C x H x W; cols is (C*kh*kw) x len(pix); out-of-image taps are 0.
+    """
+    c_count, h, w = x.shape
+    kk = kh * kw
+    n = pix.shape[0]
+    for r in prange(c_count * kk):
+        c = r // kk
+        i = (r % kk) // kw
+        j = r % kw
+        for q in range(n):
+            p = pix[q]
+            iy = (p // ow) * sh - pt + i * dh
+            ix = (p % ow) * sw - pl + j * dw
+            if iy >= 0 and iy < h and ix >= 0 and ix < w:
+                cols[r, q] = x[c, iy, ix]
+            else:
+                cols[r, q] = 0.0
+
+
+@kernel(parallel=True)
+def im2row(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, rows):
+    """Transposed patch matrix: rows[p, (c,i,j)], one contiguous patch per output pixel.
+
+    The neuron kernel's layout: each kept output is a dot product of two contiguous rows.
+    """
+    c_count, h, w = x.shape
+    kk = kh * kw
+    for p in prange(oh * ow):
+        y = p // ow
+        xx = p % ow
+        for c in range(c_count):
+            for i in range(kh):
+                iy = y * sh - pt + i * dh
+                base = c * kk + i * kw
+                if iy < 0 or iy >= h:
+                    for j in range(kw):
+                        rows[p, base + j] = 0.0
+                    continue
+                for j in range(kw):
+                    ix = xx * sw - pl + j * dw
+                    rows[p, base + j] = x[c, iy, ix] if ix >= 0 and ix < w else 0.0
+
+
+# -- epilogue -----------------------------------------------------------------------------
+@kernel()
+def bias_act_scale_rows(y, bias, rows, has_bias, act, p0, p1, scale):
+    """y[r, :] = act(y[r, :] + bias[rows[r]]) * scale in place (serial: runs inside blocks)."""
+    for r in range(y.shape[0]):
+        b = bias[rows[r]] if has_bias else np.float32(0.0)
+        for q in range(y.shape[1]):
+            y[r, q] = _apply(y[r, q] + b, act, p0, p1) * scale
+
+
+# -- neuron: a direct kernel over a compressed list of kept outputs ------------------------
+NEURON_BLOCK = 64
+
+
+@kernel()
+def _dot4(w, x0, x1, x2, x3):
+    a0 = np.float32(0.0)
+    a1 = np.float32(0.0)
+    a2 = np.float32(0.0)
+    a3 = np.float32(0.0)
+    for k in range(w.shape[0]):
+        v = w[k]
+        a0 += v * x0[k]
+        a1 += v * x1[k]
+        a2 += v * x2[k]
+        a3 += v * x3[k]
+    return a0, a1, a2, a3
+
+
+@kernel()
+def _dot1(w, x0):
+    a0 = np.float32(0.0)
+    for k in range(w.shape[0]):
+        a0 += w[k] * x0[k]
+    return a0
+
+
+@kernel(parallel=True)
+def conv_neuron(w, rows, keep, bias, c0, has_bias, act, p0, p1, scale, out):
+    """out[c, p] = act(w[c] . rows[p] + bias[c0 + c]) * scale where keep[c, p], else 0.
+
+    w: Mg x K weights of one conv group; rows: P x K patches (im2row); keep: Mg x P
+    uint8; out: Mg x P. Pixel blocks of NEURON_BLOCK (their patches stay in L2) are
+    shared out over threads; inside a block, each channel's kept pixels are listed and
+    computed four at a time (one weight load feeds four FMAs). Returns the number of
+    outputs computed.
+    """
+    m_count, _ = w.shape
+    p_count = rows.shape[0]
+    nb = (p_count + NEURON_BLOCK - 1) // NEURON_BLOCK
+    counts = np.zeros(nb, np.int64)
+    for blk in prange(nb):
+        idx = np.empty(NEURON_BLOCK, np.int64)
+        s = blk * NEURON_BLOCK
+        e = min(s + NEURON_BLOCK, p_count)
+        for c in range(m_count):
+            b = bias[c0 + c] if has_bias else np.float32(0.0)
+            n = 0
+            for p in range(s, e):
+                if keep[c, p]:
+                    idx[n] = p
+                    n += 1
+                else:
+                    out[c, p] = 0.0
+            wr = w[c]
+            i = 0
+            while i + 4 <= n:
+                r0, r1, r2, r3 = _dot4(wr, rows[idx[i]], rows[idx[i + 1]], rows[idx[i + 2]], rows[idx[i + 3]])
+                out[c, idx[i]] = _apply(r0 + b, act, p0, p1) * scale
+                out[c, idx[i + 1]] = _apply(r1 + b, act, p0, p1) * scale
+                out[c, idx[i + 2]] = _apply(r2 + b, act, p0, p1) * scale
+                out[c, idx[i + 3]] = _apply(r3 + b, act, p0, p1) * scale
+                i += 4
+            while i < n:
+                out[c, idx[i]] = _apply(_dot1(wr, rows[idx[i]]) + b, act, p0, p1) * scale
+                i += 1
+            counts[blk] += n
+    return counts.sum()
+
+
+# -- depthwise: direct kernel, kept outputs only -------------------------------------------
+@kernel(parallel=True)
+def depthwise_masked(x, w, mult, sh, sw, dh, dw, pt, pl, keep, bias, has_bias, act, p0, p1, scale, out):
+    """Masked direct depthwise convolution of one image (group == C).
+
+    x: C x H x W, w: (C*mult) x 1 x KH x KW, keep: M x (OH*OW) uint8, out: M x OH x OW.
+    Dropped outputs are 0 and cost no MACs. Returns the number of outputs computed.
+    """
+    c_count, h, wd = x.shape
+    m_count, _, kh, kw = w.shape
+    oh, ow = out.shape[1], out.shape[2]
+    counts = np.zeros(m_count, np.int64)
+    for m in prange(m_count):
+        c = m // mult
+        done = 0
+        b = bias[m] if has_bias else np.float32(0.0)
+        for y in range(oh):
+            for xx in range(ow):
+                if not keep[m, y * ow + xx]:
+                    out[m, y, xx] = 0.0
+                    continue
+                acc = np.float32(0.0)
+                for i in range(kh):
+                    iy = y * sh - pt + i * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    for j in range(kw):
+                        ix = xx * sw - pl + j * dw
+                        if ix >= 0 and ix < wd:
+                            acc += x[c, iy, ix] * w[m, 0, i, j]
+                out[m, y, xx] = _apply(acc + b, act, p0, p1) * scale
+                done += 1
+        counts[m] = done
+    return counts.sum()
+
+
+# -- the masked convolution -----------------------------------------------------------------
+def conv2d_drowsy(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    strides: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    dilations: tuple[int, int],
+    group: int,
+    out_hw: tuple[int, int],
+    act: int,
+    act_p0: float,
+    act_p1: float,
+    granularity: int,
+    units: list[np.ndarray],
+    scale: float = 1.0,
+    threads: int = 1,
+) -> tuple[np.ndarray, int, int]:
+    """2-D convolution that computes the kept outputs only.
+
+    Args are those of :func:`aipnet.kernels.conv.conv2d`, plus ``granularity`` (a code),
+    ``units`` (per image, the uint8 unit mask from :func:`keep_units`) and ``scale``
+    (applied to survivors). Returns (output, MACs executed, outputs computed), counted
+    here from the work actually done.
+    """
+    n_count, c_count, h, wd = x.shape
+    m_count, cg, kh, kw = w.shape
+    oh, ow = out_hw
+    p_count = oh * ow
+    sh, sw = strides
+    pt, pl, _, _ = pads
+    dh, dw = dilations
+    out = np.zeros((n_count, m_count, oh, ow), dtype=np.float32)
+    has_bias = bias is not None
+    b = bias if has_bias else np.zeros(1, np.float32)
+    sc = np.float32(scale)
+    macs = 0
+    computed = 0
+    if group == c_count and cg == 1 and group > 1:
+        for n in range(n_count):
+            keep = np.ascontiguousarray(expand_mask(granularity, units[n], m_count, p_count))
+            k = depthwise_masked(x[n], w, m_count // c_count, sh, sw, dh, dw, pt, pl, keep, b, has_bias,
+                                 act, act_p0, act_p1, sc, out[n])
+            computed += k
+            macs += k * kh * kw
+        return out, macs, computed
+    mg = m_count // group
+    kdim = cg * kh * kw
+    w2 = w.reshape(group, mg, kdim)
+    all_rows = np.arange(m_count, dtype=np.int64)
+    for n in range(n_count):
+        y = out[n].reshape(m_count, p_count)
+        um = units[n]
+        for g in range(group):
+            xg = x[n, g * cg:(g + 1) * cg]
+            wg = w2[g]
+            yg = y[g * mg:(g + 1) * mg]
+            rows_g = all_rows[g * mg:(g + 1) * mg]
+            if granularity == CHANNEL:
+                kept = np.flatnonzero(um[g * mg:(g + 1) * mg])
+                if kept.size == 0:
+                    continue
+                cols = np.empty((kdim, p_count), np.float32)
+                im2col(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cols)
+                tmp = np.empty((kept.size, p_count), np.float32)
+                matmul_rows(np.ascontiguousarray(wg[kept]), cols, tmp, threads)
+                bias_act_scale_rows(tmp, b, rows_g[kept], has_bias, act, act_p0, act_p1, sc)
+                yg[kept] = tmp
+                macs += kept.size * kdim * p_count
+                computed += kept.size * p_count
+            elif granularity == PIXEL:
+                pix = np.flatnonzero(um)
+                if pix.size == 0:
+                    continue
+                cols = np.empty((kdim, pix.size), np.float32)
+                im2col_pixels(xg, kh, kw, sh, sw, dh, dw, pt, pl, ow, pix, cols)
+                tmp = np.empty((mg, pix.size), np.float32)
+                matmul_rows(wg, cols, tmp, threads)
+                bias_act_scale_rows(tmp, b, rows_g, has_bias, act, act_p0, act_p1, sc)
+                yg[:, pix] = tmp
+                macs += mg * kdim * pix.size
+                computed += mg * pix.size
+            elif granularity == TILE:
+                m_, c_ = _conv_tiles(xg, wg, g * mg, um, b, has_bias, act, act_p0, act_p1, sc,
+                                     (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), yg, threads)
+                macs += m_
+                computed += c_
+            else:
+                rows = np.empty((p_count, kdim), np.float32)
+                im2row(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, rows)
+                keep = np.ascontiguousarray(um.reshape(m_count, p_count)[g * mg:(g + 1) * mg])
+                k = conv_neuron(np.ascontiguousarray(wg), rows, keep, b, g * mg, has_bias, act, act_p0, act_p1,
+                                sc, yg)
+                computed += k
+                macs += k * kdim
+    return out, macs, computed
+
+
+def _conv_tiles(xg, wg, row0, units, b, has_bias, act, p0, p1, sc, geo, yg, threads):
+    """Kept 16 x 64 tiles of one conv group: per pixel block, the weight rows of its kept
+    tiles times that block of the patch matrix (one dense GEMM per block)."""
+    kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
+    mg, kdim = wg.shape
+    p_count = oh * ow
+    tb = -(-p_count // TILE_PIXELS)
+    tmask = units.reshape(-1, tb)
+    rows_all = np.arange(row0, row0 + mg, dtype=np.int64)
+    keep_rows = tmask[rows_all // TILE_CHANNELS]          # mg x tb: row kept in block?
+    blocks = np.flatnonzero(keep_rows.any(axis=0))
+    if blocks.size == 0:
+        return 0, 0
+    # patches of the blocks that have any kept tile, block after block
+    pix = (blocks[:, None] * TILE_PIXELS + np.arange(TILE_PIXELS)[None, :]).ravel()
+    pix = pix[pix < p_count]
+    cols = np.empty((kdim, pix.size), np.float32)
+    im2col_pixels(xg, kh, kw, sh, sw, dh, dw, pt, pl, ow, pix, cols)
+    starts = np.searchsorted(pix, blocks * TILE_PIXELS)
+    ends = np.append(starts[1:], pix.size)
+    counts = np.zeros(blocks.size, np.int64)
+
+    def work(s: int, e: int) -> None:
+        for i in range(s, e):
+            bk = blocks[i]
+            kept = np.flatnonzero(keep_rows[:, bk])
+            a, z = starts[i], ends[i]
+            tmp = np.matmul(wg[kept], cols[:, a:z])
+            bias_act_scale_rows(tmp, b, rows_all[kept], has_bias, act, p0, p1, sc)
+            yg[kept, bk * TILE_PIXELS:bk * TILE_PIXELS + (z - a)] = tmp
+            counts[i] = kept.size * (z - a)
+
+    run_blocks(work, blocks.size, threads, align=1)
+    outs = int(counts.sum())
+    return outs * kdim, outs
