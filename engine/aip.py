@@ -141,12 +141,12 @@ def packed_for(w: np.ndarray, fraction: float, policy: str, seed: int) -> Packed
 
 # -- roles -------------------------------------------------------------------------------
 def fc_roles(g: Graph) -> dict[str, str]:
-    """Role of every Gemm node: ``relu`` (fused ReLU), ``final`` (reaches a graph output
+    """Role of every Gemm / AipFC node: ``relu`` (fused ReLU), ``final`` (reaches a graph output
     directly or through Softmax/LogSoftmax/Flatten/Reshape), else ``dense``."""
     uses = g.consumers()
     roles = {}
     for node in g.nodes:
-        if node.op != "Gemm":
+        if node.op not in ("Gemm", "AipFC"):
             continue
         act = node.attrs.get("_act", "")
         if act == "relu":
@@ -216,3 +216,60 @@ def aip_fc(x: np.ndarray, pk: PackedFC, bias: np.ndarray | None, role: str, thre
         "aip_role": role,
     }
     return y, counts
+
+
+# -- packing a whole graph (aipnet convert --aip-...) --------------------------------------
+def capture_fc_inputs(g: Graph, x: np.ndarray, names: set[str], batch: int = 250) -> dict[str, np.ndarray]:
+    """Run the exact graph on calibration inputs and keep the input of each named node."""
+    from .plan import make_plan
+
+    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    feed_name = g.inputs[0].name
+    for s in range(0, len(x), batch):
+        xb = np.ascontiguousarray(x[s:s + batch], dtype=np.float32)
+        plan = make_plan(g, {feed_name: xb.shape})
+        env = {feed_name: xb}
+        for st in plan.steps:
+            ins = [(env[n] if n in env else plan.consts[n]) if n else None for n in st.node.inputs]
+            if st.node.name in got:
+                got[st.node.name].append(np.array(ins[0], dtype=np.float32).reshape(len(xb), -1))
+            for name, val in zip(st.node.outputs, st.impl.run(ins)):
+                env[name] = val
+    return {n: np.concatenate(v) for n, v in got.items() if v}
+
+
+def pack_graph(g: Graph, fraction: float = 1 / 16, policy: str = "stride", seed: int = 0,
+               calib_x: np.ndarray | None = None, theta: float = 0.0) -> int:
+    """Rewrite every fully-connected Gemm (constant weights) of ``g`` into an ``AipFC``
+    node holding the packed layout; with calibration inputs, select by importance on
+    real activations and fit each layer's scale. Returns the number of layers packed."""
+    from .plan import make_plan
+
+    shapes = {v.name: tuple(1 if (i == 0 or d is None) else d for i, d in enumerate(v.shape or ()))
+              for v in g.inputs}
+    plan = make_plan(g, shapes)
+    fcs = {st.node.name: st.impl for st in plan.steps
+           if st.node.op == "Gemm" and getattr(st.impl, "w", None) is not None and not st.impl.c_general
+           and not st.impl.trans_a}
+    calib = capture_fc_inputs(g, calib_x, set(fcs)) if calib_x is not None and fcs else {}
+    for node in g.nodes:
+        impl = fcs.get(node.name)
+        if impl is None:
+            continue
+        pk = pack_fc(impl.w, fraction, policy, seed, calib.get(node.name))
+        base = node.name
+        g.initializers[f"{base}.aip_approx"] = pk.approx
+        g.initializers[f"{base}.aip_rest"] = pk.rest
+        g.initializers[f"{base}.aip_perm"] = pk.perm
+        inputs = [node.inputs[0], f"{base}.aip_approx", f"{base}.aip_rest", f"{base}.aip_perm"]
+        if impl.bias is not None:
+            g.initializers[f"{base}.aip_bias"] = np.ascontiguousarray(impl.bias, dtype=np.float32)
+            inputs.append(f"{base}.aip_bias")
+        attrs = {"k": pk.k, "scale": pk.scale, "policy": pk.policy, "fraction": pk.fraction, "theta": float(theta),
+                 "calibrated": int(node.name in calib)}
+        if node.attrs.get("_act"):
+            attrs["_act"] = node.attrs["_act"]
+            attrs["_act_params"] = node.attrs.get("_act_params", [])
+        node.op, node.inputs, node.attrs = "AipFC", inputs, attrs
+    g.prune()
+    return len(fcs)

@@ -119,12 +119,40 @@ def cmd_convert(args: argparse.Namespace) -> int:
         src_hash = aipn_format.source_hash(args.model)
     else:
         src_hash = aipn_format.source_hash(data=model.onnx_model.SerializeToString())
-    meta = {"source": Path(model.source).name, "source.hash": src_hash,
-            "knobs": json.dumps({"optimized": True})}
+    knobs: dict[str, Any] = {"optimized": True}
+    if args.aip or args.aip_policy or args.aip_fraction or args.calib or args.calib_data:
+        knobs.update(_pack_aip(model, args))
+    meta = {"source": Path(model.source).name, "source.hash": src_hash, "knobs": json.dumps(knobs)}
     size = aipn_format.save(model.graph, args.output, meta)
     print(f"wrote {args.output}: {size / 1e6:.2f} MB, {len(model.graph.nodes)} nodes, "
           f"{len(model.graph.initializers)} tensors (format {aipn_format.VERSION_MAJOR}.{aipn_format.VERSION_MINOR})")
     return 0
+
+
+def _pack_aip(model, args: argparse.Namespace) -> dict[str, Any]:
+    """Rewrite the model's FC layers into AIP's packed layout (calibrated when data is given)."""
+    from .aip import pack_graph
+    from .knobs import make_knobs
+
+    kn = make_knobs(aip_fraction=args.aip_fraction or 1 / 16, aip_policy=args.aip_policy or "stride",
+                    aip_threshold=args.aip_threshold, seed=args.seed)
+    calib = None
+    if args.calib:
+        calib = _load_npy(args.calib).astype(np.float32, copy=False)
+    elif args.calib_data:
+        from .data import load_fashion_mnist
+
+        x, _, _ = load_fashion_mnist("train", None if args.calib_data == "default" else args.calib_data)
+        pick = np.random.default_rng(args.seed).choice(len(x), size=min(args.calib_limit, len(x)), replace=False)
+        calib = x[np.sort(pick)]
+    theta = kn.aip_threshold if kn.aip_threshold is not None else 0.0
+    n = pack_graph(model.graph, kn.aip_fraction, kn.aip_policy, kn.seed, calib, theta)
+    if n == 0:
+        raise AipnetError(f"{model.source}: no fully-connected layer to pack for AIP")
+    print(f"packed {n} FC layers for AIP: policy {kn.aip_policy}, fraction {kn.aip_fraction:g}, theta {theta:g}, "
+          + (f"calibrated on {len(calib)} inputs" if calib is not None else "not calibrated"))
+    return {"aip_fraction": kn.aip_fraction, "aip_policy": kn.aip_policy, "aip_threshold": theta,
+            "seed": kn.seed, "calibration_inputs": 0 if calib is None else int(len(calib))}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -224,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("convert", help="write the optimised model as a packed .aipn file")
     model_arg(sp)
     sp.add_argument("--output", "-o", required=True, metavar="MODEL.aipn")
+    aip = sp.add_argument_group("AIP packing of the FC layers (any of these switches it on)")
+    aip.add_argument("--aip", action="store_true", help="pack FC layers (default: stride policy, fraction 1/16)")
+    aip.add_argument("--aip-fraction", type=float, default=None, help="fraction of inputs in the approximate pass")
+    aip.add_argument("--aip-policy", choices=["stride", "random", "importance"], default=None)
+    aip.add_argument("--aip-threshold", type=float, default=None, help="the layers' stored theta (default 0)")
+    aip.add_argument("--calib", metavar="X.npy", help="calibration inputs (batch first) for importance and scale")
+    aip.add_argument("--calib-data", metavar="DIR", help="calibrate on Fashion-MNIST train images from DIR "
+                     "('default': the Debian path)")
+    aip.add_argument("--calib-limit", type=int, default=2000, help="calibration images drawn (seeded)")
+    aip.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_convert)
 
     sp = sub.add_parser("eval", help="top-1/top-5 accuracy and cost on Fashion-MNIST")

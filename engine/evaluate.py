@@ -45,6 +45,8 @@ def evaluate(model: Model, images: np.ndarray, labels: np.ndarray, batch: int = 
     top1 = top5 = agree = 0
     stats = None
     elapsed = 0.0
+    if n:
+        sess.run(images[:min(batch, n)])  # warm-up (compilation, plans) is not timed
     with progress_bar(n, "eval", disable=not progress) as bar:
         for s in range(0, n, batch):
             x, y = images[s:s + batch], labels[s:s + batch]

@@ -29,7 +29,9 @@ class Knobs:
     """The approximation knobs of a session (all off by default: the exact engine)."""
 
     aip: bool = _knob(False, "approximate inner products in FC layers (AIP)", flag=True)
-    aip_threshold: float = _knob(0.0, "AIP: outputs whose estimate is <= this are not refined (theta)", type=float)
+    aip_threshold: float | None = _knob(
+        None, "AIP: outputs whose estimate is <= this are not refined (theta; default: the layer's "
+        "calibrated theta in a packed model, else 0)", type=float)
     aip_refine: int | None = _knob(None, "AIP: candidates refined in a final (top-n) layer (default max(2n, 5))", type=int)
     aip_mode: str = _knob("refine", "AIP: refine the outputs that matter, or approx (estimates only)", choices=AIP_MODES)
     aip_fraction: float = _knob(1 / 16, "AIP: fraction of inputs in the approximate pass (packing at load)", type=float)
@@ -43,7 +45,8 @@ class Knobs:
 
     def __post_init__(self) -> None:
         _check_bool(self, "aip", "aip_skip_zeros", "drowsy_rescale", "drowsy_fixed_mask")
-        _check_number(self, "aip_threshold", allow_inf=True)
+        if self.aip_threshold is not None:
+            _check_number(self, "aip_threshold", allow_inf=True)
         if not (isinstance(self.aip_fraction, (int, float)) and 0.0 < self.aip_fraction <= 1.0):
             raise KnobError(f"aip_fraction must be in (0, 1], got {self.aip_fraction!r}")
         if self.aip_refine is not None and (isinstance(self.aip_refine, bool) or not isinstance(self.aip_refine, int)

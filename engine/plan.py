@@ -51,7 +51,7 @@ def make_plan(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba",
     shapes: dict[str, Shape] = {k: tuple(v.shape) for k, v in consts.items()}
     shapes.update({k: tuple(v) for k, v in input_shapes.items()})
     steps: list[Step] = []
-    roles = fc_roles(g) if knobs is not None and getattr(knobs, "aip", False) else {}
+    roles = fc_roles(g) if any(n.op == "AipFC" for n in g.nodes) or getattr(knobs, "aip", False) else {}
     for node in g.nodes:
         impl_cls = lookup(node.op, backend, node.name)
         in_shapes = [shapes.get(n) if n else None for n in node.inputs]

@@ -194,3 +194,58 @@ def test_reference_model_aip_saves_bytes_with_little_loss():
                 total += layer["weight_bytes_total"]
     assert read < 0.5 * total
     assert agree >= 90
+
+
+# -- packed models (aipnet convert --aip-...) ------------------------------------------
+def test_convert_packs_and_round_trips(tmp_path):
+    import onnx
+
+    from aipnet.aip import pack_graph
+    from aipnet.aipn_format import load_graph, save
+
+    onnx.save(fc_model(k=96, n=48), tmp_path / "m.onnx")
+    m = aipnet.load(tmp_path / "m.onnx")
+    dense_w = {n.name: m.graph.initializers[n.inputs[1]].copy() for n in m.graph.nodes if n.op == "Gemm"}
+    calib = relu_input((64, 96), 30)
+    assert pack_graph(m.graph, 1 / 8, "importance", calib_x=calib, theta=0.25) == 2
+    save(m.graph, tmp_path / "m.aipn")
+    g, _ = load_graph(tmp_path / "m.aipn")
+    packed = [n for n in g.nodes if n.op == "AipFC"]
+    assert len(packed) == 2 and all(n.attrs["calibrated"] == 1 and n.attrs["theta"] == 0.25 for n in packed)
+    for n in packed:
+        from aipnet.aip import PackedFC
+
+        pk = PackedFC(g.initializers[n.inputs[3]], n.attrs["k"], g.initializers[n.inputs[1]],
+                      g.initializers[n.inputs[2]], n.attrs["scale"], n.attrs["policy"], n.attrs["fraction"])
+        np.testing.assert_array_equal(pk.unpack(), dense_w[n.name])
+    # no second copy of the dense weights in the file
+    assert not any(n.op == "Gemm" for n in g.nodes)
+    # aip off: the packed model computes the exact layers
+    x = relu_input((3, 96), 31)
+    exact = aipnet.Session(aipnet.load(tmp_path / "m.onnx")).run(x)
+    np.testing.assert_allclose(aipnet.Session(aipnet.load(tmp_path / "m.aipn")).run(x), exact, rtol=1e-5, atol=1e-6)
+    # aip on: the stored theta is the default, a knob overrides it
+    s = aipnet.Session(aipnet.load(tmp_path / "m.aipn"), aip=True)
+    s.run(x[:1])
+    stored = s.stats["total"]["weight_bytes_read"]
+    s2 = aipnet.Session(aipnet.load(tmp_path / "m.aipn"), aip=True, aip_threshold=-np.inf)
+    s2.run(x[:1])
+    assert s2.stats["total"]["weight_bytes_read"] > stored
+
+
+def test_convert_cli(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import onnx
+
+    onnx.save(fc_model(k=96, n=48), tmp_path / "m.onnx")
+    np.save(tmp_path / "calib.npy", relu_input((32, 96), 40))
+    r = subprocess.run([sys.executable, "-m", "aipnet.cli", "convert", tmp_path / "m.onnx", "-o", tmp_path / "m.aipn",
+                        "--aip-policy", "importance", "--calib", tmp_path / "calib.npy"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "packed 2 FC layers" in r.stdout and "calibrated on 32 inputs" in r.stdout
+    info = json.loads(subprocess.run([sys.executable, "-m", "aipnet.cli", "info", tmp_path / "m.aipn", "--json"],
+                                     capture_output=True, text=True).stdout)
+    assert [layer["op"] for layer in info["layers"]].count("AipFC+Relu") == 1

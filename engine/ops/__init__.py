@@ -1,3 +1,3 @@
 """Operator implementations; importing this package registers them all."""
 
-from . import activation, conv, elementwise, gemm, norm, pool, shape_ops, softmax  # noqa: F401
+from . import activation, aip_fc, conv, elementwise, gemm, norm, pool, shape_ops, softmax  # noqa: F401
