@@ -123,5 +123,29 @@ void scale_shift_f32(pool *p, const float *x, int64_t n, int64_t c, int64_t s, c
                      const float *shift, float *y);
 /* softmax.c */
 void softmax_f32(pool *p, const float *x, int64_t o, int64_t l, int64_t i, int log, float *y);
+/* aip.c: one AIP FC layer (mirror of kernels/aip.py and engine/aip.py aip_fc) */
+enum { AIP_ROLE_RELU = 0, AIP_ROLE_FINAL = 1, AIP_ROLE_DENSE = 2 };
+typedef struct aip_fc_layer {
+    int64_t n, kdim, k, nb;   /* outputs, inputs, subset size, blocks of 16 rows */
+    const float *approx;      /* nb x k x 16 */
+    const float *rest;        /* n x (kdim - k) */
+    const int64_t *perm;      /* kdim: the subset, then the rest */
+    const float *bias;        /* n, or NULL */
+    float scale;
+} aip_fc_layer;
+typedef struct aip_fc_knobs {
+    int role;                 /* AIP_ROLE_* */
+    float theta;              /* relu role: refine where some sample's estimate > theta */
+    int64_t refine;           /* final role: candidates refined per sample */
+    int approx;               /* 1: estimates only */
+    int skip_zeros;           /* skip the lines of inputs zero in every sample */
+} aip_fc_knobs;
+typedef struct aip_fc_counts {
+    uint64_t macs, macs_skipped, weight_bytes_read, outputs_refined, rows_refined;
+} aip_fc_counts;
+size_t aip_fc_scratch_bytes(const aip_fc_layer *l, int64_t batch);
+/* y (batch x n) from x (batch x kdim); scratch of aip_fc_scratch_bytes, 64-byte aligned */
+void aip_fc_run(pool *p, const aip_fc_layer *l, const aip_fc_knobs *kn, const float *x, int64_t batch, float *y,
+                void *scratch, aip_fc_counts *c);
 
 #endif
