@@ -73,6 +73,27 @@ def bench(model: Model, against: str | None = "onnxruntime", threads: int | None
     return result
 
 
+def bench_counters(model: Model, threads: int | None = None, batch: int = 1, repeat: int = 20, warmup: int = 3,
+                   backend: str = "numba", **knobs: Any) -> dict[str, Any]:
+    """Hardware counters (source ``hw``) over ``repeat`` runs of aipnet alone, after
+    ``warmup`` runs; opened after the session so that its worker threads are counted.
+    Where the machine has none the report says why (errno) and carries no values."""
+    from .counters import PerfCounters
+
+    feeds = random_feeds(model, batch)
+    sess = Session(model, backend=backend, threads=threads, **knobs)
+    for _ in range(max(warmup, 1)):
+        sess.run(feeds)
+    pc = PerfCounters()
+    with pc:
+        for _ in range(repeat):
+            sess.run(feeds)
+    rep = dict(pc.report or {})
+    rep.update({"model": model.source, "backend": backend, "batch": batch, "threads": threads, "runs": repeat,
+                "scope": "every thread of the aipnet process, user space, the runs only (not load or warm-up)"})
+    return rep
+
+
 def check_outputs_agree(model: Model, threads: int | None = None) -> float:
     """Max abs difference between aipnet and onnxruntime on one random input (a sanity check)."""
     feeds = random_feeds(model, 1)

@@ -161,6 +161,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .progress import progress_bar
 
     model = load(args.model)
+    if args.counters:
+        return _bench_counters(model, args)
     against = None if args.against == "none" else args.against
     with progress_bar(args.warmup + args.repeat, "bench", disable=args.json) as bar:
         res = bench(model, against, args.threads, args.batch, args.repeat, args.warmup, bar.update,
@@ -176,6 +178,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if "ratio" in res:
         print(f"  ratio aipnet / {against}: {res['ratio']:.3f}")
     print("  aipnet time by op (median ms): " + ", ".join(f"{op} {t * 1e3:.2f}" for op, t in res["op_split_s"].items()))
+    return 0
+
+
+def _bench_counters(model, args: argparse.Namespace) -> int:
+    """`bench --counters`: hardware counters over the runs (source hw), or why there are none."""
+    from .bench import bench_counters
+    from .counters import format_report
+
+    rep = bench_counters(model, args.threads, args.batch, args.repeat, args.warmup, backend=args.backend,
+                         **knobs_from_args(args))
+    if args.json:
+        _write_json(None, rep)
+        return 0
+    print(f"model {rep['model']}  backend {rep['backend']}  batch {rep['batch']}  threads {rep['threads'] or 'all'}  "
+          f"hardware counters over {rep['runs']} runs ({rep['scope']})")
+    print(format_report(rep, rep["runs"]))
     return 0
 
 
@@ -244,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--repeat", type=int, default=20)
     sp.add_argument("--warmup", type=int, default=3)
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--counters", action="store_true",
+                    help="count cycles, instructions and last-level-cache loads/misses with the hardware counters "
+                         "(perf_event_open; source hw) over the runs instead of timing; where the machine has "
+                         "none, say why")
     threads_arg(sp)
     backend_arg(sp)
     add_knob_args(sp)

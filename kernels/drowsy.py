@@ -123,23 +123,48 @@ def expand_mask(granularity: int, units: np.ndarray, m: int, p: int) -> np.ndarr
 def im2col_pixels(x, kh, kw, sh, sw, dh, dw, pt, pl, ow, pix, cols):
     """Patch matrix of the listed output pixels only: cols[(c,i,j), q] for pixel pix[q].
 
-    x is C x H x W; cols is (C*kh*kw) x len(pix); out-of-image taps are 0.
+    x is C x H x W; cols is (C*kh*kw) x len(pix); out-of-image taps are 0. (A pixel
+    index >= OH*OW, the padding of a partial tile, gives a column that is never stored.)
     """
     c_count, h, w = x.shape
     kk = kh * kw
     n = pix.shape[0]
+    y0 = np.empty(n, np.int64)
+    x0 = np.empty(n, np.int64)
+    for q in range(n):
+        y0[q] = (pix[q] // ow) * sh - pt
+        x0[q] = (pix[q] % ow) * sw - pl
     for r in prange(c_count * kk):
         c = r // kk
         i = (r % kk) // kw
         j = r % kw
+        oy = i * dh
+        ox = j * dw
         for q in range(n):
-            p = pix[q]
-            iy = (p // ow) * sh - pt + i * dh
-            ix = (p % ow) * sw - pl + j * dw
+            iy = y0[q] + oy
+            ix = x0[q] + ox
             if iy >= 0 and iy < h and ix >= 0 and ix < w:
                 cols[r, q] = x[c, iy, ix]
             else:
                 cols[r, q] = 0.0
+
+
+@kernel(parallel=True)
+def scatter_cols(tmp, pix, bias, row0, has_bias, act, p0, p1, scale, y):
+    """y[r, pix[q]] = act(tmp[r, q] + bias[row0 + r]) * scale (the pixel path's epilogue)."""
+    for r in prange(tmp.shape[0]):
+        b = bias[row0 + r] if has_bias else np.float32(0.0)
+        for q in range(tmp.shape[1]):
+            y[r, pix[q]] = _apply(tmp[r, q] + b, act, p0, p1) * scale
+
+
+@kernel()
+def tile_epilogue(part, bias, row0, s, width, has_bias, act, p0, p1, scale, y):
+    """y[r, s + q] = act(part[r, q] + bias[row0 + r]) * scale for q < width (serial)."""
+    for r in range(part.shape[0]):
+        b = bias[row0 + r] if has_bias else np.float32(0.0)
+        for q in range(width):
+            y[r, s + q] = _apply(part[r, q] + b, act, p0, p1) * scale
 
 
 @kernel(parallel=True)
@@ -152,7 +177,7 @@ def im2row(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, rows):
     kk = kh * kw
     for p in prange(oh * ow):
         y = p // ow
-        xx = p % ow
+        x0 = (p % ow) * sw - pl
         for c in range(c_count):
             for i in range(kh):
                 iy = y * sh - pt + i * dh
@@ -162,7 +187,7 @@ def im2row(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, rows):
                         rows[p, base + j] = 0.0
                     continue
                 for j in range(kw):
-                    ix = xx * sw - pl + j * dw
+                    ix = x0 + j * dw
                     rows[p, base + j] = x[c, iy, ix] if ix >= 0 and ix < w else 0.0
 
 
@@ -360,8 +385,7 @@ def conv2d_drowsy(
                 im2col_pixels(xg, kh, kw, sh, sw, dh, dw, pt, pl, ow, pix, cols)
                 tmp = np.empty((mg, pix.size), np.float32)
                 matmul_rows(wg, cols, tmp, threads)
-                bias_act_scale_rows(tmp, b, rows_g, has_bias, act, act_p0, act_p1, sc)
-                yg[:, pix] = tmp
+                scatter_cols(tmp, pix, b, g * mg, has_bias, act, act_p0, act_p1, sc, yg)
                 macs += mg * kdim * pix.size
                 computed += mg * pix.size
             elif granularity == TILE:
@@ -381,37 +405,42 @@ def conv2d_drowsy(
 
 
 def _conv_tiles(xg, wg, row0, units, b, has_bias, act, p0, p1, sc, geo, yg, threads):
-    """Kept 16 x 64 tiles of one conv group: per pixel block, the weight rows of its kept
-    tiles times that block of the patch matrix (one dense GEMM per block)."""
+    """Kept 16 x 64 tiles of one conv group.
+
+    Patches of the pixel blocks that have a kept tile are gathered block after block
+    (each block a contiguous K x 64 panel); then, per block, each run of consecutive
+    kept tile rows is one dense product of contiguous weight rows and that panel (no
+    gather of weights), followed by the bias/activation/scale epilogue into place.
+    """
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
     mg, kdim = wg.shape
     p_count = oh * ow
     tb = -(-p_count // TILE_PIXELS)
     tmask = units.reshape(-1, tb)
-    rows_all = np.arange(row0, row0 + mg, dtype=np.int64)
-    keep_rows = tmask[rows_all // TILE_CHANNELS]          # mg x tb: row kept in block?
-    blocks = np.flatnonzero(keep_rows.any(axis=0))
+    # per channel of this group: is its tile kept, per pixel block (mg x tb)
+    row_keep = tmask[np.arange(row0, row0 + mg) // TILE_CHANNELS]
+    blocks = np.flatnonzero(row_keep.any(axis=0))
     if blocks.size == 0:
         return 0, 0
-    # patches of the blocks that have any kept tile, block after block
     pix = (blocks[:, None] * TILE_PIXELS + np.arange(TILE_PIXELS)[None, :]).ravel()
-    pix = pix[pix < p_count]
     cols = np.empty((kdim, pix.size), np.float32)
     im2col_pixels(xg, kh, kw, sh, sw, dh, dw, pt, pl, ow, pix, cols)
-    starts = np.searchsorted(pix, blocks * TILE_PIXELS)
-    ends = np.append(starts[1:], pix.size)
+    panels = np.ascontiguousarray(cols.reshape(kdim, blocks.size, TILE_PIXELS).transpose(1, 0, 2))
+    # runs of consecutive kept rows, per block: starts where keep goes 0 -> 1, ends 1 -> 0
+    edges = np.diff(np.pad(row_keep[:, blocks].astype(np.int8), ((1, 1), (0, 0))), axis=0)
     counts = np.zeros(blocks.size, np.int64)
 
-    def work(s: int, e: int) -> None:
-        for i in range(s, e):
-            bk = blocks[i]
-            kept = np.flatnonzero(keep_rows[:, bk])
-            a, z = starts[i], ends[i]
-            tmp = np.matmul(wg[kept], cols[:, a:z])
-            bias_act_scale_rows(tmp, b, rows_all[kept], has_bias, act, p0, p1, sc)
-            yg[kept, bk * TILE_PIXELS:bk * TILE_PIXELS + (z - a)] = tmp
-            counts[i] = kept.size * (z - a)
+    def work(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            starts = np.flatnonzero(edges[:, i] == 1)
+            ends = np.flatnonzero(edges[:, i] == -1)
+            s = int(blocks[i]) * TILE_PIXELS
+            width = min(TILE_PIXELS, p_count - s)
+            for r, e in zip(starts, ends):
+                part = np.matmul(wg[r:e], panels[i])
+                tile_epilogue(part, b, row0 + r, s, width, has_bias, act, p0, p1, sc, yg[r:e])
+                counts[i] += (e - r) * width
 
     run_blocks(work, blocks.size, threads, align=1)
-    outs = int(counts.sum())
-    return outs * kdim, outs
+    k = int(counts.sum())
+    return k * kdim, k
