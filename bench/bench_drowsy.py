@@ -1,0 +1,110 @@
+"""DrowsyNet speed: conv time of the VGG-f conv stack (batch 1) against the drop rate.
+
+For every granularity and p in {0, .25, .5, .75}, the summed time of the Conv layers
+(from session stats) as a ratio to p = 0 (the exact kernels), all variants interleaved
+call by call in one run so that background load hits them alike; medians over
+``--repeat`` rounds. Writes ``bench/drowsy_speed.json`` and ``docs/drowsy_speed.png``.
+
+    python bench/bench_drowsy.py [--repeat 10] [--threads 2]
+    pytest bench/bench_drowsy.py --benchmark-only     (pytest-benchmark, p = 0 and 0.5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import aipnet
+
+ROOT = Path(__file__).resolve().parent.parent
+GRANS = ("neuron", "pixel", "channel", "tile")
+RATES = (0.25, 0.5, 0.75)
+
+
+def conv_time(sess: aipnet.Session) -> float:
+    return sum(layer["time_s"] for layer in sess.stats["layers"] if layer["op"] == "Conv")
+
+
+def measure(repeat: int = 10, threads: int | None = None, warmup: int = 2) -> dict:
+    model = aipnet.load("vggf-conv")
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    sessions = {("exact", 0.0): aipnet.Session(model, threads=threads)}
+    for g in GRANS:
+        for p in RATES:
+            sessions[(g, p)] = aipnet.Session(model, threads=threads, drowsy=p, drowsy_granularity=g)
+    times: dict[tuple, list[float]] = {k: [] for k in sessions}
+    macs: dict[tuple, float] = {}
+    for i in range(warmup + repeat):
+        for key, sess in sessions.items():
+            sess.run(x, image_offset=i)
+            if i >= warmup:
+                times[key].append(conv_time(sess))
+                convs = [layer for layer in sess.stats["layers"] if layer["op"] == "Conv"]
+                macs[key] = sum(c["macs"] for c in convs) / sum(c["macs"] + c["macs_skipped"] for c in convs)
+    base = statistics.median(times[("exact", 0.0)])
+    rows = [{"granularity": g, "p": p, "median_conv_s": statistics.median(times[(g, p)]),
+             "ratio": statistics.median(times[(g, p)]) / base, "macs_fraction": macs[(g, p)]}
+            for g in GRANS for p in RATES]
+    return {"model": "vggf-conv", "batch": 1, "repeat": repeat, "threads": sessions[("exact", 0.0)].effective_threads,
+            "exact_median_conv_s": base, "rows": rows}
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for g in GRANS:
+        rs = [r for r in res["rows"] if r["granularity"] == g]
+        ax.plot([0] + [r["p"] for r in rs], [1.0] + [r["ratio"] for r in rs], marker="o", label=g)
+    ax.plot([0, 0.75], [1, 0.25], "k:", label="1 - p")
+    ax.set_xlabel("drop rate p")
+    ax.set_ylabel("conv time / exact conv time")
+    ax.set_title(f"DrowsyNet, VGG-f conv stack, batch 1, {res['threads']} threads (median of {res['repeat']})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    res = measure(args.repeat, args.threads)
+    (ROOT / "bench" / "drowsy_speed.json").write_text(json.dumps(res, indent=1))
+    plot(res, ROOT / "docs" / "drowsy_speed.png")
+    print(f"exact conv time {res['exact_median_conv_s'] * 1e3:.2f} ms (median of {res['repeat']}, "
+          f"{res['threads']} threads)")
+    print("| granularity | p | conv MACs executed | conv time / exact |")
+    print("|---|---|---|---|")
+    for r in res["rows"]:
+        print(f"| {r['granularity']} | {r['p']} | {r['macs_fraction'] * 100:.1f}% | {r['ratio']:.3f} |")
+
+
+# -- pytest-benchmark ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def vggf():
+    return aipnet.load("vggf-conv"), np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5])
+@pytest.mark.parametrize("gran", GRANS)
+def test_bench_drowsy(benchmark, vggf, gran, p):
+    model, x = vggf
+    sess = aipnet.Session(model, drowsy=p, drowsy_granularity=gran)
+    sess.run(x)
+    benchmark.extra_info.update(granularity=gran, p=p)
+    benchmark.pedantic(sess.run, args=(x,), rounds=5, iterations=1)
+
+
+if __name__ == "__main__":
+    main()
