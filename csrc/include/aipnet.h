@@ -191,6 +191,48 @@ aipn_status aipn_session_run(aipn_session *session, const aipn_tensor *inputs, u
 aipn_status aipn_session_stats(const aipn_session *session, const aipn_layer_stats **layers,
                                uint32_t *n_layers, const char **traffic_source);
 
+/* ------------------------------------------------------------------------------------
+ * Hardware performance counters (csrc/perf.c), perf_event_open(2) on Linux.
+ * ------------------------------------------------------------------------------------
+ * Counts user-space events of every thread of the process between start and stop:
+ *     aipn_perf *pc;  aipn_perf_counts c;
+ *     aipn_perf_open(0, &pc);         // after aipn_session_new: its workers are counted
+ *     aipn_perf_start(pc);  aipn_session_run(s, ...);  aipn_perf_stop(pc, &c);
+ *     for (int i = 0; i < AIPN_PERF_EVENTS; i++)
+ *         if (c.error[i]) printf("%s: not counted, errno %d\n", c.name[i], c.error[i]);
+ *         else printf("%s %llu (hw)\n", c.name[i], (unsigned long long)c.value[i]);
+ *     aipn_perf_close(pc);
+ * Events: 0 cycles, 1 instructions, 2 and 3 last-level-cache read accesses and misses
+ * (x86 and others: generic PERF_TYPE_HW_CACHE events, names "llc_loads", "llc_misses";
+ * AArch64: armv8_pmuv3 raw BUS_ACCESS 0x19 and L2D_CACHE_REFILL 0x17, names
+ * "bus_access", "l2d_cache_refill"). aipn_perf_open succeeds even when the machine
+ * counts nothing (a VM without a virtual PMU): each event then carries the errno of
+ * perf_event_open (ENOENT: no such event on this PMU, EACCES/EPERM: perf_event_paranoid,
+ * ENOSYS: no perf events in the kernel or not Linux) and value 0, which is not a count.
+ * time_running_ns < time_enabled_ns: the kernel multiplexed the event; value is the raw
+ * count over the running time, not scaled. Flag AIPN_PERF_SOFTWARE opens the kernel's
+ * software events instead ("task_clock_ns", "context_switches", "page_faults",
+ * "cpu_migrations"), which count on any Linux: a check of the plumbing, not hardware. */
+enum { AIPN_PERF_EVENTS = 4, AIPN_PERF_SOFTWARE = 1 };
+
+typedef struct aipn_perf aipn_perf;
+
+typedef struct aipn_perf_counts {
+    const char *name[4];         /* the event names above */
+    uint64_t value[4];           /* summed over threads; meaningful only where error is 0 */
+    int32_t error[4];            /* 0: counted; else the errno of perf_event_open or read */
+    uint64_t time_enabled_ns[4]; /* summed over threads */
+    uint64_t time_running_ns[4];
+    uint32_t threads;            /* threads the counters were opened on */
+} aipn_perf_counts;
+
+aipn_status aipn_perf_open(uint32_t flags, aipn_perf **out);
+aipn_status aipn_perf_start(aipn_perf *perf);
+aipn_status aipn_perf_stop(aipn_perf *perf, aipn_perf_counts *counts);
+void aipn_perf_close(aipn_perf *perf);
+/* "cycles", ... for index 0..AIPN_PERF_EVENTS-1, else NULL. */
+const char *aipn_perf_event_name(int32_t index);
+
 /* AIPN_CDEF_END */
 
 #ifdef __cplusplus
