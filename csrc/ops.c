@@ -293,6 +293,104 @@ static aipn_status run_gemm(pool *p, plan *pl, step *st) {
     return AIPN_OK;
 }
 
+/* -- AipFC: an FC layer in AIP's packed layout (engine/ops/aip_fc.py) --------------------- */
+typedef struct aip_step {
+    aip_fc_layer l;
+    int role;
+    float theta;             /* the layer's stored theta */
+    void *scratch;
+    int64_t batch;
+} aip_step;
+
+static const char *ROLE_NAMES[] = {"relu", "final", "dense"};
+
+/* the role of an FC node, as engine/aip.py fc_roles computes it */
+static int fc_role(const aipn_model *m, const node *nd) {
+    const attr *a = node_attr(nd, "_act");
+    const char *act = a && a->type == AT_STRING ? a->s : "";
+    if (!strcmp(act, "relu")) return AIP_ROLE_RELU;
+    if (act[0] || nd->nout < 1) return AIP_ROLE_DENSE;
+    int32_t v = nd->out[0];
+    for (uint32_t guard = 0; v >= 0 && guard <= m->nnodes; guard++) {
+        for (uint32_t o = 0; o < m->noutputs; o++)
+            if (m->outputs[o] == v) return AIP_ROLE_FINAL;
+        const node *only = NULL;
+        uint32_t uses = 0;
+        for (uint32_t k = 0; k < m->nnodes; k++)
+            for (uint32_t i = 0; i < m->nodes[k].nin; i++)
+                if (m->nodes[k].in[i] == v) { uses++; only = &m->nodes[k]; }
+        if (uses != 1) return AIP_ROLE_DENSE;
+        const char *op = only->opname;
+        if (strcmp(op, "Softmax") && strcmp(op, "LogSoftmax") && strcmp(op, "Flatten") && strcmp(op, "Reshape") &&
+            strcmp(op, "Identity"))
+            return AIP_ROLE_DENSE;
+        v = only->nout ? only->out[0] : -1;
+    }
+    return AIP_ROLE_DENSE;
+}
+
+static aipn_status prep_aipfc(plan *pl, const aipn_model *m, step *st) {
+    val *x = vin(pl, st, 0), *ap = vin(pl, st, 1), *rs = vin(pl, st, 2), *pm = vin(pl, st, 3), *b = vin(pl, st, 4);
+    TRY(need_f32(st, x, "input"));
+    TRY(need_f32(st, ap, "approx"));
+    TRY(need_f32(st, rs, "rest"));
+    if (!pm) return BAD_INPUT(st, "perm is missing");
+    if (!ap->is_const || !rs->is_const || !pm->is_const)
+        return BAD_INPUT(st, "the packed weights (approx, rest, perm) must be constants");
+    int64_t k = aint(st, "k", -1);
+    int64_t n = rs->ndim == 2 ? rs->dims[0] : -1, kr = rs->ndim == 2 ? rs->dims[1] : -1;
+    int64_t kdim = pm->ndim == 1 ? pm->dims[0] : -1;
+    if (ap->ndim != 3 || ap->dims[2] != 16 || ap->dims[1] != k || rs->ndim != 2 || kdim != k + kr ||
+        ap->dims[0] != (n + 15) / 16 || k < 1)
+        return BAD_INPUT(st, "inconsistent packed shapes: approx rank %d, rest rank %d, perm rank %d, k=%lld", ap->ndim,
+                         rs->ndim, pm->ndim, (long long)k);
+    if (pm->dtype != DT_I64 && pm->dtype != DT_I32) return BAD_INPUT(st, "perm must be int64");
+    int64_t *perm = arena_alloc(&pl->mem, (size_t)kdim * sizeof(int64_t) + 8);
+    uint8_t *seen = arena_alloc(&pl->mem, (size_t)kdim + 8);
+    if (!perm || !seen) return aipn_fail(AIPN_ERR_MEMORY, "out of memory");
+    for (int64_t i = 0; i < kdim; i++) {
+        int64_t v = pm->dtype == DT_I64 ? ((const int64_t *)pm->data)[i] : ((const int32_t *)pm->data)[i];
+        if (v < 0 || v >= kdim || seen[v]) return BAD_INPUT(st, "perm is not a permutation of the inputs");
+        seen[v] = 1;
+        perm[i] = v;
+    }
+    if (x->ndim != 2 || x->dims[1] != kdim)
+        return BAD_INPUT(st, "input shape does not match the layer's %lld inputs", (long long)kdim);
+    if (b && (b->dtype != DT_F32 || b->ndim != 1 || b->dims[0] != n || !b->is_const))
+        return BAD_INPUT(st, "bias is not a constant float32 of shape (%lld,)", (long long)n);
+    int64_t od[2] = {x->dims[0], n};
+    TRY(set_out(st, vout(pl, st, 0), DT_F32, 2, od));
+    aip_step *a = arena_alloc(&pl->mem, sizeof *a);
+    if (!a) return aipn_fail(AIPN_ERR_MEMORY, "out of memory");
+    a->l = (aip_fc_layer){n, kdim, k, ap->dims[0], ap->data, rs->data, perm, b ? b->data : NULL,
+                          afloat(st, "scale", (float)kdim / (float)k)};
+    a->role = fc_role(m, st->nd);
+    a->theta = afloat(st, "theta", 0.0f);
+    a->batch = x->dims[0];
+    a->scratch = arena_alloc(&pl->mem, aip_fc_scratch_bytes(&a->l, a->batch) + 64);
+    if (!a->scratch) return aipn_fail(AIPN_ERR_MEMORY, "out of memory for the scratch of node '%s'", st->nd->name);
+    st->aip = a;
+    st->macs = (uint64_t)(x->dims[0] * n * kdim);
+    st->weight_mask = (1u << 1) | (1u << 2) | (1u << 4);
+    return AIPN_OK;
+}
+
+static aipn_status run_aipfc(pool *p, plan *pl, step *st) {
+    aip_step *a = st->aip;
+    const aipn_config *c = pl->cfg;
+    aip_fc_knobs kn;
+    if (c && c->aip) {
+        kn = (aip_fc_knobs){a->role, c->aip_threshold_set ? c->aip_threshold : a->theta,
+                            c->aip_refine ? c->aip_refine : 10, c->aip_mode == 1, c->aip_skip_zeros != 0};
+    } else { /* exact: every row refined (the packed layout holds no other copy of W) */
+        kn = (aip_fc_knobs){a->role, -INFINITY, a->l.n, 0, 0};
+    }
+    aip_fc_run(p, &a->l, &kn, vin(pl, st, 0)->data, a->batch, vout(pl, st, 0)->data, a->scratch, &st->cnt);
+    st->counted = c && c->aip;
+    st->role = ROLE_NAMES[a->role];
+    return AIPN_OK;
+}
+
 static aipn_status prep_matmul(plan *pl, const aipn_model *m, step *st) {
     (void)m;
     val *a = vin(pl, st, 0), *b = vin(pl, st, 1);
@@ -966,7 +1064,7 @@ static aipn_status run_cos(pool *p, plan *pl, step *st) {
 
 /* -- the table ---------------------------------------------------------------------------------- */
 const op_def OPS[] = {
-    {"Add", prep_ew, run_ew}, {"AveragePool", prep_pool, run_avgpool},
+    {"Add", prep_ew, run_ew}, {"AipFC", prep_aipfc, run_aipfc}, {"AveragePool", prep_pool, run_avgpool},
     {"BatchNormalization", prep_bn, run_bn}, {"Clip", prep_unary, run_unary},
     {"Concat", prep_concat, run_concat}, {"Constant", prep_constant, run_constant},
     {"ConstantOfShape", prep_cos, run_cos}, {"Conv", prep_conv, run_conv},

@@ -7,6 +7,7 @@
  * buffers allocated once per plan. A run then only computes. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -153,6 +154,7 @@ void aipn_config_default(aipn_config *c) {
     if (!c) return;
     memset(c, 0, sizeof *c);
     c->struct_size = sizeof *c;
+    c->aip_skip_zeros = 1;
 }
 
 aipn_status aipn_session_new(const aipn_model *m, const aipn_config *cfg, aipn_session **out) {
@@ -168,8 +170,28 @@ aipn_status aipn_session_new(const aipn_model *m, const aipn_config *cfg, aipn_s
         c = *cfg;
     }
     if (c.threads < 0 || c.threads > 1024) return aipn_fail(AIPN_ERR_ARGUMENT, "threads must be 0 (all cores) or 1..1024, got %d", c.threads);
-    if (c.aip || c.aip_threshold != 0.0f || c.drowsy != 0.0f || c.drowsy_granularity || c.seed)
-        return aipn_fail(AIPN_ERR_ARGUMENT, "the AIP and DrowsyNet knobs are not implemented by this build; leave them 0");
+    if (c.aip != 0 && c.aip != 1) return aipn_fail(AIPN_ERR_ARGUMENT, "aip must be 0 or 1, got %d", c.aip);
+    if (c.aip_threshold_set != 0 && c.aip_threshold_set != 1)
+        return aipn_fail(AIPN_ERR_ARGUMENT, "aip_threshold_set must be 0 or 1, got %d", c.aip_threshold_set);
+    if (c.aip_threshold_set && isnan(c.aip_threshold))
+        return aipn_fail(AIPN_ERR_ARGUMENT, "aip_threshold must be a number (inf allowed), got NaN");
+    if (c.aip_refine < 0) return aipn_fail(AIPN_ERR_ARGUMENT, "aip_refine must be 0 (default) or >= 1, got %d", c.aip_refine);
+    if (c.aip_mode != 0 && c.aip_mode != 1) return aipn_fail(AIPN_ERR_ARGUMENT, "aip_mode must be 0 (refine) or 1 (approx), got %d", c.aip_mode);
+    if (c.aip_skip_zeros != 0 && c.aip_skip_zeros != 1)
+        return aipn_fail(AIPN_ERR_ARGUMENT, "aip_skip_zeros must be 0 or 1, got %d", c.aip_skip_zeros);
+    if (c.drowsy != 0.0f || c.drowsy_granularity)
+        return aipn_fail(AIPN_ERR_ARGUMENT, "the DrowsyNet knobs are not implemented by this build; leave them 0");
+    if (c.aip) {
+        int packed = 0, gemm = 0;
+        for (uint32_t k = 0; k < m->nnodes; k++) {
+            packed |= !strcmp(m->nodes[k].opname, "AipFC");
+            gemm |= !strcmp(m->nodes[k].opname, "Gemm");
+        }
+        if (gemm && !packed)
+            return aipn_fail(AIPN_ERR_UNSUPPORTED, "aip = 1 but the model has no packed FC layer (AipFC): pack it with "
+                             "`aipnet convert --aip-policy stride ...` (or use aipnet.Session(backend='c', aip=True), "
+                             "which packs at load)");
+    }
     for (int i = 0; i < 8; i++)
         if (c.reserved[i]) return aipn_fail(AIPN_ERR_ARGUMENT, "config.reserved must be 0");
     for (uint32_t i = 0; i < m->ninputs; i++)
@@ -264,6 +286,7 @@ static aipn_status make_plan(aipn_session *s, const aipn_tensor *in, uint32_t n,
         v->defined = 1;
     }
     p->nin = n;
+    p->cfg = &s->cfg;
     p->keylen = 0;
     for (uint32_t i = 0; i < n && p->keylen + MAXD + 1 <= sizeof p->key / sizeof p->key[0]; i++) {
         p->key[p->keylen++] = in[i].ndim;
@@ -418,7 +441,16 @@ aipn_status aipn_session_run(aipn_session *s, const aipn_tensor *in, uint32_t n_
         const attr *act = node_attr(stp->nd, "_act");
         s->stats[k] = (aipn_layer_stats){stp->nd->name, stp->nd->opname, act && act->type == AT_STRING ? act->s : "",
                                          stp->macs, 0, stp->wbytes, stp->wtotal, stp->aread, stp->awritten,
-                                         stp->outputs, 0, dt};
+                                         stp->outputs, 0, dt, 0, ""};
+        if (stp->counted) { /* approximate kernels count what they really did */
+            aipn_layer_stats *r = &s->stats[k];
+            r->macs = stp->cnt.macs;
+            r->macs_skipped = stp->cnt.macs_skipped;
+            r->weight_bytes_read = stp->cnt.weight_bytes_read;
+            r->outputs_refined = stp->cnt.outputs_refined;
+            r->aip_rows_refined = stp->cnt.rows_refined;
+            r->aip_role = stp->role;
+        }
         s->nstats = k + 1;
     }
     for (uint32_t o = 0; o < n_out; o++) {

@@ -29,6 +29,10 @@ typedef struct step {
     float *scratch;
     uint32_t weight_mask;    /* which inputs count as weights */
     uint64_t macs, wbytes, wtotal, aread, awritten, outputs;
+    void *aip;               /* AipFC: its layer (ops.c) */
+    int counted;             /* the last run counted its work (AIP): cnt replaces the cost */
+    aip_fc_counts cnt;
+    const char *role;        /* AIP role name, for the stats */
 } step;
 
 typedef struct plan {
@@ -40,6 +44,7 @@ typedef struct plan {
     val *vals;
     step *steps;
     uint32_t nsteps;
+    const aipn_config *cfg;  /* the session's knobs */
 } plan;
 
 typedef struct op_def {

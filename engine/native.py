@@ -58,17 +58,70 @@ def register_ops() -> None:
         REGISTRY.setdefault(op, {})["c"] = NativeSession
 
 
-class NativeModel:
-    """A C model handle: the .aipn file mapped again by C, or the graph packed in memory."""
+def aip_packed_graph(g: Any, fraction: float, policy: str, seed: int) -> tuple[Any, dict[str, int]]:
+    """A copy of ``g`` whose fully-connected Gemm layers are ``AipFC`` nodes in AIP's packed
+    layout, packed exactly as the Numba backend packs them with ``aip=True`` (the same Gemm
+    layers, :func:`aipnet.aip.packed_for` with the same fraction, policy and seed, theta 0).
+    The C runtime then runs them as it runs a converted model. Packing is done here, in
+    Python, because the random and importance policies are defined by numpy (its
+    generator, its pairwise sums); the stride policy would be reproducible in C, but one
+    path for all three keeps the backends identical. Returns (graph, packed layer name ->
+    its number of inputs K); the graph is ``g`` itself when nothing is packed."""
+    from .aip import packed_for
+    from .graph import Graph, Node
+    from .plan import make_plan
 
-    def __init__(self, model: Any, verify: bool = True):
+    shapes = {v.name: tuple(1 if (i == 0 or d is None) else d for i, d in enumerate(v.shape or ()))
+              for v in g.inputs}
+    plan = make_plan(g, shapes)
+    fcs = {st.node.name: st.impl for st in plan.steps
+           if st.node.op == "Gemm" and getattr(st.impl, "w", None) is not None and not st.impl.c_general}
+    if not fcs:
+        return g, {}
+    inits = dict(g.initializers)
+    nodes = []
+    for node in g.nodes:
+        impl = fcs.get(node.name)
+        if impl is None:
+            nodes.append(node)
+            continue
+        pk = packed_for(impl.w, fraction, policy, seed)
+        base = node.name
+        x = node.inputs[0]
+        if impl.trans_a:
+            nodes.append(Node("Transpose", f"{base}.aip_transpose", [x], [f"{base}.aip_xt"], {"perm": [1, 0]}))
+            x = f"{base}.aip_xt"
+        inits[f"{base}.aip_approx"] = pk.approx
+        inits[f"{base}.aip_rest"] = pk.rest
+        inits[f"{base}.aip_perm"] = pk.perm
+        inputs = [x, f"{base}.aip_approx", f"{base}.aip_rest", f"{base}.aip_perm"]
+        if impl.bias is not None:
+            inits[f"{base}.aip_bias"] = np.ascontiguousarray(impl.bias, dtype=np.float32)
+            inputs.append(f"{base}.aip_bias")
+        attrs = {"k": pk.k, "scale": pk.scale, "policy": pk.policy, "fraction": pk.fraction, "theta": 0.0,
+                 "calibrated": 0}
+        for key in ("_act", "_act_params"):
+            if key in node.attrs:
+                attrs[key] = node.attrs[key]
+        nodes.append(Node("AipFC", base, inputs, list(node.outputs), attrs))
+    out = Graph(nodes, inits, list(g.inputs), list(g.outputs), g.opset, g.name, dict(g.metadata))
+    out.prune()
+    return out, {name: impl.w.shape[1] for name, impl in fcs.items()}
+
+
+class NativeModel:
+    """A C model handle: the .aipn file mapped again by C, or the graph packed in memory.
+
+    ``graph``: run this graph (an AIP-packed copy of the model's) instead of the model's."""
+
+    def __init__(self, model: Any, verify: bool = True, graph: Any = None):
         _require()
         out = ffi.new("aipn_model **")
         flags = 0 if verify else lib.AIPN_LOAD_SKIP_CHECKSUMS
-        if getattr(model, "packed_path", None):
+        if graph is None and getattr(model, "packed_path", None):
             _check(lib.aipn_model_load_file(str(model.packed_path).encode(), flags, out), f"{model.packed_path}: ")
         else:
-            data = aipn_format.dumps(model.graph)
+            data = aipn_format.dumps(graph if graph is not None else model.graph)
             _check(lib.aipn_model_load_memory(ffi.from_buffer(data), len(data), flags | lib.AIPN_LOAD_COPY, out),
                    f"{model.source}: ")
         self.ptr = ffi.gc(out[0], lib.aipn_model_free)
@@ -89,19 +142,40 @@ class NativeSession:
     """A C session on a NativeModel; ``run`` takes and returns float32 arrays in the
     model's input and output order."""
 
+    #: knobs the C runtime implements (the AIP ones); aip_fraction and aip_policy act
+    #: through the packing done here, seed through the random policy's packing
+    C_KNOBS = ("aip", "aip_threshold", "aip_refine", "aip_mode", "aip_fraction", "aip_policy", "aip_skip_zeros",
+               "seed")
+
     def __init__(self, model: Any, threads: int | None = None, knobs: Any = None):
+        self.gemm_packed: dict[str, int] = {}
         if knobs is not None:
             from dataclasses import fields
 
             default = type(knobs)()
-            changed = [f.name for f in fields(knobs) if getattr(knobs, f.name) != getattr(default, f.name)]
+            changed = [f.name for f in fields(knobs) if f.name not in self.C_KNOBS
+                       and getattr(knobs, f.name) != getattr(default, f.name)]
             if changed:
                 raise KnobError(f"backend 'c' does not implement {', '.join(changed)} yet; "
-                                "use backend='numba' for the approximation knobs")
-        self.model = model if isinstance(model, NativeModel) else NativeModel(model)
+                                "use backend='numba' for these knobs")
+        if isinstance(model, NativeModel):
+            self.model = model
+        elif knobs is not None and knobs.aip:
+            graph, self.gemm_packed = aip_packed_graph(model.graph, knobs.aip_fraction, knobs.aip_policy, knobs.seed)
+            self.model = NativeModel(model, graph=graph if self.gemm_packed else None)
+        else:
+            self.model = NativeModel(model)
         cfg = ffi.new("aipn_config *")
         lib.aipn_config_default(cfg)
         cfg.threads = int(threads or 0)
+        if knobs is not None and knobs.aip:
+            cfg.aip = 1
+            if knobs.aip_threshold is not None:
+                cfg.aip_threshold_set = 1
+                cfg.aip_threshold = float(knobs.aip_threshold)
+            cfg.aip_refine = int(knobs.aip_refine or 0)
+            cfg.aip_mode = 1 if knobs.aip_mode == "approx" else 0
+            cfg.aip_skip_zeros = 1 if knobs.aip_skip_zeros else 0
         out = ffi.new("aipn_session **")
         _check(lib.aipn_session_new(self.model.ptr, cfg, out))
         self.ptr = ffi.gc(out[0], lib.aipn_session_free)
@@ -159,11 +233,25 @@ class NativeSession:
         recs = []
         for i in range(n[0]):
             s = layers[0][i]
-            recs.append(layer_record(
-                ffi.string(s.name).decode(), ffi.string(s.op).decode(), macs=s.macs, macs_skipped=s.macs_skipped,
+            name, op = ffi.string(s.name).decode(), ffi.string(s.op).decode()
+            act_read = s.act_bytes_read
+            if op == "AipFC" and name in self.gemm_packed:
+                # a Gemm packed at load reports as the Gemm it is, as in the Numba backend
+                # (which reads no permutation: its K int64 are not activations)
+                op = "Gemm"
+                act_read -= 4 * self.gemm_packed[name]
+            elif self.gemm_packed and name.endswith(".aip_transpose") and name[:-14] in self.gemm_packed:
+                continue  # the transA of a packed Gemm (the Numba Gemm transposes inline)
+            rec = layer_record(
+                name, op, macs=s.macs, macs_skipped=s.macs_skipped,
                 weight_bytes_read=s.weight_bytes_read, weight_bytes_total=s.weight_bytes_total,
-                act_bytes_read=s.act_bytes_read, act_bytes_written=s.act_bytes_written, outputs=s.outputs,
-                outputs_refined=s.outputs_refined, time_s=s.time_s, activation=ffi.string(s.activation).decode()))
+                act_bytes_read=act_read, act_bytes_written=s.act_bytes_written, outputs=s.outputs,
+                outputs_refined=s.outputs_refined, time_s=s.time_s, activation=ffi.string(s.activation).decode())
+            role = ffi.string(s.aip_role).decode() if s.aip_role != ffi.NULL else ""
+            if role:
+                rec["aip_rows_refined"] = s.aip_rows_refined
+                rec["aip_role"] = role
+            recs.append(rec)
         return summarize(recs, ffi.string(src[0]).decode())
 
 

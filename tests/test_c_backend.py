@@ -84,8 +84,8 @@ def test_bad_inputs_and_knobs():
         sess.run(np.zeros((1, 3, 16, 16), np.float64))
     with pytest.raises(KnobError):
         aipnet.Session(m, backend="c", threads=0)
-    with pytest.raises(KnobError, match="aip"):
-        aipnet.Session(m, backend="c", aip=True)
+    with pytest.raises(KnobError, match="drowsy"):
+        aipnet.Session(m, backend="c", drowsy=0.3)
 
 
 def test_hostile_bytes_get_errors():

@@ -114,17 +114,46 @@ typedef struct aipn_model aipn_model;
 typedef struct aipn_session aipn_session;
 
 /* Session knobs: every knob of aipnet.Session, spelled the same. Call
- * aipn_config_default first, then set what you need. Fields after `threads` are
- * reserved for the AIP and DrowsyNet knobs (aip, aip_threshold, drowsy,
- * drowsy_granularity, seed) and must be left as aipn_config_default sets them. */
+ * aipn_config_default first, then set what you need.
+ *
+ * AIP (approximate inner products in FC layers; DESIGN.md "AIP"), all off by default:
+ *   aip            1: FC layers stored packed (op AipFC, `aipnet convert --aip ...`) run
+ *                  the approximate pass and refine only the outputs that matter; 0: they
+ *                  are exact (every row refined). Plain Gemm layers are packed for AIP by
+ *                  the Python front end (aipnet.Session(..., backend="c", aip=True) packs
+ *                  them at session creation with aip_fraction/aip_policy/seed, exactly as
+ *                  the Numba backend does); this C runtime runs Gemm layers of an unpacked
+ *                  model exactly and reports AIPN_ERR_UNSUPPORTED for aip = 1 on a model
+ *                  with no AipFC layer and some Gemm layer, so nothing runs exact by mistake.
+ *   aip_threshold_set, aip_threshold
+ *                  theta: an output of a ReLU layer whose estimate is <= theta is 0 and
+ *                  not refined. aip_threshold_set 0: each layer's stored (calibrated)
+ *                  theta; 1: aip_threshold for every layer (any value but NaN; -inf
+ *                  refines everything, +inf nothing). Compared in float32.
+ *   aip_refine     candidates refined per sample in a final (top-n) layer; 0: the default
+ *                  max(2n, 5) = 10; else >= 1.
+ *   aip_mode       0 refine, 1 approx (the estimates are the outputs, nothing refined).
+ *   aip_skip_zeros 1 (default): skip the weight lines of inputs that are zero in every
+ *                  sample of the batch; 0: read them.
+ * A layer's role decides what is refined: a fused ReLU -> relu (theta); no activation
+ * and the output reaches a graph output directly or through a chain of single-consumer
+ * Softmax/LogSoftmax/Flatten/Reshape/Identity -> final (aip_refine); else dense (every
+ * row). At batch > 1 the union of what any sample needs is refined for all samples.
+ * Bad values get AIPN_ERR_ARGUMENT from aipn_session_new.
+ * drowsy, drowsy_granularity: reserved for DrowsyNet, must be 0. seed: the seed of the
+ * DrowsyNet masks and the random AIP policy; nothing in this build reads it. */
 typedef struct aipn_config {
     uint32_t struct_size;   /* sizeof(aipn_config), set by aipn_config_default */
     int32_t threads;        /* worker threads; 0 = all cores */
-    int32_t aip;            /* reserved: 0 */
-    float aip_threshold;    /* reserved: 0 */
+    int32_t aip;            /* 0 (default) or 1 */
+    float aip_threshold;    /* theta, used when aip_threshold_set is 1 */
     float drowsy;           /* reserved: 0 */
     int32_t drowsy_granularity; /* reserved: 0 */
-    uint64_t seed;          /* reserved: 0 */
+    uint64_t seed;          /* 0 by default; not read by this build */
+    int32_t aip_threshold_set; /* 0 (default): each layer's stored theta; 1: aip_threshold */
+    int32_t aip_refine;     /* 0 (default): 10; else >= 1 */
+    int32_t aip_mode;       /* 0 refine (default), 1 approx */
+    int32_t aip_skip_zeros; /* 1 (default) or 0 */
     uint32_t reserved[8];
 } aipn_config;
 
@@ -150,8 +179,14 @@ typedef struct aipn_layer_stats {
     uint64_t act_bytes_read;
     uint64_t act_bytes_written;
     uint64_t outputs;
-    uint64_t outputs_refined;
+    uint64_t outputs_refined;       /* AIP: refined rows x batch */
     double time_s;
+    /* AIP layers run with aip = 1 (else 0 and ""): rows refined (the batch union) and
+     * the layer's role, "relu", "final" or "dense". An AIP layer's macs, macs_skipped,
+     * weight_bytes_read (64 bytes per approximate-pass line read + 4 (K - k) per refined
+     * row + 4 N for the bias) and outputs_refined are counted by the kernel in the run. */
+    uint64_t aip_rows_refined;
+    const char *aip_role;
 } aipn_layer_stats;
 
 const char *aipn_last_error(void);
