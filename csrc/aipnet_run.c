@@ -1,9 +1,11 @@
-/* aipnet-run MODEL.aipn IN OUT [--threads N] [--no-verify]
+/* aipnet-run MODEL.aipn IN OUT [--threads N] [--no-verify] [--repeat N]
  *
  * Runs a one-input model on IN and writes its first output to OUT, with no Python.
  * IN and OUT are .npy files (float32, C order) when their names end in .npy, raw
  * little-endian float32 otherwise; a raw input's shape is the model's declared input
- * shape with the batch (and any other unknown dim) inferred from the file size. */
+ * shape with the batch (and any other unknown dim) inferred from the file size.
+ * --repeat N runs the session N times on IN (same output each time; for cachegrind's
+ * steady-state traffic: misses of N runs minus those of one). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,16 +101,18 @@ static int write_npy(const char *path, const aipn_tensor *t, size_t numel) {
 
 int main(int argc, char **argv) {
     const char *paths[3] = {0};
-    int np = 0, threads = 0;
+    int np = 0, threads = 0, repeat = 1;
     uint32_t flags = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-verify")) flags |= AIPN_LOAD_SKIP_CHECKSUMS;
+        else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
         else if (np < 3) paths[np++] = argv[i];
         else np = 4;
     }
-    if (np != 3) {
-        fprintf(stderr, "usage: aipnet-run MODEL.aipn IN(.npy|raw f32) OUT(.npy|raw f32) [--threads N] [--no-verify]\n");
+    if (np != 3 || repeat < 1) {
+        fprintf(stderr, "usage: aipnet-run MODEL.aipn IN(.npy|raw f32) OUT(.npy|raw f32) [--threads N] [--no-verify] "
+                        "[--repeat N]\n");
         return 2;
     }
     aipn_model *m;
@@ -158,7 +162,8 @@ int main(int argc, char **argv) {
         outs[o].len = numel;
         if (!outs[o].data) return die("out of memory");
     }
-    if (aipn_session_run(s, &in, 1, outs, nout) != AIPN_OK) return die(aipn_last_error());
+    for (int r = 0; r < repeat; r++)
+        if (aipn_session_run(s, &in, 1, outs, nout) != AIPN_OK) return die(aipn_last_error());
     int ok;
     if (ends_with(paths[2], ".npy")) {
         ok = write_npy(paths[2], &outs[0], outs[0].len);

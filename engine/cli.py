@@ -163,6 +163,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = load(args.model)
     if args.counters:
         return _bench_counters(model, args)
+    if args.simulate:
+        return _bench_simulate(model, args)
     against = None if args.against == "none" else args.against
     with progress_bar(args.warmup + args.repeat, "bench", disable=args.json) as bar:
         res = bench(model, against, args.threads, args.batch, args.repeat, args.warmup, bar.update,
@@ -194,6 +196,36 @@ def _bench_counters(model, args: argparse.Namespace) -> int:
     print(f"model {rep['model']}  backend {rep['backend']}  batch {rep['batch']}  threads {rep['threads'] or 'all'}  "
           f"hardware counters over {rep['runs']} runs ({rep['scope']})")
     print(format_report(rep, rep["runs"]))
+    return 0
+
+
+def _bench_simulate(model, args: argparse.Namespace) -> int:
+    """`bench --simulate`: DRAM bytes per inference from cachegrind (source simulated),
+    the exact model first, then the knobs given on the command line, then --variants."""
+    from .simulate import format_result, parse_llc, simulate_variants
+
+    variants: list[tuple[str, dict[str, Any]]] = [("exact", {})]
+    knobs = knobs_from_args(args)
+    if knobs:
+        variants.append((" ".join(f"{k}={v}" for k, v in knobs.items()), knobs))
+    if args.variants:
+        try:
+            spec = json.loads(Path(args.variants).read_text())
+        except (OSError, ValueError) as exc:
+            raise AipnetError(f"--variants {args.variants}: {exc}") from None
+        items = spec.get("variants", spec) if isinstance(spec, dict) else spec
+        if not isinstance(items, list) or not all(isinstance(v, dict) and isinstance(v.get("knobs", {}), dict)
+                                                  for v in items):
+            raise AipnetError(f"--variants {args.variants}: expected {{\"variants\": [{{\"name\": ..., "
+                              f"\"knobs\": {{...}}}}, ...]}}")
+        for i, v in enumerate(items):
+            variants.append((str(v.get("name", f"variant{i + 1}")), dict(v.get("knobs", {}))))
+    res = simulate_variants(model, variants, parse_llc(args.llc), args.batch)
+    if args.json:
+        _write_json(None, res)
+    else:
+        print(f"model {model.source}")
+        print(format_result(res))
     return 0
 
 
@@ -266,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="count cycles, instructions and last-level-cache loads/misses with the hardware counters "
                          "(perf_event_open; source hw) over the runs instead of timing; where the machine has "
                          "none, say why")
+    sp.add_argument("--simulate", action="store_true",
+                    help="instead of timing: DRAM bytes per inference from a cache simulation (aipnet-run under "
+                         "valgrind's cachegrind; source simulated), for the exact model and the knobs given")
+    sp.add_argument("--llc", default=None, metavar="BYTES,WAYS,LINE",
+                    help="--simulate: the last-level cache (default 1048576,16,64: a board-like 1 MiB, 16-way)")
+    sp.add_argument("--variants", default=None, metavar="FILE.json",
+                    help='--simulate: more knob sets, {"variants": [{"name": "aip", "knobs": {"aip": true}}]}')
     threads_arg(sp)
     backend_arg(sp)
     add_knob_args(sp)
