@@ -1,11 +1,14 @@
 /* aipnet-run MODEL.aipn IN OUT [--threads N] [--no-verify] [--repeat N]
+ *            [--aip] [--aip-threshold T] [--aip-refine N] [--aip-mode refine|approx]
+ *            [--no-aip-skip-zeros]
  *
  * Runs a one-input model on IN and writes its first output to OUT, with no Python.
  * IN and OUT are .npy files (float32, C order) when their names end in .npy, raw
  * little-endian float32 otherwise; a raw input's shape is the model's declared input
  * shape with the batch (and any other unknown dim) inferred from the file size.
  * --repeat N runs the session N times on IN (same output each time; for cachegrind's
- * steady-state traffic: misses of N runs minus those of one). */
+ * steady-state traffic: misses of N runs minus those of one). The AIP knobs are the
+ * aipn_config fields (aipnet.h), spelled like the `aipnet` CLI flags. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,18 +104,44 @@ static int write_npy(const char *path, const aipn_tensor *t, size_t numel) {
 
 int main(int argc, char **argv) {
     const char *paths[3] = {0};
-    int np = 0, threads = 0, repeat = 1;
+    int np = 0, threads = 0, repeat = 1, bad = 0;
     uint32_t flags = 0;
+    aipn_config cfg;
+    aipn_config_default(&cfg);
     for (int i = 1; i < argc; i++) {
+        char *end;
+        if (!strcmp(argv[i], "--aip")) { cfg.aip = 1; continue; }
+        if (!strcmp(argv[i], "--no-aip")) { cfg.aip = 0; continue; }
+        if (!strcmp(argv[i], "--aip-skip-zeros")) { cfg.aip_skip_zeros = 1; continue; }
+        if (!strcmp(argv[i], "--no-aip-skip-zeros")) { cfg.aip_skip_zeros = 0; continue; }
+        if (!strcmp(argv[i], "--aip-threshold") && i + 1 < argc) {
+            cfg.aip_threshold = strtof(argv[++i], &end);
+            cfg.aip_threshold_set = 1;
+            bad |= *end != 0 || end == argv[i];
+            continue;
+        }
+        if (!strcmp(argv[i], "--aip-refine") && i + 1 < argc) {
+            cfg.aip_refine = (int32_t)strtol(argv[++i], &end, 10);
+            bad |= *end != 0 || end == argv[i] || cfg.aip_refine < 1;
+            continue;
+        }
+        if (!strcmp(argv[i], "--aip-mode") && i + 1 < argc) {
+            i++;
+            if (!strcmp(argv[i], "refine")) cfg.aip_mode = 0;
+            else if (!strcmp(argv[i], "approx")) cfg.aip_mode = 1;
+            else bad = 1;
+            continue;
+        }
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-verify")) flags |= AIPN_LOAD_SKIP_CHECKSUMS;
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
         else if (np < 3) paths[np++] = argv[i];
         else np = 4;
     }
-    if (np != 3 || repeat < 1) {
+    if (np != 3 || repeat < 1 || bad) {
         fprintf(stderr, "usage: aipnet-run MODEL.aipn IN(.npy|raw f32) OUT(.npy|raw f32) [--threads N] [--no-verify] "
-                        "[--repeat N]\n");
+                        "[--repeat N] [--aip] [--aip-threshold T] [--aip-refine N] [--aip-mode refine|approx] "
+                        "[--aip-skip-zeros|--no-aip-skip-zeros]\n");
         return 2;
     }
     aipn_model *m;
@@ -148,8 +177,6 @@ int main(int argc, char **argv) {
         in.data = (float *)(void *)buf;
         in.len = numel;
     }
-    aipn_config cfg;
-    aipn_config_default(&cfg);
     cfg.threads = threads;
     aipn_session *s;
     if (aipn_session_new(m, &cfg, &s) != AIPN_OK) return die(aipn_last_error());
