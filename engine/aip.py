@@ -239,10 +239,13 @@ def capture_fc_inputs(g: Graph, x: np.ndarray, names: set[str], batch: int = 250
 
 
 def pack_graph(g: Graph, fraction: float = 1 / 16, policy: str = "stride", seed: int = 0,
-               calib_x: np.ndarray | None = None, theta: float = 0.0) -> int:
+               calib_x: np.ndarray | None = None, theta: float = 0.0,
+               layers: dict[str, dict[str, Any]] | None = None) -> int:
     """Rewrite every fully-connected Gemm (constant weights) of ``g`` into an ``AipFC``
     node holding the packed layout; with calibration inputs, select by importance on
-    real activations and fit each layer's scale. Returns the number of layers packed."""
+    real activations and fit each layer's scale. ``layers`` may override
+    ``aip_fraction`` and ``aip_threshold`` (the stored theta) per layer name.
+    Returns the number of layers packed."""
     from .plan import make_plan
 
     shapes = {v.name: tuple(1 if (i == 0 or d is None) else d for i, d in enumerate(v.shape or ()))
@@ -256,7 +259,8 @@ def pack_graph(g: Graph, fraction: float = 1 / 16, policy: str = "stride", seed:
         impl = fcs.get(node.name)
         if impl is None:
             continue
-        pk = pack_fc(impl.w, fraction, policy, seed, calib.get(node.name))
+        over = (layers or {}).get(node.name, {})
+        pk = pack_fc(impl.w, over.get("aip_fraction", fraction), policy, seed, calib.get(node.name))
         base = node.name
         g.initializers[f"{base}.aip_approx"] = pk.approx
         g.initializers[f"{base}.aip_rest"] = pk.rest
@@ -265,7 +269,9 @@ def pack_graph(g: Graph, fraction: float = 1 / 16, policy: str = "stride", seed:
         if impl.bias is not None:
             g.initializers[f"{base}.aip_bias"] = np.ascontiguousarray(impl.bias, dtype=np.float32)
             inputs.append(f"{base}.aip_bias")
-        attrs = {"k": pk.k, "scale": pk.scale, "policy": pk.policy, "fraction": pk.fraction, "theta": float(theta),
+        layer_theta = over.get("aip_threshold")
+        attrs = {"k": pk.k, "scale": pk.scale, "policy": pk.policy, "fraction": pk.fraction,
+                 "theta": float(theta if layer_theta is None else layer_theta),
                  "calibrated": int(node.name in calib)}
         if node.attrs.get("_act"):
             attrs["_act"] = node.attrs["_act"]

@@ -120,7 +120,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         src_hash = aipn_format.source_hash(data=model.onnx_model.SerializeToString())
     knobs: dict[str, Any] = {"optimized": True}
-    if args.aip or args.aip_policy or args.aip_fraction or args.calib or args.calib_data:
+    if args.aip or args.aip_policy or args.aip_fraction or args.calib or args.calib_data or args.config:
         knobs.update(_pack_aip(model, args))
     meta = {"source": Path(model.source).name, "source.hash": src_hash, "knobs": json.dumps(knobs)}
     size = aipn_format.save(model.graph, args.output, meta)
@@ -132,10 +132,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _pack_aip(model, args: argparse.Namespace) -> dict[str, Any]:
     """Rewrite the model's FC layers into AIP's packed layout (calibrated when data is given)."""
     from .aip import pack_graph
+    from .config import check_layer_names, read_config
     from .knobs import make_knobs
+    from .session import knob_layer_names
 
-    kn = make_knobs(aip_fraction=args.aip_fraction or 1 / 16, aip_policy=args.aip_policy or "stride",
-                    aip_threshold=args.aip_threshold, seed=args.seed)
+    cfg = read_config(args.config) if args.config else {}
+    layers = cfg.get("layers", {})
+    check_layer_names(layers, knob_layer_names(model.graph), args.config or "config")
+    kn = make_knobs(aip_fraction=args.aip_fraction or cfg.get("aip_fraction", 1 / 16),
+                    aip_policy=args.aip_policy or cfg.get("aip_policy", "stride"),
+                    aip_threshold=args.aip_threshold if args.aip_threshold is not None else cfg.get("aip_threshold"),
+                    seed=args.seed, layers=layers)
     calib = None
     if args.calib:
         calib = _load_npy(args.calib).astype(np.float32, copy=False)
@@ -146,7 +153,7 @@ def _pack_aip(model, args: argparse.Namespace) -> dict[str, Any]:
         pick = np.random.default_rng(args.seed).choice(len(x), size=min(args.calib_limit, len(x)), replace=False)
         calib = x[np.sort(pick)]
     theta = kn.aip_threshold if kn.aip_threshold is not None else 0.0
-    n = pack_graph(model.graph, kn.aip_fraction, kn.aip_policy, kn.seed, calib, theta)
+    n = pack_graph(model.graph, kn.aip_fraction, kn.aip_policy, kn.seed, calib, theta, layers)
     if n == 0:
         raise AipnetError(f"{model.source}: no fully-connected layer to pack for AIP")
     print(f"packed {n} FC layers for AIP: policy {kn.aip_policy}, fraction {kn.aip_fraction:g}, theta {theta:g}, "
@@ -323,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "('default': the Debian path)")
     aip.add_argument("--calib-limit", type=int, default=2000, help="calibration images drawn (seeded)")
     aip.add_argument("--seed", type=int, default=0)
+    aip.add_argument("--config", default=None, metavar="FILE",
+                     help="JSON/TOML knobs: aip_fraction, aip_policy, aip_threshold, per-layer aip_fraction "
+                          "and aip_threshold (flags override it)")
     sp.set_defaults(func=cmd_convert)
 
     sp = sub.add_parser("eval", help="top-1/top-5 accuracy and cost on Fashion-MNIST")

@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import KnobError
 
+#: the knobs a config file may set per layer
+LAYER_KNOBS = ("aip_threshold", "aip_refine", "aip_mode", "aip_fraction", "drowsy", "drowsy_granularity",
+               "drowsy_rescale")
 AIP_MODES = ("refine", "approx")
 AIP_POLICIES = ("stride", "random", "importance")
 DROWSY_GRANULARITIES = ("neuron", "pixel", "channel", "tile")
@@ -42,6 +45,8 @@ class Knobs:
     drowsy_rescale: bool = _knob(False, "DrowsyNet: scale survivors by 1/(1-p)", flag=True)
     drowsy_fixed_mask: bool = _knob(False, "DrowsyNet: one mask for every image instead of a fresh one each", flag=True)
     seed: int = _knob(0, "seed of the DrowsyNet masks (and the random AIP policy)", type=int)
+    #: per-layer overrides, layer name -> {knob: value} (from a config file; no CLI flag)
+    layers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         _check_bool(self, "aip", "aip_skip_zeros", "drowsy_rescale", "drowsy_fixed_mask")
@@ -60,16 +65,36 @@ class Knobs:
         _check_choice(self, "drowsy_granularity", DROWSY_GRANULARITIES)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise KnobError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for layer, over in self.layers.items():
+            bad = sorted(set(over) - set(LAYER_KNOBS))
+            if bad:
+                raise KnobError(f"layer {layer!r}: {bad} cannot be set per layer; per-layer knobs are "
+                                f"{', '.join(LAYER_KNOBS)}")
+            replace(self, layers={}, **over)  # validates the values
+
+    def for_layer(self, name: str) -> "Knobs":
+        """These knobs with the overrides of layer ``name`` applied."""
+        over = self.layers.get(name)
+        return replace(self, **over) if over else self
+
+    @property
+    def any_drowsy(self) -> bool:
+        """True when DrowsyNet drops outputs in some layer (globally or per layer)."""
+        return self.drowsy > 0.0 or any(o.get("drowsy", 0) for o in self.layers.values())
 
     @property
     def exact(self) -> bool:
-        """True when no approximation is switched on."""
-        return not self.aip and self.drowsy == 0.0
+        """True when no approximation is switched on (in any layer)."""
+        return not self.aip and not self.any_drowsy
 
     def changed(self) -> dict[str, Any]:
         """The knobs that differ from their defaults."""
         base = Knobs()
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(base, f.name)}
+
+    def __hash__(self) -> int:  # layers is a dict: hash its items
+        return hash(tuple((f.name, getattr(self, f.name)) for f in fields(self) if f.name != "layers")
+                    + tuple(sorted((k, tuple(sorted(v.items()))) for k, v in self.layers.items())))
 
     def with_(self, **kw: Any) -> "Knobs":
         return replace(self, **kw)
@@ -105,7 +130,11 @@ def _check_choice(k: Knobs, name: str, choices: tuple[str, ...]) -> None:
 def add_knob_args(parser: argparse.ArgumentParser) -> None:
     """Add one flag per knob (``--aip-threshold`` ...) to a subcommand's parser."""
     group = parser.add_argument_group("knobs (as aipnet.Session keywords)")
+    group.add_argument("--config", default=None, metavar="FILE",
+                       help="JSON or TOML file of knobs, global and per layer (flags override it)")
     for f in fields(Knobs):
+        if f.metadata.get("cli", True) is False:
+            continue
         flag = "--" + f.name.replace("_", "-")
         meta = dict(f.metadata)
         helptext = meta.pop("help") + f" (default {f.default})"
@@ -117,4 +146,8 @@ def add_knob_args(parser: argparse.ArgumentParser) -> None:
 
 def knobs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The knobs given on the command line (only those the user set)."""
-    return {f.name: getattr(args, f.name) for f in fields(Knobs) if getattr(args, f.name, None) is not None}
+    out = {f.name: getattr(args, f.name) for f in fields(Knobs)
+           if f.metadata.get("cli", True) is not False and getattr(args, f.name, None) is not None}
+    if getattr(args, "config", None):
+        out["config"] = args.config
+    return out

@@ -61,7 +61,7 @@ def make_plan(g: Graph, input_shapes: dict[str, Shape], backend: str = "numba",
         in_consts = [consts.get(n) if n else None for n in node.inputs]
         impl = impl_cls(node, in_shapes, in_consts, g.opset)
         impl.graph_role = roles.get(node.name)
-        impl.configure(threads, knobs)
+        impl.configure(threads, knobs.for_layer(node.name) if knobs is not None else None)
         const_ins = all(c is not None for n, c in zip(node.inputs, in_consts) if n)
         if impl.foldable and (const_ins or node.op == "Shape"):
             outs = impl.run(in_consts)

@@ -10,6 +10,7 @@ import numba
 import numpy as np
 
 from .errors import InputError, KnobError
+from .config import check_layer_names, merge, read_config
 from .knobs import make_knobs
 from .model import Model, load
 from .plan import Plan, plan_or_raise
@@ -42,12 +43,14 @@ class Session:
         backend: ``"numba"``, or ``"c"`` (the C runtime through ``aipnet._native``,
             one FFI call per run; float32 inputs).
         threads: worker threads for the kernels (default: all cores).
+        config: a config file (JSON or TOML) or dict of knobs, global and per layer
+            (see :mod:`aipnet.config`); keyword knobs override its global values.
         **knobs: the approximation knobs (``aip``, ``aip_threshold``, ``drowsy``, ...):
             see :class:`aipnet.knobs.Knobs` for the list, defaults and ranges.
     """
 
     def __init__(self, model: Model | str | os.PathLike, backend: str = "numba", threads: int | None = None,
-                 **knobs: Any):
+                 config: str | os.PathLike | Mapping[str, Any] | None = None, **knobs: Any):
         if not isinstance(model, Model):
             model = load(model)
         if backend not in BACKENDS:
@@ -55,6 +58,11 @@ class Session:
         self.model = model
         self.backend = backend
         self.threads = _check_threads(threads)
+        if config is not None:
+            cfg = read_config(config)
+            knobs = merge(cfg, knobs)
+            check_layer_names(knobs.get("layers", {}), knob_layer_names(model.graph),
+                              config if isinstance(config, (str, os.PathLike)) else "config")
         self.knobs = make_knobs(**knobs)
         self._plans: dict[tuple, Plan] = {}
         self.stats: dict[str, Any] = summarize([])
@@ -135,7 +143,7 @@ class Session:
         # Small integer inputs are shapes, axes or indices: plans may depend on their values.
         values = {k: v for k, v in feeds.items() if v.dtype.kind in "iu" and v.size <= SMALL_INT_INPUT}
         plan = self.plan_for({k: v.shape for k, v in feeds.items()}, values)
-        if self.knobs.drowsy:
+        if self.knobs.any_drowsy:
             from .drowsy import bind
 
             bind(plan, self.model.graph, int(image_offset))
@@ -186,6 +194,11 @@ class Session:
 
             _BLAS = ThreadpoolController()
         return _BLAS.limit(limits=1, user_api="blas")
+
+
+def knob_layer_names(g) -> set[str]:
+    """Names of the layers a config may address (convolutions and FC layers)."""
+    return {n.name for n in g.nodes if n.op in ("Conv", "Gemm", "MatMul", "AipFC")}
 
 
 def _fmt_shape(shape) -> str:

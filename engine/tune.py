@@ -1,0 +1,286 @@
+"""`aipnet tune`: the cheapest per-layer setting of DrowsyNet rates and AIP thresholds
+within an accuracy budget.
+
+Data: a seeded random half of the images is the calibration split (the search sees
+only it) and the other half the held-out split (the chosen setting is reported there).
+The loss is the top-1 drop against the exact model on the same images; the cost is the
+objective per image: ``energy`` (aipnet.energy, analytic), ``traffic`` (weight bytes
+read, analytic), ``macs`` (analytic) or ``time`` (measured).
+
+Two searches run and the better feasible one (lower cost within the budget on the
+calibration split) is kept:
+- ``greedy``: per-layer sensitivity. Each layer alone is swept over its levels; then,
+  starting from exact, the step with the best cost saved per point of loss (from the
+  sweep) is taken while the real combined loss stays within the budget.
+- ``random``: a seeded global random search over the whole grid (each point's layers
+  drawn independently), followed by the same improvement steps from its best point.
+
+Every setting is evaluated at batch 1, as on a board: weights are read for each image
+and each image decides its own AIP refinement. Evaluations are cached on disk, keyed by the
+model's weights, the images and the setting, so a second run is fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .energy import EnergyConstants, energy
+from .errors import KnobError
+from .model import Model
+from .session import Session
+from .stats import accumulate
+
+OBJECTIVES = ("energy", "traffic", "macs", "time")
+DROWSY_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+#: AIP threshold levels per FC layer; None = AIP refines everything there (theta = -inf)
+AIP_LEVELS = (None, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3)
+
+
+@dataclass
+class Point:
+    """One evaluated setting: per-layer level indices, its metrics on a split."""
+
+    levels: tuple[int, ...]
+    top1: float
+    loss: float
+    agreement: float
+    cost: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Tuner:
+    def __init__(self, model: Model, images: np.ndarray, labels: np.ndarray, budget: float,
+                 objective: str = "energy", granularity: str = "tile", aip: bool = True, drowsy: bool = True,
+                 seed: int = 0, threads: int | None = None, cache_dir: str | os.PathLike | None = None,
+                 constants: EnergyConstants | None = None, progress: Callable[[int], None] | None = None):
+        if objective not in OBJECTIVES:
+            raise KnobError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+        if not 0.0 <= budget < 1.0:
+            raise KnobError(f"budget is a top-1 loss fraction in [0, 1), got {budget!r}")
+        if len(labels) < 20:
+            raise KnobError(f"tuning needs at least 20 images, got {len(labels)}")
+        self.model, self.budget, self.objective = model, budget, objective
+        self.granularity, self.seed, self.threads = granularity, seed, threads
+        self.constants = constants or EnergyConstants()
+        self.progress = progress
+        order = np.random.default_rng(seed).permutation(len(labels))
+        half = len(labels) // 2
+        self.splits = {"calib": (images[order[:half]], labels[order[:half]]),
+                       "heldout": (images[order[half:]], labels[order[half:]])}
+        g = model.graph
+        self.convs = [n.name for n in g.nodes if n.op == "Conv"] if drowsy else []
+        self.fcs = [n.name for n in g.nodes if n.op in ("Gemm", "AipFC")] if aip else []
+        self.layers = self.convs + self.fcs
+        self.levels = [len(DROWSY_LEVELS)] * len(self.convs) + [len(AIP_LEVELS)] * len(self.fcs)
+        self._exact: dict[str, np.ndarray] = {}
+        self._cache_path = self._cache_file(cache_dir)
+        self._cache: dict[str, dict[str, float]] = self._read_cache()
+        self.evaluations = 0
+        self.cache_hits = 0
+
+    # -- settings ----------------------------------------------------------------------
+    def config(self, levels: tuple[int, ...]) -> dict[str, Any]:
+        """The config file (aipnet.config schema) of a setting."""
+        layers: dict[str, dict[str, Any]] = {}
+        for name, lv in zip(self.convs, levels[:len(self.convs)]):
+            if DROWSY_LEVELS[lv]:
+                layers[name] = {"drowsy": DROWSY_LEVELS[lv]}
+        use_aip = False
+        for name, lv in zip(self.fcs, levels[len(self.convs):]):
+            theta = AIP_LEVELS[lv]
+            if theta is not None:
+                use_aip = True
+                layers[name] = {"aip_threshold": theta}
+        cfg: dict[str, Any] = {"layers": layers}
+        if use_aip:
+            cfg["aip"] = True
+            for name in self.fcs:  # layers without a level are refined in full
+                layers.setdefault(name, {"aip_threshold": -1e30})
+        if any("drowsy" in v for v in layers.values()):
+            cfg["drowsy_granularity"] = self.granularity
+        cfg["seed"] = self.seed
+        return cfg
+
+    # -- evaluation --------------------------------------------------------------------
+    def exact_predictions(self, split: str) -> np.ndarray:
+        if split not in self._exact:
+            x, _ = self.splits[split]
+            sess = Session(self.model, threads=self.threads)
+            self._exact[split] = np.concatenate([sess.run(x[s:s + 100]).argmax(1) for s in range(0, len(x), 100)])
+        return self._exact[split]
+
+    def evaluate(self, levels: tuple[int, ...], split: str = "calib") -> Point:
+        key = json.dumps([split, self.objective, list(levels), self.granularity], sort_keys=True)
+        m = self._cache.get(key)
+        if m is None:
+            m = self._measure(levels, split)
+            self._cache[key] = m
+            self._write_cache()
+            self.evaluations += 1
+        else:
+            self.cache_hits += 1
+        if self.progress:
+            self.progress(1)
+        return Point(tuple(levels), m["top1"], m["loss"], m["agreement"], m[self.objective], m)
+
+    def _measure(self, levels: tuple[int, ...], split: str) -> dict[str, float]:
+        x, y = self.splits[split]
+        cfg = self.config(levels)
+        sess = Session(self.model, threads=self.threads, config=cfg)
+        batch = 1  # the board's case: weights are read per image, decisions are per image
+        preds, stats, elapsed = [], None, 0.0
+        for s in range(0, len(x), batch):
+            t0 = time.perf_counter()
+            out = sess.run(x[s:s + batch], image_offset=s)
+            elapsed += time.perf_counter() - t0
+            preds.append(out.argmax(1))
+            stats = accumulate(stats, sess.stats)
+        pred = np.concatenate(preds)
+        exact = self.exact_predictions(split)
+        n = len(y)
+        top1 = float((pred == y).mean())
+        e = energy(stats, self.constants, n)
+        return {"top1": top1, "loss": float((exact == y).mean()) - top1, "agreement": float((pred == exact).mean()),
+                "energy": e["total_j"], "traffic": stats["total"]["weight_bytes_read"] / n,
+                "macs": stats["total"]["macs"] / n, "time": elapsed / n,
+                "fc_bytes": sum(layer["weight_bytes_read"] for layer in stats["layers"]
+                                if layer["op"] in ("Gemm", "AipFC")) / n,
+                "conv_macs": sum(layer["macs"] for layer in stats["layers"] if layer["op"] == "Conv") / n}
+
+    # -- searches ----------------------------------------------------------------------
+    def greedy(self) -> tuple[Point, list[Point]]:
+        """Per-layer sensitivity sweep, then cost-per-loss steps within the budget."""
+        base = tuple([0] * len(self.layers))
+        exact = self.evaluate(base)
+        sweep: dict[tuple[int, int], Point] = {}
+        for i, count in enumerate(self.levels):
+            for lv in range(1, count):
+                p = self.evaluate(tuple(lv if j == i else 0 for j in range(len(self.layers))))
+                sweep[(i, lv)] = p
+                if p.loss > 2 * self.budget + 0.02:
+                    break  # deeper levels of this layer only lose more
+        seen = [exact, *sweep.values()]
+        best = self._improve(exact, sweep, seen, exact)
+        return best, seen
+
+    def random_search(self, samples: int = 24) -> tuple[Point, list[Point]]:
+        """Seeded random points over the grid, then the improvement steps from the best."""
+        rng = random.Random(self.seed + 1)
+        seen = [self.evaluate(tuple([0] * len(self.layers)))]
+        for _ in range(samples):
+            lv = tuple(rng.randrange(c) for c in self.levels)
+            seen.append(self.evaluate(lv))
+        feasible = [p for p in seen if p.loss <= self.budget]
+        start = min(feasible, key=lambda p: p.cost)
+        return self._improve(start, {}, seen, seen[0]), seen
+
+    def _improve(self, start: Point, sweep: dict, seen: list[Point], exact: Point) -> Point:
+        """From ``start``, raise one layer's level at a time (most promising first, by the
+        per-layer sweep when there is one) while the real loss stays within budget."""
+        cur = start
+        while True:
+            steps = []
+            for i, count in enumerate(self.levels):
+                lv = cur.levels[i] + 1
+                if lv >= count:
+                    continue
+                single = sweep.get((i, lv))
+                if sweep and single is None:
+                    continue  # the sweep stopped before this level: too lossy alone
+                steps.append((i, lv, single))
+            if not steps:
+                return cur
+
+            def promise(step):
+                i, lv, single = step
+                if single is None:
+                    return 0.0
+                prev = sweep.get((i, lv - 1), exact)
+                dcost = prev.cost - single.cost
+                dloss = single.loss - prev.loss
+                return dcost / max(dloss, 1e-4)
+
+            steps.sort(key=promise, reverse=True)
+            for i, lv, _ in steps[:4]:
+                cand = self.evaluate(tuple(lv if j == i else v for j, v in enumerate(cur.levels)))
+                seen.append(cand)
+                if cand.loss <= self.budget and cand.cost < cur.cost:
+                    cur = cand
+                    break
+            else:
+                return cur
+
+    def run(self) -> dict[str, Any]:
+        g_best, g_seen = self.greedy()
+        r_best, r_seen = self.random_search()
+        best = min((g_best, r_best), key=lambda p: p.cost)
+        method = "greedy" if best is g_best else "random"
+        base = tuple([0] * len(self.layers))
+        held = {"exact": self.evaluate(base, "heldout"), "tuned": self.evaluate(best.levels, "heldout")}
+        points = {p.levels: p for p in g_seen + r_seen}
+        return {
+            "config": self.config(best.levels), "method": method, "budget": self.budget,
+            "objective": self.objective, "granularity": self.granularity,
+            "searches": {"greedy": _pt(g_best), "random": _pt(r_best)},
+            "calib": {"exact": _pt(self.evaluate(base)), "tuned": _pt(best)},
+            "heldout": {k: _pt(v) for k, v in held.items()},
+            "front": [_pt(p) for p in pareto(list(points.values()))],
+            "images": {k: len(v[1]) for k, v in self.splits.items()},
+            "evaluations": self.evaluations, "cache_hits": self.cache_hits,
+            "source": {"loss": "measured", self.objective: "measured" if self.objective == "time" else "analytic"},
+        }
+
+    # -- cache -------------------------------------------------------------------------
+    def _cache_file(self, cache_dir) -> Path:
+        h = hashlib.sha256()
+        for name in sorted(self.model.graph.initializers):
+            arr = self.model.graph.initializers[name]
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arr).view(np.uint8).data[:1 << 16])
+            h.update(str(arr.shape).encode())
+        for x, y in self.splits.values():
+            h.update(np.ascontiguousarray(x).tobytes()[:1 << 20])
+            h.update(y.tobytes())
+        h.update(json.dumps(self.layers).encode())
+        root = Path(cache_dir or os.environ.get("AIPNET_CACHE", Path.home() / ".cache" / "aipnet")) / "tune"
+        return root / f"{h.hexdigest()[:24]}.json"
+
+    def _read_cache(self) -> dict[str, dict[str, float]]:
+        try:
+            return json.loads(self._cache_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_cache(self) -> None:
+        try:
+            self._cache_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._cache_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._cache))
+            tmp.replace(self._cache_path)
+        except OSError:
+            pass  # a read-only home: tuning still works, only slower the second time
+
+
+def pareto(points: list[Point]) -> list[Point]:
+    """Non-dominated points (lower cost, lower loss), by cost."""
+    front, best_loss = [], float("inf")
+    for p in sorted(points, key=lambda p: (p.cost, p.loss)):
+        if p.loss < best_loss:
+            front.append(p)
+            best_loss = p.loss
+    return front
+
+
+def _pt(p: Point) -> dict[str, Any]:
+    return {"levels": list(p.levels), "top1": p.top1, "loss": p.loss, "agreement": p.agreement, "cost": p.cost,
+            **{k: v for k, v in p.metrics.items() if k not in ("top1", "loss", "agreement")}}
+
