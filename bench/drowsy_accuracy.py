@@ -35,14 +35,20 @@ def run_eval(limit: int | None, *flags: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit", type=int, default=2000, help="first N test images (0: all 10,000)")
+    ap.add_argument("--table-only", action="store_true", help="redraw plot and table from the JSON")
     args = ap.parse_args()
+    if args.table_only:
+        d = json.loads((ROOT / "bench" / "drowsy_accuracy.json").read_text())
+        plot(d["exact"], d["rows"], ROOT / "docs" / "drowsy_accuracy.png")
+        print(table(d["exact"], d["rows"]))
+        return
     limit = args.limit or None
     exact = run_eval(limit)
     rows = []
     for g in GRANS:
         for rescale in (False, True):
             for p in RATES:
-                flags = ["--drowsy", str(p), "--drowsy-granularity", g] + (["--drowsy-rescale"] if rescale else [])
+                flags = ["--drowsy", str(p), "--drowsy-granularity", g] + (["--drowsy-rescale"] if rescale else ["--no-drowsy-rescale"])
                 r = run_eval(limit, *flags)
                 r.update(granularity=g, rescale=rescale, p=p, top1_loss=exact["top1"] - r["top1"])
                 rows.append(r)
