@@ -254,6 +254,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .config import write_config
+    from .data import load_fashion_mnist
+    from .energy import EnergyConstants
+    from .model import load
+    from .progress import progress_bar
+    from .tune import Tuner, format_tune, plot_front
+
+    model = load(args.model)
+    images, labels, source = load_fashion_mnist("test", args.data)
+    if args.limit is not None:
+        images, labels = images[:args.limit], labels[:args.limit]
+    with progress_bar(None, "tune (evaluations)", disable=args.json) as bar:
+        tuner = Tuner(model, images, labels, args.budget, args.objective, args.drowsy_granularity,
+                      aip=not args.no_aip, drowsy=not args.no_drowsy, seed=args.seed, threads=args.threads,
+                      constants=EnergyConstants.load(args.energy_constants), progress=bar.update)
+        res = tuner.run()
+    res["data"] = source
+    if args.out:
+        write_config(args.out, res["config"])
+        res["config_file"] = args.out
+    if args.plot:
+        plot_front(res, args.plot)
+        res["plot"] = args.plot
+    if args.json:
+        _write_json(None, res)
+    else:
+        print(format_tune(res))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import demo
 
@@ -347,6 +378,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_knob_args(sp)
     sp.set_defaults(func=cmd_eval)
 
+    sp = sub.add_parser("tune", help="cheapest per-layer DrowsyNet rates and AIP thresholds within a top-1 budget")
+    model_arg(sp)
+    sp.add_argument("--data", default=None, metavar="DIR",
+                    help="folder with the IDX files (default: the Debian path, else the shipped subset)")
+    sp.add_argument("--limit", type=int, default=2000, help="images used (half calibration, half held-out)")
+    sp.add_argument("--budget", type=float, default=0.02, help="allowed top-1 loss, as a fraction (0.02 = 2 points)")
+    sp.add_argument("--objective", default="energy", choices=["energy", "traffic", "macs", "time"])
+    sp.add_argument("--drowsy-granularity", default="tile", choices=["neuron", "pixel", "channel", "tile"])
+    sp.add_argument("--no-aip", action="store_true", help="tune DrowsyNet rates only")
+    sp.add_argument("--no-drowsy", action="store_true", help="tune AIP thresholds only")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--energy-constants", metavar="FILE", help="JSON of dram_pj, sram_pj, mul_pj, add_pj")
+    sp.add_argument("--out", metavar="CONFIG.json", help="write the chosen setting as a config file")
+    sp.add_argument("--plot", metavar="FRONT.png", help="plot the Pareto front of the evaluated settings")
+    sp.add_argument("--json", action="store_true")
+    threads_arg(sp)
+    sp.set_defaults(func=cmd_tune)
+
     sp = sub.add_parser("demo", help="run the built-in reference model and show what it did")
     sp.add_argument("--model", default=None, help="model to demo (default: reference, else vggf)")
     threads_arg(sp)
@@ -357,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for key in ("batch", "repeat", "limit"):
+    for key in ("batch", "repeat", "limit", "calib_limit"):
         if getattr(args, key, 1) is not None and getattr(args, key, 1) < 1:
             parser.exit(EXIT_USAGE, f"aipnet: error: --{key} must be at least 1\n")
     try:

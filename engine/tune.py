@@ -284,3 +284,55 @@ def _pt(p: Point) -> dict[str, Any]:
     return {"levels": list(p.levels), "top1": p.top1, "loss": p.loss, "agreement": p.agreement, "cost": p.cost,
             **{k: v for k, v in p.metrics.items() if k not in ("top1", "loss", "agreement")}}
 
+
+
+def format_tune(res: dict[str, Any]) -> str:
+    """A human summary of a tuning result."""
+    obj = res["objective"]
+    unit = {"energy": ("uJ", 1e6), "traffic": ("MB", 1e-6), "macs": ("M MACs", 1e-6), "time": ("ms", 1e3)}[obj]
+    ex, tu = res["heldout"]["exact"], res["heldout"]["tuned"]
+    lines = [
+        f"tuned {res['images']['calib']} calibration images, reported on {res['images']['heldout']} held-out "
+        f"images of {res.get('data', '?')}",
+        f"budget {res['budget'] * 100:.1f} points top-1; objective {obj} per image ({res['source'][obj]}); "
+        f"kept the {res['method']} search (greedy {res['searches']['greedy']['cost'] * unit[1]:.4g} vs random "
+        f"{res['searches']['random']['cost'] * unit[1]:.4g} {unit[0]} on calibration)",
+        f"{res['evaluations']} evaluations ({res['cache_hits']} from cache)",
+        "",
+        f"held-out      top-1   loss    {obj} ({unit[0]})   FC bytes   conv MACs",
+    ]
+    for name, p in (("exact", ex), ("tuned", tu)):
+        lines.append(f"{name:12s} {p['top1']:.4f}  {p['loss'] * 100:+.2f}pt  {p['cost'] * unit[1]:12.4g}   "
+                     f"{p['fc_bytes'] / 1e6:7.3f}M  {p['conv_macs'] / 1e6:8.3f}M")
+    saved = 1 - tu["cost"] / ex["cost"] if ex["cost"] else 0.0
+    lines.append(f"saved {saved * 100:.1f}% of {obj} at {tu['loss'] * 100:.2f} points top-1 loss (held-out)")
+    lines.append("config: " + json.dumps(res["config"]))
+    if res.get("config_file"):
+        lines.append(f"wrote {res['config_file']}")
+    if res.get("plot"):
+        lines.append(f"wrote {res['plot']}")
+    return "\n".join(lines)
+
+
+def plot_front(res: dict[str, Any], path: str | os.PathLike) -> None:
+    """Loss against cost of the Pareto front found on the calibration split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ex = res["calib"]["exact"]["cost"]
+    pts = sorted(res["front"], key=lambda p: p["cost"])
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.plot([100 * (1 - p["cost"] / ex) for p in pts], [100 * p["loss"] for p in pts], "o-", label="Pareto front (calibration)")
+    tu = res["calib"]["tuned"]
+    ax.plot([100 * (1 - tu["cost"] / ex)], [100 * tu["loss"]], "r*", ms=14, label="chosen")
+    ax.axhline(100 * res["budget"], color="gray", ls="--", lw=0.8, label="budget")
+    ax.set_xlabel(f"{res['objective']} saved, % ({res['source'][res['objective']]})")
+    ax.set_ylabel("top-1 loss, points")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
