@@ -2,6 +2,10 @@
 model path is accepted (``aipnet info vggf``, ``aipnet.load("reference")``).
 
 - ``reference``: the trained Fashion-MNIST CNN shipped in ``aipnet/models``.
+- ``reference-aip``: the same model packed for AIP (importance subsets of 1/16 of each
+  FC layer's inputs, calibrated on 2,000 training images, stored theta 0), made by
+  ``aipnet convert reference -o engine/models/reference-aip.aipn --aip-policy importance
+  --calib-data default``.
 - ``vggf``: a VGG-f (CNN-F) shaped ImageNet network with random, well-scaled weights,
   built in memory: the shape that matters for speed and traffic, no download needed.
 """
@@ -88,14 +92,15 @@ BUILDERS = {
 
 
 def builtin_names() -> list[str]:
-    return sorted(set(BUILDERS) | {p.stem for p in MODELS_DIR.glob("*.onnx")})
+    return sorted(set(BUILDERS) | {p.stem for p in MODELS_DIR.glob("*.onnx")} | {p.stem for p in MODELS_DIR.glob("*.aipn")})
 
 
 def resolve(name: str) -> Path | onnx.ModelProto | None:
     """The shipped file or built model for a built-in name, or None if not a name."""
-    shipped = MODELS_DIR / f"{name}.onnx"
-    if "/" not in name and shipped.exists():
-        return shipped
+    for suffix in (".onnx", ".aipn"):
+        shipped = MODELS_DIR / f"{name}{suffix}"
+        if "/" not in name and shipped.exists():
+            return shipped
     if name in BUILDERS:
         return BUILDERS[name]()
     return None

@@ -54,6 +54,8 @@ def load(model: str | os.PathLike | onnx.ModelProto, optimized: bool = True, ver
         proto, source = model, "<onnx.ModelProto>"
     else:
         source = os.fspath(model)
+        if not Path(source).exists() and isinstance(builtin.resolve(source), Path):
+            source = os.fspath(builtin.resolve(source))  # a shipped model by name
         if Path(source).is_file() and aipn_format.is_aipn(source):
             graph, meta = aipn_format.load_graph(source, verify_checksums)
             for node in graph.nodes:

@@ -249,3 +249,24 @@ def test_convert_cli(tmp_path):
     info = json.loads(subprocess.run([sys.executable, "-m", "aipnet.cli", "info", tmp_path / "m.aipn", "--json"],
                                      capture_output=True, text=True).stdout)
     assert [layer["op"] for layer in info["layers"]].count("AipFC+Relu") == 1
+
+
+def test_shipped_packed_reference_sits_at_the_operating_point():
+    """`--aip` alone on the packed reference (its stored, calibrated knobs) saves at least
+    60% of FC weight bytes and keeps the exact top-1 on nearly every image."""
+    from aipnet.data import load_subset, preprocess
+    from aipnet.evaluate import evaluate
+
+    images, labels, _ = load_subset()
+    x, y = preprocess(images[:300]), labels[:300]
+    packed = aipnet.load("reference-aip")
+    assert sum(n.op == "AipFC" and n.attrs["calibrated"] == 1 for n in packed.graph.nodes) == 3
+    res = evaluate(packed, x, y, batch=1, progress=False, aip=True)
+    exact = evaluate(aipnet.load("reference"), x, y, batch=100, progress=False)
+    fc = lambda st: sum(layer["weight_bytes_read"] for layer in st["layers"] if layer["op"] in ("Gemm", "AipFC"))
+    single = aipnet.Session(aipnet.load("reference"))
+    single.run(x[:1])
+    saved = 1 - fc(res["stats"]) / (len(y) * fc(single.stats))
+    assert saved >= 0.60
+    assert res["agreement"] >= 0.97
+    assert exact["top1"] - res["top1"] <= 0.02
