@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=2000, help="images used (half calibration, half held-out)")
     sp.add_argument("--budget", type=float, default=0.02, help="allowed top-1 loss, as a fraction (0.02 = 2 points)")
     sp.add_argument("--objective", default="energy", choices=["energy", "traffic", "macs", "time"])
-    sp.add_argument("--drowsy-granularity", default="tile", choices=["neuron", "pixel", "channel", "tile"])
+    sp.add_argument("--drowsy-granularity", default="pixel", choices=["neuron", "pixel", "channel", "tile"])
     sp.add_argument("--no-aip", action="store_true", help="tune DrowsyNet rates only")
     sp.add_argument("--no-drowsy", action="store_true", help="tune AIP thresholds only")
     sp.add_argument("--seed", type=int, default=0)
@@ -396,8 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     threads_arg(sp)
     sp.set_defaults(func=cmd_tune)
 
-    sp = sub.add_parser("demo", help="run the built-in reference model and show what it did")
-    sp.add_argument("--model", default=None, help="model to demo (default: reference, else vggf)")
+    sp = sub.add_parser("demo", help="the reference model's trade-off: exact vs AIP vs DrowsyNet vs tuned, "
+                        "a table and a PNG")
+    sp.add_argument("--model", default=None, help="another model: just print its info table")
+    sp.add_argument("--data", default=None, metavar="DIR", help="Fashion-MNIST IDX folder (default: Debian's, "
+                    "else the shipped subset)")
+    sp.add_argument("--limit", type=int, default=500, help="images evaluated (batch 1)")
+    sp.add_argument("--out", default=".", metavar="DIR", help="where the PNG and JSON go")
     threads_arg(sp)
     sp.set_defaults(func=cmd_demo)
     return p

@@ -41,7 +41,7 @@ class Knobs:
     aip_policy: str = _knob("stride", "AIP: how the approximate subset is chosen (packing at load)", choices=AIP_POLICIES)
     aip_skip_zeros: bool = _knob(True, "AIP: skip the weight lines of inputs that are zero (post-ReLU)", flag=True)
     drowsy: float = _knob(0.0, "DrowsyNet: drop rate of conv outputs, 0 <= p < 1", type=float)
-    drowsy_granularity: str = _knob("tile", "DrowsyNet: what a mask drops", choices=DROWSY_GRANULARITIES)
+    drowsy_granularity: str = _knob("pixel", "DrowsyNet: what a mask drops", choices=DROWSY_GRANULARITIES)
     drowsy_rescale: bool = _knob(True, "DrowsyNet: scale survivors by 1/(1-p) (measured better: README)", flag=True)
     drowsy_fixed_mask: bool = _knob(False, "DrowsyNet: one mask for every image instead of a fresh one each", flag=True)
     seed: int = _knob(0, "seed of the DrowsyNet masks (and the random AIP policy)", type=int)

@@ -59,7 +59,7 @@ class Point:
 
 class Tuner:
     def __init__(self, model: Model, images: np.ndarray, labels: np.ndarray, budget: float,
-                 objective: str = "energy", granularity: str = "tile", aip: bool = True, drowsy: bool = True,
+                 objective: str = "energy", granularity: str = "pixel", aip: bool = True, drowsy: bool = True,
                  seed: int = 0, threads: int | None = None, cache_dir: str | os.PathLike | None = None,
                  constants: EnergyConstants | None = None, progress: Callable[[int], None] | None = None):
         if objective not in OBJECTIVES:

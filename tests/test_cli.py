@@ -60,3 +60,13 @@ def test_bench_json(tmp_path):
     res = json.loads(cli("bench", path, "--repeat", "3", "--warmup", "1", "--threads", "1", "--json"))
     assert set(res["median_s"]) == {"aipnet", "onnxruntime"}
     assert res["ratio"] > 0 and "Conv" in res["op_split_s"]
+
+
+def test_demo_end_to_end(tmp_path):
+    out = cli("demo", "--limit", "40", "--out", tmp_path)
+    assert "exact" in out and "AIP" in out and "DrowsyNet uniform" in out
+    assert (tmp_path / "aipnet_demo_tradeoff.png").stat().st_size > 10_000
+    rows = json.loads((tmp_path / "aipnet_demo.json").read_text())["rows"]
+    exact, aip = rows[0], rows[1]
+    assert aip["fc_bytes"] < 0.5 * exact["fc_bytes"]
+    assert all(r["conv_macs"] < exact["conv_macs"] for r in rows if r["setting"].startswith("DrowsyNet"))
