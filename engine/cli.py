@@ -236,15 +236,22 @@ def _bench_simulate(model, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _test_images(args: argparse.Namespace):
+    """The Fashion-MNIST test images of --data (cut to --limit), and where they came from."""
     from .data import load_fashion_mnist
+
+    images, labels, source = load_fashion_mnist("test", args.data)
+    if args.limit is not None:
+        images, labels = images[:args.limit], labels[:args.limit]
+    return images, labels, source
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, format_eval
     from .model import load
 
     model = load(args.model)
-    images, labels, source = load_fashion_mnist("test", args.data)
-    if args.limit is not None:
-        images, labels = images[:args.limit], labels[:args.limit]
+    images, labels, source = _test_images(args)
     res = evaluate(model, images, labels, args.batch, args.threads, source, progress=not args.json,
                    backend=args.backend, **knobs_from_args(args))
     if args.json:
@@ -256,16 +263,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from .config import write_config
-    from .data import load_fashion_mnist
     from .energy import EnergyConstants
     from .model import load
     from .progress import progress_bar
     from .tune import Tuner, format_tune, plot_front
 
     model = load(args.model)
-    images, labels, source = load_fashion_mnist("test", args.data)
-    if args.limit is not None:
-        images, labels = images[:args.limit], labels[:args.limit]
+    images, labels, source = _test_images(args)
     with progress_bar(None, "tune (evaluations)", disable=args.json) as bar:
         tuner = Tuner(model, images, labels, args.budget, args.objective, args.drowsy_granularity,
                       aip=not args.no_aip, drowsy=not args.no_drowsy, seed=args.seed, threads=args.threads,
