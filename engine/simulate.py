@@ -330,9 +330,16 @@ def simulate_variants(model: Any, variants: Sequence[tuple[str, Mapping[str, Any
     with tempfile.TemporaryDirectory(prefix="aipnet-sim-", dir=keep) as tmp:
         work = Path(tmp)
         np.save(work / "x.npy", x)
-        for name, knobs in variants:
+        planned = []
+        for name, knobs in variants:  # every variant's flags first: refuse before simulating anything
             knobs = dict(knobs)
-            flags = runner_flags(knobs, supported)
+            if "config" in knobs:  # a config file (aipnet.config): its knobs, explicit ones overriding
+                from .config import merge, read_config
+
+                cfg = knobs.pop("config")
+                knobs = merge(read_config(cfg), knobs)
+            planned.append((name, knobs, runner_flags(knobs, supported)))
+        for name, knobs, flags in planned:
             mpath = _model_file(model, knobs, work / f"{_slug(name)}.aipn", aipn_format)
             p1 = run_cachegrind(runner, mpath, work / "x.npy", llc, 1, work, flags)
             p2 = run_cachegrind(runner, mpath, work / "x.npy", llc, 2, work, flags)

@@ -131,3 +131,12 @@ def test_cli_simulate_refuses_a_knob_the_c_runtime_lacks(tmp_path):
     r = subprocess.run([sys.executable, "-m", "aipnet.cli", "bench", str(simulate.csrc_dir() / "tests" / "small_cnn.aipn"),
                         "--simulate", "--drowsy", "0.3"], capture_output=True, text=True)
     assert r.returncode == 2 and "drowsy" in r.stderr and "does not implement" in r.stderr
+
+
+@needs_valgrind
+def test_cli_simulate_refuses_a_config_knob_the_c_runtime_lacks_before_simulating(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"drowsy": 0.3}')
+    r = subprocess.run([sys.executable, "-m", "aipnet.cli", "bench", str(simulate.csrc_dir() / "tests" / "small_cnn.aipn"),
+                        "--simulate", "--config", str(cfg)], capture_output=True, text=True)
+    assert r.returncode == 2 and "drowsy" in r.stderr and "does not implement" in r.stderr
