@@ -20,11 +20,12 @@ import numpy as np
 
 import aipnet
 from aipnet.data import load_fashion_mnist
+from aipnet.aip import pack_graph
 from aipnet.evaluate import evaluate
 
 
 def fc_bytes(stats) -> tuple[int, int]:
-    fcs = [layer for layer in stats["layers"] if layer["op"] == "Gemm"]
+    fcs = [layer for layer in stats["layers"] if layer["op"] in ("Gemm", "AipFC")]
     return sum(layer["weight_bytes_read"] for layer in fcs), sum(layer["weight_bytes_total"] for layer in fcs)
 
 
@@ -33,7 +34,9 @@ def main() -> None:
     ap.add_argument("--model", default="reference")
     ap.add_argument("--data", default=None)
     ap.add_argument("--limit", type=int, default=2000)
-    ap.add_argument("--policies", default="stride,random,importance")
+    ap.add_argument("--policies", default="stride,random,importance,calibrated",
+                    help="'calibrated' = importance on real activations + fitted scale (aipnet convert --calib-data)")
+    ap.add_argument("--calib", type=int, default=2000, help="calibration images (train split) for 'calibrated'")
     ap.add_argument("--fractions", default="0.0625,0.125")
     ap.add_argument("--thresholds", default="-0.5,-0.25,-0.1,0,0.1,0.25")
     ap.add_argument("--out", default="bench/results/aip_tradeoff.json")
@@ -44,8 +47,6 @@ def main() -> None:
     x, y, source = load_fashion_mnist("test", args.data)
     x, y = x[:args.limit], y[:args.limit]
     exact = evaluate(model, x, y, batch=100, progress=False)
-    ex_read, _ = fc_bytes(exact["stats"])
-    ex_read //= 1  # bytes over all runs at batch 100: recompute per image at batch 1 below
     sess = aipnet.Session(model)
     sess.run(x[:1])
     ex_fc_per_image = fc_bytes(sess.stats)[0]
@@ -54,10 +55,20 @@ def main() -> None:
     print(f"exact: top-1 {exact['top1']:.4f} on {len(y)} images of {source}; FC bytes/image {ex_fc_per_image}")
     grid = itertools.product(args.policies.split(","), map(float, args.fractions.split(",")),
                              map(float, args.thresholds.split(",")))
+    packed: dict[float, aipnet.Model] = {}
     for policy, frac, th in grid:
         t0 = time.perf_counter()
-        res = evaluate(model, x, y, batch=1, progress=False, aip=True, aip_policy=policy,
-                       aip_fraction=frac, aip_threshold=th)
+        if policy == "calibrated":
+            # importance on real activations + fitted scale, packed once per fraction
+            if frac not in packed:
+                calib, _, _ = load_fashion_mnist("train", args.data)
+                pick = np.sort(np.random.default_rng(0).choice(len(calib), args.calib, replace=False))
+                packed[frac] = aipnet.load(args.model)
+                pack_graph(packed[frac].graph, frac, "importance", 0, calib[pick])
+            res = evaluate(packed[frac], x, y, batch=1, progress=False, aip=True, aip_threshold=th)
+        else:
+            res = evaluate(model, x, y, batch=1, progress=False, aip=True, aip_policy=policy,
+                           aip_fraction=frac, aip_threshold=th)
         read, _ = fc_bytes(res["stats"])
         per_image = read / len(y)
         row = {"policy": policy, "fraction": frac, "threshold": th, "top1": res["top1"],
