@@ -41,7 +41,7 @@ DEFAULT_LLC = (1 << 20, 16, 64)  # 1 MiB, 16-way, 64-byte lines: a board-like la
 # FC functions (by name) outside aip.c; everything in aip.c is FC too.
 FC_FUNCTIONS = {"fc_f32", "fc_task", "fc_rows", "fc_rows_avx2", "dot", "run_gemm", "run_matmul", "run_aipfc",
                 "aip_fc_run"}
-CONV_FILES = {"conv.c"}
+CONV_FILES = {"conv.c", "drowsy.c"}  # drowsy.c: the masked conv of DrowsyNet in C (when it lands)
 FC_FILES = {"aip.c"}
 # in gemm.c, what is not FC is the blocked SGEMM (conv's im2col product at small batch)
 CONV_FUNCTIONS = {"run_conv", "conv2d", "im2col_task", "depthwise_task", "sgemm", "gemm_task", "gemm_block_avx2",
