@@ -1,14 +1,17 @@
 /* aipnet-run MODEL.aipn IN OUT [--threads N] [--no-verify] [--repeat N]
  *            [--aip] [--aip-threshold T] [--aip-refine N] [--aip-mode refine|approx]
- *            [--no-aip-skip-zeros]
+ *            [--no-aip-skip-zeros] [--drowsy P] [--drowsy-granularity neuron|pixel|channel|tile]
+ *            [--drowsy-rescale|--no-drowsy-rescale] [--drowsy-fixed-mask] [--seed S]
+ *            [--image-offset N]
  *
  * Runs a one-input model on IN and writes its first output to OUT, with no Python.
  * IN and OUT are .npy files (float32, C order) when their names end in .npy, raw
  * little-endian float32 otherwise; a raw input's shape is the model's declared input
  * shape with the batch (and any other unknown dim) inferred from the file size.
  * --repeat N runs the session N times on IN (same output each time; for cachegrind's
- * steady-state traffic: misses of N runs minus those of one). The AIP knobs are the
- * aipn_config fields (aipnet.h), spelled like the `aipnet` CLI flags. */
+ * steady-state traffic: misses of N runs minus those of one). The AIP and DrowsyNet
+ * knobs are the aipn_config fields (aipnet.h), spelled like the `aipnet` CLI flags;
+ * --image-offset N: the DrowsyNet image id of the input's first image (default 0). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +109,7 @@ int main(int argc, char **argv) {
     const char *paths[3] = {0};
     int np = 0, threads = 0, repeat = 1, bad = 0;
     uint32_t flags = 0;
+    unsigned long long image_offset = 0;
     aipn_config cfg;
     aipn_config_default(&cfg);
     for (int i = 1; i < argc; i++) {
@@ -132,6 +136,32 @@ int main(int argc, char **argv) {
             else bad = 1;
             continue;
         }
+        if (!strcmp(argv[i], "--drowsy") && i + 1 < argc) {
+            cfg.drowsy = strtod(argv[++i], &end);
+            bad |= *end != 0 || end == argv[i];
+            continue;
+        }
+        if (!strcmp(argv[i], "--drowsy-granularity") && i + 1 < argc) {
+            static const char *names[] = {"neuron", "pixel", "channel", "tile"};
+            int g = -1;
+            i++;
+            for (int k = 0; k < 4; k++) if (!strcmp(argv[i], names[k])) g = k;
+            bad |= g < 0;
+            cfg.drowsy_granularity = g < 0 ? 0 : g;
+            continue;
+        }
+        if (!strcmp(argv[i], "--drowsy-rescale")) { cfg.drowsy_rescale = 1; continue; }
+        if (!strcmp(argv[i], "--no-drowsy-rescale")) { cfg.drowsy_rescale = 0; continue; }
+        if (!strcmp(argv[i], "--drowsy-fixed-mask")) { cfg.drowsy_fixed_mask = 1; continue; }
+        if (!strcmp(argv[i], "--no-drowsy-fixed-mask")) { cfg.drowsy_fixed_mask = 0; continue; }
+        if ((!strcmp(argv[i], "--seed") || !strcmp(argv[i], "--image-offset")) && i + 1 < argc) {
+            int seed = !strcmp(argv[i], "--seed");
+            unsigned long long v = strtoull(argv[++i], &end, 10);
+            bad |= *end != 0 || end == argv[i] || argv[i][0] == '-';
+            if (seed) cfg.seed = v;
+            else image_offset = v;
+            continue;
+        }
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-verify")) flags |= AIPN_LOAD_SKIP_CHECKSUMS;
         else if (!strcmp(argv[i], "--repeat") && i + 1 < argc) repeat = atoi(argv[++i]);
@@ -141,7 +171,9 @@ int main(int argc, char **argv) {
     if (np != 3 || repeat < 1 || bad) {
         fprintf(stderr, "usage: aipnet-run MODEL.aipn IN(.npy|raw f32) OUT(.npy|raw f32) [--threads N] [--no-verify] "
                         "[--repeat N] [--aip] [--aip-threshold T] [--aip-refine N] [--aip-mode refine|approx] "
-                        "[--aip-skip-zeros|--no-aip-skip-zeros]\n");
+                        "[--aip-skip-zeros|--no-aip-skip-zeros] [--drowsy P] "
+                        "[--drowsy-granularity neuron|pixel|channel|tile] [--drowsy-rescale|--no-drowsy-rescale] "
+                        "[--drowsy-fixed-mask|--no-drowsy-fixed-mask] [--seed S] [--image-offset N]\n");
         return 2;
     }
     aipn_model *m;
@@ -180,6 +212,7 @@ int main(int argc, char **argv) {
     cfg.threads = threads;
     aipn_session *s;
     if (aipn_session_new(m, &cfg, &s) != AIPN_OK) return die(aipn_last_error());
+    aipn_session_set_image_offset(s, image_offset);
     aipn_tensor *outs = calloc(nout, sizeof *outs);
     if (!outs || aipn_session_plan(s, &in, 1, outs, nout) != AIPN_OK) return die(aipn_last_error());
     for (uint32_t o = 0; o < nout; o++) {

@@ -148,4 +148,29 @@ size_t aip_fc_scratch_bytes(const aip_fc_layer *l, int64_t batch);
 void aip_fc_run(pool *p, const aip_fc_layer *l, const aip_fc_knobs *kn, const float *x, int64_t batch, float *y,
                 void *scratch, aip_fc_counts *c);
 
+/* drowsy.c: DrowsyNet masks and masked convolution (mirror of kernels/drowsy.py) */
+enum { DROWSY_NEURON = 0, DROWSY_PIXEL = 1, DROWSY_CHANNEL = 2, DROWSY_TILE = 3 };
+enum { DROWSY_TILE_C = 16, DROWSY_TILE_P = 64 };
+typedef struct drowsy_knobs {
+    int gran;                 /* DROWSY_* */
+    uint64_t seed, image0;    /* image id of image n of the batch: image0 + n, or 0 when fixed */
+    int fixed;
+    int64_t layer;            /* position among the graph's Conv nodes */
+    uint32_t thr;             /* floor(p * 2^24) */
+    float scale;              /* survivors x scale */
+    int weights_const;        /* the tile path may pack the weights once */
+} drowsy_knobs;
+typedef struct drowsy_counts { uint64_t macs, outputs; } drowsy_counts;
+uint64_t drowsy_key(uint64_t seed, uint64_t image, uint64_t layer);
+uint32_t drowsy_threshold(double p);
+int64_t drowsy_unit_count(int gran, int64_t m, int64_t p);
+void drowsy_keep_units(pool *p, uint64_t key, uint32_t thr, uint8_t *keep, int64_t n);
+size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran);
+/* y (all of it) from x: kept outputs act(acc + bias) * scale, dropped 0; scratch of
+ * conv_drowsy_scratch_bytes, 64-byte aligned, kept between runs (*wt_ready: packed tile
+ * weights in it are valid) */
+void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias, float *y,
+                   void *scratch, int act, float p0, float p1, const drowsy_knobs *kn, int *wt_ready,
+                   drowsy_counts *cnt);
+
 #endif

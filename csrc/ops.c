@@ -159,8 +159,32 @@ static aipn_status spatial(step *st, int nd, int64_t *strides, int64_t *dil) {
 #define TRY(x) do { aipn_status s_ = (x); if (s_ != AIPN_OK) return s_; } while (0)
 
 /* -- Conv ------------------------------------------------------------------------------ */
+/* DrowsyNet knobs of this conv (session's, or its per-layer override) and its scratch */
+static aipn_status prep_drowsy(plan *pl, const aipn_model *m, step *st, const val *w) {
+    const aipn_config *c = pl->cfg;
+    if (!c) return AIPN_OK;
+    double rate = c->drowsy;
+    int gran = c->drowsy_granularity, rescale = c->drowsy_rescale;
+    for (uint32_t i = 0; i < c->n_layers; i++) {
+        const aipn_layer_knobs *lk = &c->layers[i];
+        if (strcmp(lk->name, st->nd->name)) continue;
+        if (lk->drowsy >= 0) rate = lk->drowsy;
+        if (lk->drowsy_granularity >= 0) gran = lk->drowsy_granularity;
+        if (lk->drowsy_rescale >= 0) rescale = lk->drowsy_rescale;
+    }
+    if (!(rate > 0.0)) return AIPN_OK;
+    int64_t layer = 0;
+    for (const node *k = m->nodes; k < st->nd; k++) layer += !strcmp(k->opname, "Conv");
+    st->drowsy = 1;
+    st->drowsy_rate = rate;
+    st->dk = (drowsy_knobs){gran, c->seed, 0, c->drowsy_fixed_mask, layer, drowsy_threshold(rate),
+                            rescale ? (float)(1.0 / (1.0 - rate)) : 1.0f, w->is_const};
+    st->dscratch = arena_alloc(&pl->mem, conv_drowsy_scratch_bytes(&st->cp, gran) + 64);
+    if (!st->dscratch) return aipn_fail(AIPN_ERR_MEMORY, "out of memory for the DrowsyNet scratch of node '%s'", st->nd->name);
+    return AIPN_OK;
+}
+
 static aipn_status prep_conv(plan *pl, const aipn_model *m, step *st) {
-    (void)m;
     val *x = vin(pl, st, 0), *w = vin(pl, st, 1), *b = vin(pl, st, 2);
     TRY(need_f32(st, x, "input"));
     TRY(need_f32(st, w, "weight"));
@@ -197,10 +221,16 @@ static aipn_status prep_conv(plan *pl, const aipn_model *m, step *st) {
     }
     st->macs = (uint64_t)(cp->n * mm * cp->oh * cp->ow * cg * cp->kh * cp->kw);
     st->weight_mask = 6;
-    return AIPN_OK;
+    return prep_drowsy(pl, m, st, w);
 }
 static aipn_status run_conv(pool *p, plan *pl, step *st) {
     val *b = vin(pl, st, 2);
+    if (st->drowsy) {
+        st->dk.image0 = pl->image_offset;
+        conv2d_drowsy(p, &st->cp, vin(pl, st, 0)->data, vin(pl, st, 1)->data, b ? b->data : NULL,
+                      vout(pl, st, 0)->data, st->dscratch, st->act, st->p0, st->p1, &st->dk, &st->dwt_ready, &st->dcnt);
+        return AIPN_OK;
+    }
     conv2d(p, &st->cp, vin(pl, st, 0)->data, vin(pl, st, 1)->data, b ? b->data : NULL, vout(pl, st, 0)->data,
            st->scratch, st->act, st->p0, st->p1);
     return AIPN_OK;

@@ -7,6 +7,7 @@
  * buffers allocated once per plan. A run then only computes. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@ struct aipn_session {
     plan *plans;              /* most recently used first */
     aipn_layer_stats *stats;
     uint32_t nstats, stats_cap;
+    aipn_layer_knobs *layers;  /* the session's copy of cfg.layers (names copied too) */
+    uint64_t image_offset;     /* DrowsyNet: image id of the next run's first image */
 };
 
 const char *aipn_version(void) { return "aipnet 0.1.0 (.aipn 1.0)"; }
@@ -155,6 +158,20 @@ void aipn_config_default(aipn_config *c) {
     memset(c, 0, sizeof *c);
     c->struct_size = sizeof *c;
     c->aip_skip_zeros = 1;
+    c->drowsy_granularity = DROWSY_PIXEL;
+    c->drowsy_rescale = 1;
+}
+
+static aipn_status check_drowsy(double p, int32_t gran, int32_t rescale, int per_layer, const char *where) {
+    if (isnan(p) || (per_layer ? p >= 1.0 : (p < 0.0 || p >= 1.0)))
+        return aipn_fail(AIPN_ERR_ARGUMENT, "%sdrowsy must be a drop rate with 0 <= p < 1, got %g", where, p);
+    if (gran < (per_layer ? -1 : 0) || gran > 3)
+        return aipn_fail(AIPN_ERR_ARGUMENT, "%sdrowsy_granularity must be 0 (neuron), 1 (pixel), 2 (channel) or 3 (tile)%s, got %d",
+                         where, per_layer ? " or -1 (the session's)" : "", gran);
+    if (rescale < (per_layer ? -1 : 0) || rescale > 1)
+        return aipn_fail(AIPN_ERR_ARGUMENT, "%sdrowsy_rescale must be 0 or 1%s, got %d", where,
+                         per_layer ? " or -1 (the session's)" : "", rescale);
+    return AIPN_OK;
 }
 
 aipn_status aipn_session_new(const aipn_model *m, const aipn_config *cfg, aipn_session **out) {
@@ -179,8 +196,24 @@ aipn_status aipn_session_new(const aipn_model *m, const aipn_config *cfg, aipn_s
     if (c.aip_mode != 0 && c.aip_mode != 1) return aipn_fail(AIPN_ERR_ARGUMENT, "aip_mode must be 0 (refine) or 1 (approx), got %d", c.aip_mode);
     if (c.aip_skip_zeros != 0 && c.aip_skip_zeros != 1)
         return aipn_fail(AIPN_ERR_ARGUMENT, "aip_skip_zeros must be 0 or 1, got %d", c.aip_skip_zeros);
-    if (c.drowsy != 0.0f || c.drowsy_granularity)
-        return aipn_fail(AIPN_ERR_ARGUMENT, "the DrowsyNet knobs are not implemented by this build; leave them 0");
+    aipn_status dst = check_drowsy(c.drowsy, c.drowsy_granularity, c.drowsy_rescale, 0, "");
+    if (dst != AIPN_OK) return dst;
+    if (c.drowsy_fixed_mask != 0 && c.drowsy_fixed_mask != 1)
+        return aipn_fail(AIPN_ERR_ARGUMENT, "drowsy_fixed_mask must be 0 or 1, got %d", c.drowsy_fixed_mask);
+    if (c.n_layers && !c.layers) return aipn_fail(AIPN_ERR_ARGUMENT, "config.layers is NULL but n_layers is %u", c.n_layers);
+    if (c.n_layers > 1u << 20) return aipn_fail(AIPN_ERR_ARGUMENT, "config.n_layers is %u", c.n_layers);
+    for (uint32_t i = 0; i < c.n_layers; i++) {
+        const aipn_layer_knobs *lk = &c.layers[i];
+        if (!lk->name) return aipn_fail(AIPN_ERR_ARGUMENT, "config.layers[%u].name is NULL", i);
+        int conv = 0;
+        for (uint32_t k = 0; k < m->nnodes && !conv; k++)
+            conv = !strcmp(m->nodes[k].opname, "Conv") && !strcmp(m->nodes[k].name, lk->name);
+        if (!conv) return aipn_fail(AIPN_ERR_ARGUMENT, "config.layers[%u]: '%s' is not a Conv layer of the model", i, lk->name);
+        char where[320];
+        snprintf(where, sizeof where, "layer '%.200s': ", lk->name);
+        dst = check_drowsy(lk->drowsy < 0 ? 0.0 : lk->drowsy, lk->drowsy_granularity, lk->drowsy_rescale, 1, where);
+        if (dst != AIPN_OK) return dst;
+    }
     if (c.aip) {
         int packed = 0, gemm = 0;
         for (uint32_t k = 0; k < m->nnodes; k++) {
@@ -207,8 +240,25 @@ aipn_status aipn_session_new(const aipn_model *m, const aipn_config *cfg, aipn_s
     if (!s) return aipn_fail(AIPN_ERR_MEMORY, "out of memory");
     s->model = m;
     s->cfg = c;
+    if (c.n_layers) { /* copy the per-layer knobs and their names */
+        size_t bytes = c.n_layers * sizeof(aipn_layer_knobs);
+        for (uint32_t i = 0; i < c.n_layers; i++) bytes += strlen(c.layers[i].name) + 1;
+        s->layers = malloc(bytes);
+        if (!s->layers) { free(s); return aipn_fail(AIPN_ERR_MEMORY, "out of memory"); }
+        char *names = (char *)(s->layers + c.n_layers);
+        for (uint32_t i = 0; i < c.n_layers; i++) {
+            s->layers[i] = c.layers[i];
+            size_t len = strlen(c.layers[i].name) + 1;
+            memcpy(names, c.layers[i].name, len);
+            s->layers[i].name = names;
+            names += len;
+        }
+        s->cfg.layers = s->layers;
+    } else {
+        s->cfg.layers = NULL;
+    }
     s->pool = pool_new(threads);
-    if (!s->pool) { free(s); return aipn_fail(AIPN_ERR_MEMORY, "cannot start %d threads", threads); }
+    if (!s->pool) { free(s->layers); free(s); return aipn_fail(AIPN_ERR_MEMORY, "cannot start %d threads", threads); }
     *out = s;
     return AIPN_OK;
 }
@@ -227,6 +277,7 @@ void aipn_session_free(aipn_session *s) {
         p = next;
     }
     pool_free(s->pool);
+    free(s->layers);
     free(s->stats);
     free(s);
 }
@@ -431,6 +482,7 @@ aipn_status aipn_session_run(aipn_session *s, const aipn_tensor *in, uint32_t n_
         s->stats_cap = p->nsteps;
     }
     for (uint32_t i = 0; i < n_in; i++) p->vals[m->inputs[i]].data = in[i].data;
+    p->image_offset = s->image_offset;
     s->nstats = 0;
     for (uint32_t k = 0; k < p->nsteps; k++) {
         step *stp = &p->steps[k];
@@ -441,7 +493,7 @@ aipn_status aipn_session_run(aipn_session *s, const aipn_tensor *in, uint32_t n_
         const attr *act = node_attr(stp->nd, "_act");
         s->stats[k] = (aipn_layer_stats){stp->nd->name, stp->nd->opname, act && act->type == AT_STRING ? act->s : "",
                                          stp->macs, 0, stp->wbytes, stp->wtotal, stp->aread, stp->awritten,
-                                         stp->outputs, 0, dt, 0, ""};
+                                         stp->outputs, 0, dt, 0, "", 0.0, 0};
         if (stp->counted) { /* approximate kernels count what they really did */
             aipn_layer_stats *r = &s->stats[k];
             r->macs = stp->cnt.macs;
@@ -451,12 +503,25 @@ aipn_status aipn_session_run(aipn_session *s, const aipn_tensor *in, uint32_t n_
             r->aip_rows_refined = stp->cnt.rows_refined;
             r->aip_role = stp->role;
         }
+        if (stp->drowsy) { /* masked conv: what it really did */
+            aipn_layer_stats *r = &s->stats[k];
+            r->macs = stp->dcnt.macs;
+            r->macs_skipped = stp->macs - stp->dcnt.macs;
+            r->drowsy_rate = stp->drowsy_rate;
+            r->drowsy_outputs_computed = stp->dcnt.outputs;
+        }
         s->nstats = k + 1;
     }
     for (uint32_t o = 0; o < n_out; o++) {
         val *v = &p->vals[m->outputs[o]];
         if (v->numel) memcpy(outs[o].data, v->data, (size_t)v->numel * sizeof(float));
     }
+    return AIPN_OK;
+}
+
+aipn_status aipn_session_set_image_offset(aipn_session *s, uint64_t image_offset) {
+    if (!s) return aipn_fail(AIPN_ERR_ARGUMENT, "aipn_session_set_image_offset: session is NULL");
+    s->image_offset = image_offset;
     return AIPN_OK;
 }
 

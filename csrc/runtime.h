@@ -33,6 +33,13 @@ typedef struct step {
     int counted;             /* the last run counted its work (AIP): cnt replaces the cost */
     aip_fc_counts cnt;
     const char *role;        /* AIP role name, for the stats */
+    /* DrowsyNet (Conv with a drop rate > 0): knobs, scratch, the last run's counts */
+    int drowsy;              /* 1: this conv runs masked */
+    double drowsy_rate;
+    drowsy_knobs dk;
+    void *dscratch;
+    int dwt_ready;
+    drowsy_counts dcnt;
 } step;
 
 typedef struct plan {
@@ -45,6 +52,7 @@ typedef struct plan {
     step *steps;
     uint32_t nsteps;
     const aipn_config *cfg;  /* the session's knobs */
+    uint64_t image_offset;   /* DrowsyNet image id of the batch's first image (this run) */
 } plan;
 
 typedef struct op_def {

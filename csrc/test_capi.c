@@ -102,8 +102,24 @@ int main(int argc, char **argv) {
     cfg.struct_size = 4;
     EXPECT(aipn_session_new(m, &cfg, &s) == AIPN_ERR_ARGUMENT, "bad struct_size");
     aipn_config_default(&cfg);
-    cfg.drowsy = 0.5f;
-    EXPECT(aipn_session_new(m, &cfg, &s) == AIPN_ERR_ARGUMENT, "unimplemented knob");
+    cfg.drowsy = 1.0;
+    EXPECT(aipn_session_new(m, &cfg, &s) == AIPN_ERR_ARGUMENT, "drowsy rate 1");
+    aipn_config_default(&cfg);
+    cfg.drowsy_granularity = 4;
+    EXPECT(aipn_session_new(m, &cfg, &s) == AIPN_ERR_ARGUMENT, "drowsy granularity 4");
+    /* DrowsyNet: every granularity, batches 1 and 3, under the sanitizers */
+    for (int g = 0; g < 4; g++) {
+        aipn_config_default(&cfg);
+        cfg.threads = 2;
+        cfg.drowsy = 0.5;
+        cfg.drowsy_granularity = g;
+        cfg.seed = 7;
+        EXPECT(aipn_session_new(m, &cfg, &s) == AIPN_OK, "drowsy session, granularity %d", g);
+        EXPECT(aipn_session_set_image_offset(s, 5) == AIPN_OK, "image offset");
+        run_batch(s, 1);
+        run_batch(s, 3);
+        aipn_session_free(s);
+    }
     aipn_config_default(&cfg);
     cfg.threads = 2;
     EXPECT(aipn_session_new(m, &cfg, &s) == AIPN_OK, "session");

@@ -142,10 +142,13 @@ class NativeSession:
     """A C session on a NativeModel; ``run`` takes and returns float32 arrays in the
     model's input and output order."""
 
-    #: knobs the C runtime implements (the AIP ones); aip_fraction and aip_policy act
-    #: through the packing done here, seed through the random policy's packing
+    #: knobs the C runtime implements; aip_fraction and aip_policy act through the
+    #: packing done here, seed through the random policy's packing and the DrowsyNet masks
     C_KNOBS = ("aip", "aip_threshold", "aip_refine", "aip_mode", "aip_fraction", "aip_policy", "aip_skip_zeros",
-               "seed")
+               "seed", "drowsy", "drowsy_granularity", "drowsy_rescale", "drowsy_fixed_mask", "layers")
+    #: per-layer knobs (config files) the C runtime takes: the DrowsyNet ones, on Conv layers
+    C_LAYER_KNOBS = ("drowsy", "drowsy_granularity", "drowsy_rescale")
+    GRANULARITY = {"neuron": 0, "pixel": 1, "channel": 2, "tile": 3}
 
     def __init__(self, model: Any, threads: int | None = None, knobs: Any = None):
         self.gemm_packed: dict[str, int] = {}
@@ -155,6 +158,8 @@ class NativeSession:
             default = type(knobs)()
             changed = [f.name for f in fields(knobs) if f.name not in self.C_KNOBS
                        and getattr(knobs, f.name) != getattr(default, f.name)]
+            per_layer = sorted({k for over in knobs.layers.values() for k in over} - set(self.C_LAYER_KNOBS))
+            changed += [f"per-layer {k}" for k in per_layer]
             if changed:
                 raise KnobError(f"backend 'c' does not implement {', '.join(changed)} yet; "
                                 "use backend='numba' for these knobs")
@@ -176,6 +181,30 @@ class NativeSession:
             cfg.aip_refine = int(knobs.aip_refine or 0)
             cfg.aip_mode = 1 if knobs.aip_mode == "approx" else 0
             cfg.aip_skip_zeros = 1 if knobs.aip_skip_zeros else 0
+        keep = []
+        if knobs is not None:
+            cfg.drowsy = float(knobs.drowsy)
+            cfg.drowsy_granularity = self.GRANULARITY[knobs.drowsy_granularity]
+            cfg.drowsy_rescale = 1 if knobs.drowsy_rescale else 0
+            cfg.drowsy_fixed_mask = 1 if knobs.drowsy_fixed_mask else 0
+            cfg.seed = int(knobs.seed)
+            convs = {n.name for n in model.graph.nodes if n.op == "Conv"} if not isinstance(model, NativeModel) \
+                else None
+            layers = [(name, over) for name, over in knobs.layers.items() if convs is None or name in convs]
+            if layers:
+                arr = ffi.new("aipn_layer_knobs[]", len(layers))
+                for rec, (name, over) in zip(arr, layers):
+                    cname = ffi.new("char[]", name.encode())
+                    keep.append(cname)
+                    rec.name = cname
+                    rec.drowsy = float(over.get("drowsy", -1.0))
+                    g = over.get("drowsy_granularity")
+                    rec.drowsy_granularity = -1 if g is None else self.GRANULARITY[g]
+                    r = over.get("drowsy_rescale")
+                    rec.drowsy_rescale = -1 if r is None else int(bool(r))
+                keep.append(arr)
+                cfg.layers = arr
+                cfg.n_layers = len(layers)
         out = ffi.new("aipn_session **")
         _check(lib.aipn_session_new(self.model.ptr, cfg, out))
         self.ptr = ffi.gc(out[0], lib.aipn_session_free)
@@ -203,7 +232,8 @@ class NativeSession:
             self._plans[shapes] = entry
         return entry
 
-    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def run(self, inputs: Sequence[np.ndarray], image_offset: int = 0) -> list[np.ndarray]:
+        """``image_offset``: DrowsyNet image id of the batch's first image."""
         if len(inputs) != self.n_in:
             raise InputError(f"the model has {self.n_in} inputs, got {len(inputs)}")
         for a in inputs:
@@ -222,6 +252,7 @@ class NativeSession:
             keep.append(buf)
             t.data = buf
             t.len = r.size
+        _check(lib.aipn_session_set_image_offset(self.ptr, int(image_offset)))
         _check(lib.aipn_session_run(self.ptr, ins, self.n_in, outs, self.n_out))
         return results
 
@@ -251,6 +282,8 @@ class NativeSession:
             if role:
                 rec["aip_rows_refined"] = s.aip_rows_refined
                 rec["aip_role"] = role
+            if s.drowsy_rate > 0:  # a masked conv: the key the Numba backend adds
+                rec["outputs_computed"] = s.drowsy_outputs_computed
             recs.append(rec)
         return summarize(recs, ffi.string(src[0]).decode())
 

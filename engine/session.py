@@ -136,7 +136,7 @@ class Session:
             raise KnobError(f"image_offset must be a non-negative integer, got {image_offset!r}")
         feeds = self._feeds(x)
         if self._native is not None:
-            outs = self._native.run([feeds[s.name] for s in self.model.graph.inputs])
+            outs = self._native.run([feeds[s.name] for s in self.model.graph.inputs], int(image_offset))
             self.stats = self._native.stats()
             return outs[0] if len(outs) == 1 else dict(zip(self.model.graph.outputs, outs))
         threads = self.effective_threads

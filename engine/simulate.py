@@ -255,8 +255,8 @@ def runner_flags(knobs: Mapping[str, Any], supported: Sequence[str] = ()) -> lis
     flags: list[str] = []
     missing = []
     for k, v in knobs.items():
-        if k in ("aip_fraction", "aip_policy", "seed"):
-            continue  # packing knobs: applied when the .aipn file is written (no C code reads the seed yet)
+        if k in ("aip_fraction", "aip_policy") or (k == "seed" and "--seed" not in supported):
+            continue  # packing knobs: applied when the .aipn file is written (the seed: and by DrowsyNet's masks)
         flag = "--" + k.replace("_", "-")
         if flag not in supported:
             missing.append(k)

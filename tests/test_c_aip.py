@@ -195,7 +195,7 @@ def test_bad_knobs_through_c():
         with pytest.raises(KnobError):
             aipnet.Session(model, backend="c", aip=True, **bad)
     with pytest.raises(KnobError, match="drowsy"):
-        aipnet.Session(model, backend="c", aip=True, drowsy=0.5)
+        aipnet.Session(model, backend="c", aip=True, drowsy=1.5)
 
 
 def test_bad_config_statuses():

@@ -85,7 +85,11 @@ def test_bad_inputs_and_knobs():
     with pytest.raises(KnobError):
         aipnet.Session(m, backend="c", threads=0)
     with pytest.raises(KnobError, match="drowsy"):
-        aipnet.Session(m, backend="c", drowsy=0.3)
+        aipnet.Session(m, backend="c", drowsy=1.0)
+    # DrowsyNet runs in C (tests/test_c_drowsy.py); per-layer AIP knobs do not yet
+    name = next(n.name for n in m.graph.nodes if n.op == "Conv")
+    with pytest.raises(KnobError, match="per-layer aip_threshold"):
+        aipnet.Session(m, backend="c", layers={name: {"aip_threshold": 0.5}})
 
 
 def test_hostile_bytes_get_errors():

@@ -127,16 +127,18 @@ def test_cli_simulate_small_model(tmp_path):
 
 
 @needs_valgrind
-def test_cli_simulate_refuses_a_knob_the_c_runtime_lacks(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "aipnet.cli", "bench", str(simulate.csrc_dir() / "tests" / "small_cnn.aipn"),
-                        "--simulate", "--drowsy", "0.3"], capture_output=True, text=True)
-    assert r.returncode == 2 and "drowsy" in r.stderr and "does not implement" in r.stderr
+def test_runner_takes_the_drowsy_knobs(tmp_path):
+    """aipnet-run implements DrowsyNet (csrc/drowsy.c): its flags, the seed included."""
+    supported = simulate.runner_knob_flags(simulate.build_runner())
+    assert simulate.runner_flags({"drowsy": 0.3, "drowsy_granularity": "tile", "drowsy_rescale": False, "seed": 4},
+                                 supported) == ["--drowsy", "0.3", "--drowsy-granularity", "tile",
+                                                "--no-drowsy-rescale", "--seed", "4"]
 
 
 @needs_valgrind
 def test_cli_simulate_refuses_a_config_knob_the_c_runtime_lacks_before_simulating(tmp_path):
     cfg = tmp_path / "c.json"
-    cfg.write_text('{"drowsy": 0.3}')
+    cfg.write_text('{"drowsy": 0.3, "layers": {"Conv_0": {"drowsy": 0.5}}}')
     r = subprocess.run([sys.executable, "-m", "aipnet.cli", "bench", str(simulate.csrc_dir() / "tests" / "small_cnn.aipn"),
                         "--simulate", "--config", str(cfg)], capture_output=True, text=True)
-    assert r.returncode == 2 and "drowsy" in r.stderr and "does not implement" in r.stderr
+    assert r.returncode == 2 and "layers" in r.stderr and "does not implement" in r.stderr

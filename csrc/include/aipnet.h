@@ -140,20 +140,50 @@ typedef struct aipn_session aipn_session;
  * Softmax/LogSoftmax/Flatten/Reshape/Identity -> final (aip_refine); else dense (every
  * row). At batch > 1 the union of what any sample needs is refined for all samples.
  * Bad values get AIPN_ERR_ARGUMENT from aipn_session_new.
- * drowsy, drowsy_granularity: reserved for DrowsyNet, must be 0. seed: the seed of the
- * DrowsyNet masks and the random AIP policy; nothing in this build reads it. */
+ *
+ * DrowsyNet (inference-stage dropout of conv outputs; DESIGN.md "DrowsyNet"), off by
+ * default; masks bit for bit those of the Numba backend (the generator is documented in
+ * kernels/drowsy.py), and the kernels compute the kept outputs only:
+ *   drowsy         drop rate p of every Conv layer, 0 <= p < 1 (a double: the threshold
+ *                  is floor(p * 2^24) in double precision, as in Python).
+ *   drowsy_granularity  what a mask unit drops: 0 neuron, 1 pixel (default), 2 channel,
+ *                  3 tile (16 channels x 64 consecutive output pixels).
+ *   drowsy_rescale 1 (default): survivors x 1/(1-p); 0: not scaled.
+ *   drowsy_fixed_mask  0 (default): image i of a run has image id offset + i (see
+ *                  aipn_session_set_image_offset), so a fresh mask per image; 1: every
+ *                  image uses id 0.
+ *   seed           the seed of the masks (and of the random AIP policy, applied when
+ *                  the Python front end packs).
+ *   layers, n_layers   per-layer overrides (a config file's `layers`): layers[i].name is
+ *                  a Conv node's name; its drowsy (< 0: the session's),
+ *                  drowsy_granularity and drowsy_rescale (-1: the session's) replace the
+ *                  session's for that layer. Copied by aipn_session_new. A name that is
+ *                  not a Conv node of the model is AIPN_ERR_ARGUMENT.
+ * A Conv's layer index in the mask formula is its position among the model's Conv
+ * nodes (0-based, file order); dropped outputs are 0 after any fused activation. */
+typedef struct aipn_layer_knobs {
+    const char *name;           /* a Conv node's name */
+    double drowsy;              /* < 0: the session's rate */
+    int32_t drowsy_granularity; /* -1: the session's */
+    int32_t drowsy_rescale;     /* -1: the session's */
+} aipn_layer_knobs;
+
 typedef struct aipn_config {
     uint32_t struct_size;   /* sizeof(aipn_config), set by aipn_config_default */
     int32_t threads;        /* worker threads; 0 = all cores */
     int32_t aip;            /* 0 (default) or 1 */
     float aip_threshold;    /* theta, used when aip_threshold_set is 1 */
-    float drowsy;           /* reserved: 0 */
-    int32_t drowsy_granularity; /* reserved: 0 */
-    uint64_t seed;          /* 0 by default; not read by this build */
+    double drowsy;          /* 0 (default): exact convolutions */
+    int32_t drowsy_granularity; /* 0 neuron, 1 pixel (default), 2 channel, 3 tile */
+    uint64_t seed;          /* 0 by default */
     int32_t aip_threshold_set; /* 0 (default): each layer's stored theta; 1: aip_threshold */
     int32_t aip_refine;     /* 0 (default): 10; else >= 1 */
     int32_t aip_mode;       /* 0 refine (default), 1 approx */
     int32_t aip_skip_zeros; /* 1 (default) or 0 */
+    int32_t drowsy_rescale; /* 1 (default) or 0 */
+    int32_t drowsy_fixed_mask; /* 0 (default) or 1 */
+    const aipn_layer_knobs *layers; /* per-layer overrides, or NULL */
+    uint32_t n_layers;
     uint32_t reserved[8];
 } aipn_config;
 
@@ -187,6 +217,10 @@ typedef struct aipn_layer_stats {
      * row + 4 N for the bias) and outputs_refined are counted by the kernel in the run. */
     uint64_t aip_rows_refined;
     const char *aip_role;
+    /* Conv layers run with a drop rate > 0 (else 0): the rate and the outputs computed
+     * (kept outputs x batch); macs and macs_skipped are then counted by the kernel. */
+    double drowsy_rate;
+    uint64_t drowsy_outputs_computed;
 } aipn_layer_stats;
 
 const char *aipn_last_error(void);
@@ -221,6 +255,10 @@ aipn_status aipn_session_plan(aipn_session *session, const aipn_tensor *inputs, 
  * whose len is smaller than its shape needs gets AIPN_ERR_SIZE and nothing is run. */
 aipn_status aipn_session_run(aipn_session *session, const aipn_tensor *inputs, uint32_t n_inputs,
                              aipn_tensor *outputs, uint32_t n_outputs);
+/* DrowsyNet: the image id of the first image of the next runs (image i of a batch gets
+ * id image_offset + i); 0 when a session starts. Give each batch of a data set its
+ * position so that every image gets its own mask (aipnet.Session.run's image_offset). */
+aipn_status aipn_session_set_image_offset(aipn_session *session, uint64_t image_offset);
 /* Stats of the last run: an array of per-layer records owned by the session (valid
  * until the next run or free) and where the traffic figures come from ("analytic"). */
 aipn_status aipn_session_stats(const aipn_session *session, const aipn_layer_stats **layers,

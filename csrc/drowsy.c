@@ -1,0 +1,636 @@
+/* DrowsyNet (mirror of kernels/drowsy.py): the counter-based mask generator and masked
+ * 2-D convolution that computes the kept outputs only.
+ *
+ * Masks: bit for bit the generator documented in kernels/drowsy.py (splitmix64 over
+ * seed, image, layer and unit; unit numbering per granularity; 16 x 64 tiles). Dropped
+ * outputs are 0 whatever the fused activation; survivors are act(acc + bias) * scale.
+ *
+ * Kernels, by granularity (each loops over kept work only):
+ *   channel  the kept weight rows gathered into a smaller GEMM (our sgemm) over the full
+ *            patch matrix, then bias/activation/scale into the kept rows;
+ *   pixel    im2col of the kept output pixels only, GEMM, scatter back;
+ *   tile     per 64-pixel block with a kept tile, the patch panel is packed once
+ *            (4 panels of K x 16); every kept 16-channel tile is then one register-tiled
+ *            16 x 64 product (6 + 6 + 4 rows x 16 columns micro-kernels) over weights
+ *            packed once per layer as K x 16 (all 16 rows of a tile in one cache line
+ *            per k), KC-blocked so that both operands stay in L1;
+ *   neuron   im2row (one contiguous patch per pixel); per block of NB pixels and K chunk
+ *            of NKC (the block's patches stay in L1), the kept (channel, pixel) outputs
+ *            are listed in channel order and computed eight at a time: eight dot
+ *            products vectorised over K that share the weight loads of the (at most
+ *            two) channels in the group, reduced with a transpose-add.
+ *   depthwise (group == C, one input channel per group) a direct kernel over kept outputs.
+ * The inner loops are written with GCC vector extensions (SSE/AVX on x86-64, NEON on
+ * AArch64) and compiled a second time with target("avx2,fma") on x86-64, chosen at run
+ * time as in gemm.c; nothing assumes AVX-512. Threads: the pthread pool. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* -- the mask generator (kernels/drowsy.py docstring) ------------------------------------ */
+#define GAMMA 0x9E3779B97F4A7C15ULL
+
+static inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+uint64_t drowsy_key(uint64_t seed, uint64_t image, uint64_t layer) {
+    uint64_t k = mix64(GAMMA * (seed + 1));
+    k = mix64(k ^ (GAMMA * (image + 1)));
+    return mix64(k ^ (GAMMA * (layer + 1)));
+}
+
+uint32_t drowsy_threshold(double p) {
+    if (!(p > 0.0)) return 0;
+    if (p >= 1.0) return 1u << 24;
+    return (uint32_t)floor(p * 16777216.0);
+}
+
+int64_t drowsy_unit_count(int gran, int64_t m, int64_t p) {
+    switch (gran) {
+    case DROWSY_NEURON: return m * p;
+    case DROWSY_PIXEL: return p;
+    case DROWSY_CHANNEL: return m;
+    default: return ((m + DROWSY_TILE_C - 1) / DROWSY_TILE_C) * ((p + DROWSY_TILE_P - 1) / DROWSY_TILE_P);
+    }
+}
+
+typedef struct units_job { uint64_t key; uint32_t thr; uint8_t *keep; } units_job;
+
+static void units_task(void *ctx, int64_t b, int64_t e) {
+    const units_job *j = ctx;
+    for (int64_t u = b; u < e; u++) j->keep[u] = (mix64(j->key ^ (GAMMA * ((uint64_t)u + 1))) >> 40) >= j->thr;
+}
+
+void drowsy_keep_units(pool *p, uint64_t key, uint32_t thr, uint8_t *keep, int64_t n) {
+    units_job j = {key, thr, keep};
+    pool_for(p, n, 4096, units_task, &j);
+}
+
+/* -- shared helpers -------------------------------------------------------------------- */
+static inline float apply(float v, int act, float p0, float p1) {
+    switch (act) {
+    case ACT_RELU: return v < 0.0f ? 0.0f : v;
+    case ACT_CLIP: { float r = v < p0 ? p0 : v; return r > p1 ? p1 : r; }
+    case ACT_LEAKY: return v < 0.0f ? v * p1 : v;
+    default: return v;
+    }
+}
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+#define INLINE static inline __attribute__((always_inline))
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_DISPATCH 1
+static int have_avx2(void) {
+    static int v = -1;
+    int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    if (r < 0) {
+        __builtin_cpu_init();
+        r = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        __atomic_store_n(&v, r, __ATOMIC_RELAXED);
+    }
+    return r;
+}
+#define AVX2_ATTR __attribute__((target("avx2,fma")))
+#endif
+
+/* the work of one image, shared by the tasks */
+typedef struct djob {
+    const conv_params *cp;
+    const float *x;          /* this group's input channels (C/group x H x W) */
+    const float *w;          /* all weights (M x K) */
+    const float *bias;
+    float *y;                /* this image's output (M x P) */
+    const uint8_t *units;    /* this image's unit mask */
+    int act; float p0, p1, scale;
+    int64_t K, P, TB, row0, mg, g;
+    /* gathered pixels */
+    const int64_t *pix; const int64_t *iy0, *ix0; int64_t npix;
+    float *cols;             /* patch matrix / panels / rows */
+    const float *tmp; const int64_t *rows; int64_t nrows;
+    /* tile */
+    const float *wt; const int64_t *items; int64_t nitems;
+    /* counts, one slot per task start (summed afterwards) */
+    uint64_t *done;
+} djob;
+
+/* -- gathers ----------------------------------------------------------------------------- */
+/* iy0/ix0 of output pixel q (q >= P: a padding column, always out of the image) */
+static void pixel_origins(const conv_params *cp, const int64_t *pix, int64_t n, int64_t *iy0, int64_t *ix0) {
+    int64_t P = cp->oh * cp->ow;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t q = pix[i];
+        if (q >= P) { iy0[i] = -((int64_t)1 << 40); ix0[i] = 0; continue; }
+        iy0[i] = (q / cp->ow) * cp->sh - cp->pt;
+        ix0[i] = (q % cp->ow) * cp->sw - cp->pl;
+    }
+}
+
+INLINE float tap(const djob *j, int64_t c, int64_t iy, int64_t ix) {
+    const conv_params *cp = j->cp;
+    return iy >= 0 && iy < cp->h && ix >= 0 && ix < cp->w ? j->x[(c * cp->h + iy) * cp->w + ix] : 0.0f;
+}
+
+/* cols[r, i] (K x npix) = patch row r of pixel pix[i] */
+static void gather_cols_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    const conv_params *cp = j->cp;
+    int64_t kk = cp->kh * cp->kw;
+    for (int64_t r = b; r < e; r++) {
+        int64_t c = r / kk, oy = ((r % kk) / cp->kw) * cp->dh, ox = (r % cp->kw) * cp->dw;
+        float *d = j->cols + r * j->npix;
+        for (int64_t i = 0; i < j->npix; i++) d[i] = tap(j, c, j->iy0[i] + oy, j->ix0[i] + ox);
+    }
+}
+
+/* tile panels: block i (pixels pix[64 i .. 64 i + 63]) as 4 panels of K x 16 */
+static void gather_panels_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    const conv_params *cp = j->cp;
+    int64_t kk = cp->kh * cp->kw, K = j->K, nb = j->npix / DROWSY_TILE_P;
+    for (int64_t r = b; r < e; r++) {
+        int64_t c = r / kk, oy = ((r % kk) / cp->kw) * cp->dh, ox = (r % cp->kw) * cp->dw;
+        for (int64_t i = 0; i < nb; i++) {
+            float *panel = j->cols + i * K * DROWSY_TILE_P;
+            for (int64_t l = 0; l < DROWSY_TILE_P; l++) {
+                int64_t t = i * DROWSY_TILE_P + l;
+                panel[(l >> 4) * K * 16 + r * 16 + (l & 15)] = tap(j, c, j->iy0[t] + oy, j->ix0[t] + ox);
+            }
+        }
+    }
+}
+
+/* im2row: rows[q, :] = the patch of output pixel q (P x K) */
+static void im2row_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    const conv_params *cp = j->cp;
+    int64_t cg = cp->c / cp->group, K = j->K;
+    for (int64_t q = b; q < e; q++) {
+        int64_t y0 = (q / cp->ow) * cp->sh - cp->pt, x0 = (q % cp->ow) * cp->sw - cp->pl;
+        float *d = j->cols + q * K;
+        for (int64_t c = 0; c < cg; c++)
+            for (int64_t i = 0; i < cp->kh; i++) {
+                int64_t iy = y0 + i * cp->dh;
+                float *dd = d + (c * cp->kh + i) * cp->kw;
+                if (iy < 0 || iy >= cp->h) { memset(dd, 0, (size_t)cp->kw * sizeof(float)); continue; }
+                const float *src = j->x + (c * cp->h + iy) * cp->w;
+                for (int64_t jj = 0; jj < cp->kw; jj++) {
+                    int64_t ix = x0 + jj * cp->dw;
+                    dd[jj] = ix >= 0 && ix < cp->w ? src[ix] : 0.0f;
+                }
+            }
+    }
+}
+
+/* -- epilogues --------------------------------------------------------------------------- */
+/* y[rows[i], :] = act(tmp[i, :] + bias) * scale (channel path) */
+static void rows_epilogue_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    for (int64_t i = b; i < e; i++) {
+        int64_t r = j->rows[i];
+        float bb = j->bias ? j->bias[r] : 0.0f, s = j->scale, p0 = j->p0, p1 = j->p1;
+        const float *restrict t = j->tmp + i * j->P;
+        float *restrict yr = j->y + r * j->P;
+        switch (j->act) {
+        case ACT_RELU: for (int64_t q = 0; q < j->P; q++) yr[q] = apply(t[q] + bb, ACT_RELU, p0, p1) * s; break;
+        case ACT_CLIP: for (int64_t q = 0; q < j->P; q++) yr[q] = apply(t[q] + bb, ACT_CLIP, p0, p1) * s; break;
+        case ACT_LEAKY: for (int64_t q = 0; q < j->P; q++) yr[q] = apply(t[q] + bb, ACT_LEAKY, p0, p1) * s; break;
+        default: for (int64_t q = 0; q < j->P; q++) yr[q] = (t[q] + bb) * s; break;
+        }
+    }
+}
+
+/* y[row0 + r, pix[i]] = act(tmp[r, i] + bias) * scale (pixel path) */
+static void scatter_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    for (int64_t r = b; r < e; r++) {
+        int64_t m = j->row0 + r;
+        float bb = j->bias ? j->bias[m] : 0.0f;
+        const float *t = j->tmp + r * j->npix;
+        float *yr = j->y + m * j->P;
+        for (int64_t i = 0; i < j->npix; i++) yr[j->pix[i]] = apply(t[i] + bb, j->act, j->p0, j->p1) * j->scale;
+    }
+}
+
+/* -- tile: 16 x 64 register-tiled products ----------------------------------------------- */
+enum { TKC = 128 };
+
+/* c[i][0..15] (+)= sum_k a[k*16 + i] * b[k*16 + 0..15], i < R; c has stride 64 */
+#define DEFINE_TILE_UK(NAME, R, ATTR)                                                              \
+    ATTR INLINE void NAME(int64_t kc, const float *a, const float *b, float *c, int acc) {         \
+        v8 s[R][2];                                                                                \
+        for (int i = 0; i < R; i++) s[i][0] = s[i][1] = (v8){0};                                   \
+        for (int64_t k = 0; k < kc; k++, a += 16, b += 16) {                                       \
+            v8 b0 = *(const v8 *)b, b1 = *(const v8 *)(b + 8);                                     \
+            for (int i = 0; i < R; i++) {                                                          \
+                v8 t = (v8){0} + a[i];                                                             \
+                s[i][0] += t * b0;                                                                 \
+                s[i][1] += t * b1;                                                                 \
+            }                                                                                      \
+        }                                                                                          \
+        for (int i = 0; i < R; i++) {                                                              \
+            v8 *p0 = (v8 *)(c + i * 64), *p1 = (v8 *)(c + i * 64 + 8);                             \
+            if (acc) { *p0 += s[i][0]; *p1 += s[i][1]; }                                           \
+            else { *p0 = s[i][0]; *p1 = s[i][1]; }                                                 \
+        }                                                                                          \
+    }
+
+DEFINE_TILE_UK(tuk6_base, 6, )
+DEFINE_TILE_UK(tuk4_base, 4, )
+
+#ifdef HAVE_DISPATCH
+/* AVX2: the 6 x 16 and 4 x 16 tiles with broadcasts from memory (12 / 8 accumulators) */
+#define DEFINE_TILE_UK_AVX2(NAME, R)                                                               \
+    AVX2_ATTR INLINE void NAME(int64_t kc, const float *a, const float *b, float *c, int acc) {    \
+        __m256 s0[R], s1[R];                                                                       \
+        for (int i = 0; i < R; i++) s0[i] = s1[i] = _mm256_setzero_ps();                           \
+        for (int64_t k = 0; k < kc; k++, a += 16, b += 16) {                                       \
+            __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);                             \
+            for (int i = 0; i < R; i++) {                                                          \
+                __m256 t = _mm256_broadcast_ss(a + i);                                             \
+                s0[i] = _mm256_fmadd_ps(t, b0, s0[i]);                                             \
+                s1[i] = _mm256_fmadd_ps(t, b1, s1[i]);                                             \
+            }                                                                                      \
+        }                                                                                          \
+        for (int i = 0; i < R; i++) {                                                              \
+            float *p = c + i * 64;                                                                 \
+            if (acc) {                                                                             \
+                s0[i] = _mm256_add_ps(s0[i], _mm256_load_ps(p));                                   \
+                s1[i] = _mm256_add_ps(s1[i], _mm256_load_ps(p + 8));                               \
+            }                                                                                      \
+            _mm256_store_ps(p, s0[i]);                                                             \
+            _mm256_store_ps(p + 8, s1[i]);                                                         \
+        }                                                                                          \
+    }
+DEFINE_TILE_UK_AVX2(tuk6_avx2, 6)
+DEFINE_TILE_UK_AVX2(tuk4_avx2, 4)
+#endif
+
+/* one kept tile: acc[16][64] = W_t (16 x K, packed K x 16) . panel (K x 64, 4 x K x 16) */
+#define DEFINE_TILE_PRODUCT(NAME, UK6, UK4, ATTR)                                                  \
+    ATTR static void NAME(int64_t K, const float *wt, const float *panel, float *acc) {            \
+        for (int64_t pc = 0; pc < K; pc += TKC) {                                                  \
+            int64_t kc = K - pc < TKC ? K - pc : TKC;                                              \
+            const float *a = wt + pc * 16;                                                         \
+            for (int jb = 0; jb < 4; jb++) {                                                       \
+                const float *b = panel + jb * K * 16 + pc * 16;                                    \
+                UK6(kc, a, b, acc + jb * 16, pc > 0);                                              \
+                UK6(kc, a + 6, b, acc + 6 * 64 + jb * 16, pc > 0);                                 \
+                UK4(kc, a + 12, b, acc + 12 * 64 + jb * 16, pc > 0);                               \
+            }                                                                                      \
+        }                                                                                          \
+    }
+DEFINE_TILE_PRODUCT(tile_product_base, tuk6_base, tuk4_base, )
+#ifdef HAVE_DISPATCH
+DEFINE_TILE_PRODUCT(tile_product_avx2, tuk6_avx2, tuk4_avx2, AVX2_ATTR)
+#endif
+
+/* items[i] = block index (into the gathered blocks) * ntiles + tile */
+static void tile_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    float acc[16 * 64] __attribute__((aligned(64)));
+    int64_t K = j->K, P = j->P, M = j->cp->m, ntiles = (M + 15) / 16;
+    uint64_t done = 0;
+    for (int64_t it = b; it < e; it++) {
+        int64_t i = j->items[it] / ntiles, t = j->items[it] % ntiles;
+        const float *panel = j->cols + i * K * DROWSY_TILE_P;
+        const float *wt = j->wt + t * K * 16;
+#ifdef HAVE_DISPATCH
+        if (have_avx2()) tile_product_avx2(K, wt, panel, acc);
+        else
+#endif
+            tile_product_base(K, wt, panel, acc);
+        int64_t s = j->pix[i * DROWSY_TILE_P], width = P - s < DROWSY_TILE_P ? P - s : DROWSY_TILE_P;
+        int64_t r0 = t * 16 > j->row0 ? t * 16 : j->row0, r1 = t * 16 + 16;
+        if (r1 > j->row0 + j->mg) r1 = j->row0 + j->mg;
+        for (int64_t r = r0; r < r1; r++) {
+            float bb = j->bias ? j->bias[r] : 0.0f;
+            const float *a = acc + (r - t * 16) * 64;
+            float *yr = j->y + r * P + s;
+            for (int64_t q = 0; q < width; q++) yr[q] = apply(a[q] + bb, j->act, j->p0, j->p1) * j->scale;
+        }
+        done += (uint64_t)((r1 - r0) * width);
+    }
+    __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
+}
+
+/* weights packed per 16-channel tile as K x 16 (channels past M are 0) */
+typedef struct pack_job { const float *w; float *wt; int64_t M, K; } pack_job;
+static void pack_tiles_task(void *ctx, int64_t b, int64_t e) {
+    const pack_job *j = ctx;
+    for (int64_t t = b; t < e; t++) {
+        float *d = j->wt + t * j->K * 16;
+        for (int64_t l = 0; l < 16; l++) {
+            int64_t m = t * 16 + l;
+            if (m < j->M) for (int64_t k = 0; k < j->K; k++) d[k * 16 + l] = j->w[m * j->K + k];
+            else for (int64_t k = 0; k < j->K; k++) d[k * 16 + l] = 0.0f;
+        }
+    }
+}
+
+/* -- neuron: eight kept outputs at a time ------------------------------------------------ */
+enum { NB = 32, NKC = 128, NCH = 64 };
+
+/* s[i] = sum_k w_(i < N ? a : b)[k] * x_i[k] over k < kc (kc a multiple of 8) */
+#define DOT8_BODY(N)                                                                               \
+    {                                                                                              \
+        v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
+        for (int64_t k = 0; k < kc; k += 8) {                                                      \
+            v8 va = *(const v8u *)(wa + k), vb = *(const v8u *)(wb + k);                           \
+            s0 += (0 < N ? va : vb) * *(const v8u *)(x[0] + k);                                    \
+            s1 += (1 < N ? va : vb) * *(const v8u *)(x[1] + k);                                    \
+            s2 += (2 < N ? va : vb) * *(const v8u *)(x[2] + k);                                    \
+            s3 += (3 < N ? va : vb) * *(const v8u *)(x[3] + k);                                    \
+            s4 += (4 < N ? va : vb) * *(const v8u *)(x[4] + k);                                    \
+            s5 += (5 < N ? va : vb) * *(const v8u *)(x[5] + k);                                    \
+            s6 += (6 < N ? va : vb) * *(const v8u *)(x[6] + k);                                    \
+            s7 += (7 < N ? va : vb) * *(const v8u *)(x[7] + k);                                    \
+        }                                                                                          \
+        r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
+    }
+
+#define DEFINE_DOT8(NAME, ATTR)                                                                    \
+    ATTR static void NAME(int n, int64_t kc, const float *wa, const float *wb, const float *const *x, v8 *r) { \
+        switch (n) {                                                                               \
+        case 1: DOT8_BODY(1) break;                                                                \
+        case 2: DOT8_BODY(2) break;                                                                \
+        case 3: DOT8_BODY(3) break;                                                                \
+        case 4: DOT8_BODY(4) break;                                                                \
+        case 5: DOT8_BODY(5) break;                                                                \
+        case 6: DOT8_BODY(6) break;                                                                \
+        case 7: DOT8_BODY(7) break;                                                                \
+        default: DOT8_BODY(8) break;                                                               \
+        }                                                                                          \
+    }
+DEFINE_DOT8(dot8_base, )
+#ifdef HAVE_DISPATCH
+DEFINE_DOT8(dot8_avx2, AVX2_ATTR)
+#endif
+
+INLINE float hsum(const v8 *v) { v8 s = *v; return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])); }
+
+/* one item: pixel block [s, s + NB) x channels [c0, c1) of the group */
+#define DEFINE_NEURON_ITEM(NAME, DOT8, ATTR)                                                       \
+    ATTR static uint64_t NAME(const djob *j, int64_t s, int64_t e, int64_t c0, int64_t c1) {       \
+        int64_t K = j->K, P = j->P, TB = j->TB;                                                    \
+        float acc[NCH * NB];                                                                       \
+        int16_t lc[NCH * NB], lq[NCH * NB];                                                        \
+        int n = 0;                                                                                 \
+        for (int64_t c = c0; c < c1; c++) {                                                        \
+            int64_t m = j->row0 + c;                                                               \
+            for (int64_t q = s; q < e; q++) {                                                      \
+                if (j->units[m * P + q]) { lc[n] = (int16_t)(c - c0); lq[n] = (int16_t)(q - s); n++; } \
+            }                                                                                      \
+        }                                                                                          \
+        (void)TB;                                                                                  \
+        const float *x[8];                                                                         \
+        v8 r[8];                                                                                   \
+        for (int64_t pc = 0; pc < K; pc += NKC) {                                                  \
+            int64_t kc = K - pc < NKC ? K - pc : NKC, kv = kc & ~(int64_t)7;                       \
+            for (int g0 = 0; g0 < n; g0 += 8) {                                                    \
+                int cnt = n - g0 < 8 ? n - g0 : 8;                                                 \
+                int64_t ca = lc[g0], cb = lc[g0 + cnt - 1];                                        \
+                int split = cnt;                                                                   \
+                for (int i = 0; i < cnt; i++) if (lc[g0 + i] != ca) { split = i; break; }         \
+                int two = 1;                                                                       \
+                for (int i = split; i < cnt; i++) two &= lc[g0 + i] == cb;                         \
+                for (int i = 0; i < 8; i++) x[i] = j->cols + (s + lq[g0 + (i < cnt ? i : 0)]) * K + pc; \
+                float out[8];                                                                      \
+                if (two) {                                                                         \
+                    const float *wa = j->w + (j->row0 + c0 + ca) * K + pc;                         \
+                    const float *wb = j->w + (j->row0 + c0 + cb) * K + pc;                         \
+                    if (kv) { DOT8(split, kv, wa, wb, x, r); for (int i = 0; i < 8; i++) out[i] = hsum(&r[i]); } \
+                    else for (int i = 0; i < 8; i++) out[i] = 0.0f;                                \
+                } else { /* more than two channels in the group (high drop rates): per output */ \
+                    for (int i = 0; i < cnt; i++) {                                                \
+                        const float *wi = j->w + (j->row0 + c0 + lc[g0 + i]) * K + pc;             \
+                        v8 a = {0};                                                                \
+                        for (int64_t k = 0; k < kv; k += 8) a += *(const v8u *)(wi + k) * *(const v8u *)(x[i] + k); \
+                        out[i] = hsum(&a);                                                          \
+                    }                                                                              \
+                }                                                                                  \
+                for (int i = 0; i < cnt; i++) {                                                    \
+                    const float *wi = j->w + (j->row0 + c0 + lc[g0 + i]) * K + pc;                 \
+                    float t = out[i];                                                              \
+                    for (int64_t k = kv; k < kc; k++) t += wi[k] * x[i][k];                        \
+                    float *d = &acc[lc[g0 + i] * NB + lq[g0 + i]];                                 \
+                    *d = pc ? *d + t : t;                                                          \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int i = 0; i < n; i++) {                                                              \
+            int64_t m = j->row0 + c0 + lc[i];                                                      \
+            float bb = j->bias ? j->bias[m] : 0.0f;                                                \
+            j->y[m * P + s + lq[i]] = apply(acc[lc[i] * NB + lq[i]] + bb, j->act, j->p0, j->p1) * j->scale; \
+        }                                                                                          \
+        return (uint64_t)n;                                                                        \
+    }
+DEFINE_NEURON_ITEM(neuron_item_base, dot8_base, )
+#ifdef HAVE_DISPATCH
+DEFINE_NEURON_ITEM(neuron_item_avx2, dot8_avx2, AVX2_ATTR)
+#endif
+
+static void neuron_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    int64_t nchunks = (j->mg + NCH - 1) / NCH;
+    uint64_t done = 0;
+    for (int64_t it = b; it < e; it++) {
+        int64_t blk = it / nchunks, ch = it % nchunks;
+        int64_t s = blk * NB, pe = s + NB < j->P ? s + NB : j->P;
+        int64_t c0 = ch * NCH, c1 = c0 + NCH < j->mg ? c0 + NCH : j->mg;
+#ifdef HAVE_DISPATCH
+        if (have_avx2()) done += neuron_item_avx2(j, s, pe, c0, c1);
+        else
+#endif
+            done += neuron_item_base(j, s, pe, c0, c1);
+    }
+    __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
+}
+
+/* -- depthwise: direct, kept outputs only -------------------------------------------------- */
+INLINE int kept_at(const uint8_t *u, int gran, int64_t m, int64_t q, int64_t P, int64_t TB) {
+    switch (gran) {
+    case DROWSY_NEURON: return u[m * P + q];
+    case DROWSY_PIXEL: return u[q];
+    case DROWSY_CHANNEL: return u[m];
+    default: return u[(m / DROWSY_TILE_C) * TB + q / DROWSY_TILE_P];
+    }
+}
+
+typedef struct dwm_job { const djob *j; int gran; } dwm_job;
+static void depthwise_task(void *ctx, int64_t b, int64_t e) {
+    const dwm_job *d = ctx;
+    const djob *j = d->j;
+    const conv_params *cp = j->cp;
+    int64_t mult = cp->m / cp->c, P = j->P;
+    uint64_t done = 0;
+    for (int64_t m = b; m < e; m++) {
+        const float *xc = j->x + (m / mult) * cp->h * cp->w;
+        const float *wk = j->w + m * cp->kh * cp->kw;
+        float bb = j->bias ? j->bias[m] : 0.0f;
+        for (int64_t yy = 0; yy < cp->oh; yy++)
+            for (int64_t xx = 0; xx < cp->ow; xx++) {
+                int64_t q = yy * cp->ow + xx;
+                if (!kept_at(j->units, d->gran, m, q, P, j->TB)) continue;
+                float acc = 0.0f;
+                for (int64_t i = 0; i < cp->kh; i++) {
+                    int64_t iy = yy * cp->sh - cp->pt + i * cp->dh;
+                    if (iy < 0 || iy >= cp->h) continue;
+                    for (int64_t jj = 0; jj < cp->kw; jj++) {
+                        int64_t ix = xx * cp->sw - cp->pl + jj * cp->dw;
+                        if (ix >= 0 && ix < cp->w) acc += xc[iy * cp->w + ix] * wk[i * cp->kw + jj];
+                    }
+                }
+                j->y[m * P + q] = apply(acc + bb, j->act, j->p0, j->p1) * j->scale;
+                done++;
+            }
+    }
+    __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
+}
+
+/* -- scratch ------------------------------------------------------------------------------ */
+static int is_depthwise(const conv_params *cp) { return cp->group == cp->c && cp->c / cp->group == 1 && cp->group > 1; }
+
+#define ALIGN64(n) (((n) + 63) & ~(size_t)63)
+
+size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran) {
+    int64_t cg = cp->c / cp->group, mg = cp->m / cp->group, P = cp->oh * cp->ow, K = cg * cp->kh * cp->kw;
+    int64_t TB = (P + DROWSY_TILE_P - 1) / DROWSY_TILE_P, ntiles = (cp->m + 15) / 16;
+    size_t n = ALIGN64((size_t)drowsy_unit_count(gran, cp->m, P));
+    if (is_depthwise(cp)) return n;
+    size_t f = sizeof(float), i8 = sizeof(int64_t);
+    n += 3 * ALIGN64((size_t)(TB * DROWSY_TILE_P) * i8); /* pixel list, origins */
+    switch (gran) {
+    case DROWSY_CHANNEL: n += ALIGN64((size_t)(mg * K) * f) + ALIGN64((size_t)(K * P) * f) + ALIGN64((size_t)(mg * P) * f); break;
+    case DROWSY_PIXEL: n += ALIGN64((size_t)(K * P) * f) + ALIGN64((size_t)(mg * P) * f); break;
+    case DROWSY_TILE: n += ALIGN64((size_t)(TB * DROWSY_TILE_P * K) * f) + ALIGN64((size_t)(ntiles * 16 * K) * f)
+                          + ALIGN64((size_t)(TB * ntiles) * i8); break;
+    default: n += ALIGN64((size_t)(P * K) * f); break;
+    }
+    n += ALIGN64((size_t)(mg > 0 ? mg : 1) * i8);
+    return n;
+}
+
+static void *take(uint8_t **cur, size_t bytes) {
+    void *p = *cur;
+    *cur += ALIGN64(bytes);
+    return p;
+}
+
+/* -- the masked convolution ---------------------------------------------------------------- */
+void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias, float *y,
+                   void *scratch, int act, float p0, float p1, const drowsy_knobs *kn, int *wt_ready,
+                   drowsy_counts *cnt) {
+    int64_t cg = cp->c / cp->group, mg = cp->m / cp->group, P = cp->oh * cp->ow, K = cg * cp->kh * cp->kw;
+    int64_t TB = (P + DROWSY_TILE_P - 1) / DROWSY_TILE_P, ntiles = (cp->m + 15) / 16, M = cp->m;
+    int gran = kn->gran;
+    int64_t nunits = drowsy_unit_count(gran, M, P);
+    uint8_t *cur = scratch;
+    uint8_t *units = take(&cur, (size_t)nunits);
+    int dw = is_depthwise(cp);
+    int64_t *pix = NULL, *iy0 = NULL, *ix0 = NULL, *rows = NULL;
+    float *cols = NULL, *tmp = NULL, *wbuf = NULL, *wt = NULL;
+    int64_t *items = NULL;
+    if (!dw) {
+        pix = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
+        iy0 = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
+        ix0 = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
+        switch (gran) {
+        case DROWSY_CHANNEL:
+            wbuf = take(&cur, (size_t)(mg * K) * 4); cols = take(&cur, (size_t)(K * P) * 4); tmp = take(&cur, (size_t)(mg * P) * 4);
+            break;
+        case DROWSY_PIXEL: cols = take(&cur, (size_t)(K * P) * 4); tmp = take(&cur, (size_t)(mg * P) * 4); break;
+        case DROWSY_TILE:
+            cols = take(&cur, (size_t)(TB * DROWSY_TILE_P * K) * 4); wt = take(&cur, (size_t)(ntiles * 16 * K) * 4);
+            items = take(&cur, (size_t)(TB * ntiles) * 8);
+            break;
+        default: cols = take(&cur, (size_t)(P * K) * 4); break;
+        }
+        rows = take(&cur, (size_t)(mg > 0 ? mg : 1) * 8);
+    }
+    uint64_t done = 0;
+    if (gran == DROWSY_TILE && !dw && !*wt_ready) {
+        pack_job pj = {w, wt, M, K};
+        pool_for(p, ntiles, 1, pack_tiles_task, &pj);
+        if (kn->weights_const) *wt_ready = 1;
+    }
+    for (int64_t n = 0; n < cp->n; n++) {
+        uint64_t image = kn->fixed ? 0 : kn->image0 + (uint64_t)n;
+        drowsy_keep_units(p, drowsy_key(kn->seed, image, kn->layer), kn->thr, units, nunits);
+        float *yn = y + n * M * P;
+        memset(yn, 0, (size_t)(M * P) * sizeof(float));
+        djob j = {0};
+        j.cp = cp; j.w = w; j.bias = bias; j.y = yn; j.units = units; j.act = act; j.p0 = p0; j.p1 = p1;
+        j.scale = kn->scale; j.K = K; j.P = P; j.TB = TB; j.done = &done; j.wt = wt;
+        if (dw) {
+            j.x = x + n * cp->c * cp->h * cp->w;
+            dwm_job d = {&j, gran};
+            pool_for(p, M, 1, depthwise_task, &d);
+            continue;
+        }
+        /* pixel lists shared by the groups */
+        int64_t npix = 0;
+        if (gran == DROWSY_PIXEL) {
+            for (int64_t q = 0; q < P; q++) if (units[q]) pix[npix++] = q;
+            pixel_origins(cp, pix, npix, iy0, ix0);
+        }
+        for (int64_t g = 0; g < cp->group; g++) {
+            j.x = x + (n * cp->c + g * cg) * cp->h * cp->w;
+            j.row0 = g * mg; j.mg = mg; j.g = g;
+            const float *wg = w + g * mg * K;
+            if (gran == DROWSY_CHANNEL) {
+                int64_t nk = 0;
+                for (int64_t r = 0; r < mg; r++) if (units[g * mg + r]) rows[nk++] = g * mg + r;
+                if (!nk) continue;
+                for (int64_t i = 0; i < nk; i++) memcpy(wbuf + i * K, w + rows[i] * K, (size_t)K * sizeof(float));
+                for (int64_t q = 0; q < P; q++) pix[q] = q;
+                pixel_origins(cp, pix, P, iy0, ix0);
+                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.npix = P; j.cols = cols;
+                pool_for(p, K, 4, gather_cols_task, &j);
+                sgemm(p, nk, P, K, wbuf, K, 0, cols, P, 0, tmp, P, 0);
+                j.tmp = tmp; j.rows = rows; j.nrows = nk;
+                pool_for(p, nk, 1, rows_epilogue_task, &j);
+                done += (uint64_t)(nk * P);
+            } else if (gran == DROWSY_PIXEL) {
+                if (!npix) continue;
+                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.npix = npix; j.cols = cols;
+                pool_for(p, K, 4, gather_cols_task, &j);
+                sgemm(p, mg, npix, K, wg, K, 0, cols, npix, 0, tmp, npix, 0);
+                j.tmp = tmp; j.row0 = g * mg;
+                pool_for(p, mg, 1, scatter_task, &j);
+                done += (uint64_t)(mg * npix);
+            } else if (gran == DROWSY_TILE) {
+                int64_t t0 = (g * mg) / 16, t1 = ((g + 1) * mg + 15) / 16, nb = 0, nit = 0;
+                for (int64_t bk = 0; bk < TB; bk++) {
+                    int any = 0;
+                    for (int64_t t = t0; t < t1; t++) any |= units[t * TB + bk];
+                    if (!any) continue;
+                    for (int64_t t = t0; t < t1; t++)
+                        if (units[t * TB + bk]) items[nit++] = nb * ntiles + t;
+                    for (int64_t l = 0; l < DROWSY_TILE_P; l++) pix[nb * DROWSY_TILE_P + l] = bk * DROWSY_TILE_P + l;
+                    nb++;
+                }
+                if (!nit) continue;
+                pixel_origins(cp, pix, nb * DROWSY_TILE_P, iy0, ix0);
+                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.npix = nb * DROWSY_TILE_P; j.cols = cols;
+                pool_for(p, K, 4, gather_panels_task, &j);
+                j.items = items; j.nitems = nit;
+                pool_for(p, nit, 1, tile_task, &j);
+            } else {
+                j.cols = cols;
+                pool_for(p, P, 8, im2row_task, &j);
+                int64_t nblocks = (P + NB - 1) / NB, nchunks = (mg + NCH - 1) / NCH;
+                pool_for(p, nblocks * nchunks, 1, neuron_task, &j);
+            }
+        }
+    }
+    cnt->outputs = done;
+    cnt->macs = done * (uint64_t)(dw ? cp->kh * cp->kw : K);
+}
