@@ -8,6 +8,7 @@ to the constructor so that it can pre-arrange them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -30,7 +31,7 @@ class Cost:
     outputs: int = 0
 
 
-class OpImpl:
+class OpImpl(ABC):
     """Base class. Subclasses set ``op`` and implement ``__init__`` and ``run``.
 
     Attributes set by the constructor:
@@ -76,8 +77,9 @@ class OpImpl:
         self.knobs = knobs
 
     # -- execution ----------------------------------------------------------------
+    @abstractmethod
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        raise NotImplementedError(f"{type(self).__name__}.run")
+        """Compute the outputs from the inputs (weights included, in node order)."""
 
     def cost(self, shapes: Sequence[Shape | None]) -> Cost:
         """Default cost: read inputs, write outputs, no MACs."""
