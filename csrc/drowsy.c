@@ -112,7 +112,7 @@ typedef struct djob {
     int act; float p0, p1, scale;
     int64_t K, P, TB, row0, mg, g;
     /* gathered pixels */
-    const int64_t *pix; const int64_t *iy0, *ix0; int64_t npix;
+    const int64_t *pix; const int64_t *iy0, *ix0, *off; int64_t npix;
     float *cols;             /* patch matrix / panels / rows */
     const float *tmp; const int64_t *rows; int64_t nrows;
     /* tile */
@@ -122,14 +122,18 @@ typedef struct djob {
 } djob;
 
 /* -- gathers ----------------------------------------------------------------------------- */
-/* iy0/ix0 of output pixel q (q >= P: a padding column, always out of the image) */
-static void pixel_origins(const conv_params *cp, const int64_t *pix, int64_t n, int64_t *iy0, int64_t *ix0) {
-    int64_t P = cp->oh * cp->ow;
+/* iy0/ix0 of output pixel q (q >= P: a padding column, always out of the image); off:
+ * iy0 * W + ix0 where every tap of the pixel is inside the image, else -1 */
+static void pixel_origins(const conv_params *cp, const int64_t *pix, int64_t n, int64_t *iy0, int64_t *ix0,
+                          int64_t *off) {
+    int64_t P = cp->oh * cp->ow, ey = (cp->kh - 1) * cp->dh, ex = (cp->kw - 1) * cp->dw;
     for (int64_t i = 0; i < n; i++) {
         int64_t q = pix[i];
-        if (q >= P) { iy0[i] = -((int64_t)1 << 40); ix0[i] = 0; continue; }
+        if (q >= P) { iy0[i] = -((int64_t)1 << 40); ix0[i] = 0; off[i] = -1; continue; }
         iy0[i] = (q / cp->ow) * cp->sh - cp->pt;
         ix0[i] = (q % cp->ow) * cp->sw - cp->pl;
+        int inside = iy0[i] >= 0 && iy0[i] + ey < cp->h && ix0[i] >= 0 && ix0[i] + ex < cp->w;
+        off[i] = inside ? iy0[i] * cp->w + ix0[i] : -1;
     }
 }
 
@@ -145,8 +149,10 @@ static void gather_cols_task(void *ctx, int64_t b, int64_t e) {
     int64_t kk = cp->kh * cp->kw;
     for (int64_t r = b; r < e; r++) {
         int64_t c = r / kk, oy = ((r % kk) / cp->kw) * cp->dh, ox = (r % cp->kw) * cp->dw;
-        float *d = j->cols + r * j->npix;
-        for (int64_t i = 0; i < j->npix; i++) d[i] = tap(j, c, j->iy0[i] + oy, j->ix0[i] + ox);
+        float *restrict d = j->cols + r * j->npix;
+        const float *xr = j->x + (c * cp->h + oy) * cp->w + ox;
+        const int64_t *off = j->off;
+        for (int64_t i = 0; i < j->npix; i++) d[i] = off[i] >= 0 ? xr[off[i]] : tap(j, c, j->iy0[i] + oy, j->ix0[i] + ox);
     }
 }
 
@@ -157,33 +163,55 @@ static void gather_panels_task(void *ctx, int64_t b, int64_t e) {
     int64_t kk = cp->kh * cp->kw, K = j->K, nb = j->npix / DROWSY_TILE_P;
     for (int64_t r = b; r < e; r++) {
         int64_t c = r / kk, oy = ((r % kk) / cp->kw) * cp->dh, ox = (r % cp->kw) * cp->dw;
+        const float *xr = j->x + (c * cp->h + oy) * cp->w + ox;
         for (int64_t i = 0; i < nb; i++) {
-            float *panel = j->cols + i * K * DROWSY_TILE_P;
+            float *panel = j->cols + i * K * DROWSY_TILE_P + r * 16;
             for (int64_t l = 0; l < DROWSY_TILE_P; l++) {
-                int64_t t = i * DROWSY_TILE_P + l;
-                panel[(l >> 4) * K * 16 + r * 16 + (l & 15)] = tap(j, c, j->iy0[t] + oy, j->ix0[t] + ox);
+                int64_t t = i * DROWSY_TILE_P + l, o = j->off[t];
+                panel[(l >> 4) * K * 16 + (l & 15)] = o >= 0 ? xr[o] : tap(j, c, j->iy0[t] + oy, j->ix0[t] + ox);
             }
         }
     }
 }
 
-/* im2row: rows[q, :] = the patch of output pixel q (P x K) */
+/* im2row, blocked for the neuron kernel: the patch of output pixel q, cut in chunks of
+ * NKC, chunk by chunk for blocks of NB pixels, so that one block's chunk is one
+ * contiguous NB x kc panel (no cache-set conflicts between the rows, whatever K):
+ * element (q, k) at (q / NB) NB K + pc NB + (q % NB) kc + (k - pc), pc = k - k % NKC,
+ * kc = min(NKC, K - pc). */
+enum { NB = 32, NKC = 128, NCH = 64 };
+
 static void im2row_task(void *ctx, int64_t b, int64_t e) {
     const djob *j = ctx;
     const conv_params *cp = j->cp;
     int64_t cg = cp->c / cp->group, K = j->K;
     for (int64_t q = b; q < e; q++) {
-        int64_t y0 = (q / cp->ow) * cp->sh - cp->pt, x0 = (q % cp->ow) * cp->sw - cp->pl;
-        float *d = j->cols + q * K;
+        int64_t y0 = (q / cp->ow) * cp->sh - cp->pt, x0 = (q % cp->ow) * cp->sw - cp->pl, l = q % NB;
+        float *blk = j->cols + (q / NB) * NB * K;
+        int inside = x0 >= 0 && x0 + (cp->kw - 1) * cp->dw < cp->w;
+        int64_t k = 0;
         for (int64_t c = 0; c < cg; c++)
-            for (int64_t i = 0; i < cp->kh; i++) {
+            for (int64_t i = 0; i < cp->kh; i++, k += cp->kw) {
                 int64_t iy = y0 + i * cp->dh;
-                float *dd = d + (c * cp->kh + i) * cp->kw;
-                if (iy < 0 || iy >= cp->h) { memset(dd, 0, (size_t)cp->kw * sizeof(float)); continue; }
-                const float *src = j->x + (c * cp->h + iy) * cp->w;
+                const float *src = j->x + (c * cp->h + (iy < 0 ? 0 : iy)) * cp->w;
+                int row_in = iy >= 0 && iy < cp->h;
+                int64_t pc = k - k % NKC, kc = K - pc < NKC ? K - pc : NKC;
+                if (k + cp->kw <= pc + NKC) { /* the segment lies in one chunk: contiguous */
+                    float *d = blk + pc * NB + l * kc + (k - pc);
+                    if (!row_in) memset(d, 0, (size_t)cp->kw * sizeof(float));
+                    else if (inside && cp->dw == 1) for (int64_t jj = 0; jj < cp->kw; jj++) d[jj] = src[x0 + jj];
+                    else
+                        for (int64_t jj = 0; jj < cp->kw; jj++) {
+                            int64_t ix = x0 + jj * cp->dw;
+                            d[jj] = ix >= 0 && ix < cp->w ? src[ix] : 0.0f;
+                        }
+                    continue;
+                }
                 for (int64_t jj = 0; jj < cp->kw; jj++) {
-                    int64_t ix = x0 + jj * cp->dw;
-                    dd[jj] = ix >= 0 && ix < cp->w ? src[ix] : 0.0f;
+                    int64_t kk = k + jj, ix = x0 + jj * cp->dw;
+                    pc = kk - kk % NKC;
+                    kc = K - pc < NKC ? K - pc : NKC;
+                    blk[pc * NB + l * kc + (kk - pc)] = row_in && ix >= 0 && ix < cp->w ? src[ix] : 0.0f;
                 }
             }
     }
@@ -336,7 +364,6 @@ static void pack_tiles_task(void *ctx, int64_t b, int64_t e) {
 }
 
 /* -- neuron: eight kept outputs at a time ------------------------------------------------ */
-enum { NB = 32, NKC = 128, NCH = 64 };
 
 /* s[i] = sum_k w_(i < N ? a : b)[k] * x_i[k] over k < kc (kc a multiple of 8) */
 #define DOT8_BODY(N)                                                                               \
@@ -375,66 +402,84 @@ DEFINE_DOT8(dot8_avx2, AVX2_ATTR)
 #endif
 
 INLINE float hsum(const v8 *v) { v8 s = *v; return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])); }
+INLINE void reduce8_base(const v8 *r, float *out) { for (int i = 0; i < 8; i++) out[i] = hsum(&r[i]); }
+#ifdef HAVE_DISPATCH
+/* the eight horizontal sums at once (a transpose-add) */
+AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, float *out) {
+    __m256 h01 = _mm256_hadd_ps(r[0], r[1]), h23 = _mm256_hadd_ps(r[2], r[3]);
+    __m256 h45 = _mm256_hadd_ps(r[4], r[5]), h67 = _mm256_hadd_ps(r[6], r[7]);
+    __m256 a = _mm256_hadd_ps(h01, h23), b = _mm256_hadd_ps(h45, h67);
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31)));
+}
+#endif
 
-/* one item: pixel block [s, s + NB) x channels [c0, c1) of the group */
-#define DEFINE_NEURON_ITEM(NAME, DOT8, ATTR)                                                       \
+/* one item: pixel block [s, s + NB) x channels [c0, c1) of the group. The kept outputs
+ * are listed in channel order and cut into groups of eight (their layout is computed
+ * once per item); then, chunk by chunk of K, each group is one dot8 call whose eight
+ * sums are added to the group's eight accumulators with one vector add. */
+typedef struct ngroup { int16_t split, cnt, ca, cb; int16_t lq[8]; int two; } ngroup;
+
+#define DEFINE_NEURON_ITEM(NAME, DOT8, REDUCE8, ATTR)                                              \
     ATTR static uint64_t NAME(const djob *j, int64_t s, int64_t e, int64_t c0, int64_t c1) {       \
-        int64_t K = j->K, P = j->P, TB = j->TB;                                                    \
-        float acc[NCH * NB];                                                                       \
+        int64_t K = j->K, P = j->P;                                                                \
         int16_t lc[NCH * NB], lq[NCH * NB];                                                        \
+        ngroup gr[NCH * NB / 8];                                                                   \
+        v8 gs[NCH * NB / 8];                                                                       \
         int n = 0;                                                                                 \
         for (int64_t c = c0; c < c1; c++) {                                                        \
-            int64_t m = j->row0 + c;                                                               \
-            for (int64_t q = s; q < e; q++) {                                                      \
-                if (j->units[m * P + q]) { lc[n] = (int16_t)(c - c0); lq[n] = (int16_t)(q - s); n++; } \
-            }                                                                                      \
+            const uint8_t *u = j->units + (j->row0 + c) * P;                                       \
+            for (int64_t q = s; q < e; q++)                                                        \
+                if (u[q]) { lc[n] = (int16_t)(c - c0); lq[n] = (int16_t)(q - s); n++; }            \
         }                                                                                          \
-        (void)TB;                                                                                  \
-        const float *x[8];                                                                         \
+        int ng = (n + 7) / 8;                                                                      \
+        for (int g = 0; g < ng; g++) {                                                             \
+            ngroup *G = &gr[g];                                                                    \
+            int g0 = 8 * g, cnt = n - g0 < 8 ? n - g0 : 8;                                         \
+            G->cnt = (int16_t)cnt; G->ca = lc[g0]; G->cb = lc[g0 + cnt - 1]; G->split = (int16_t)cnt; \
+            for (int i = 0; i < cnt; i++) if (lc[g0 + i] != G->ca) { G->split = (int16_t)i; break; } \
+            G->two = 1;                                                                            \
+            for (int i = G->split; i < cnt; i++) G->two &= lc[g0 + i] == G->cb;                    \
+            for (int i = 0; i < 8; i++) G->lq[i] = lq[g0 + (i < cnt ? i : 0)];                     \
+            gs[g] = (v8){0};                                                                       \
+        }                                                                                          \
+        const float *x[8], *xb = j->cols + (s / NB) * NB * K, *w0 = j->w + (j->row0 + c0) * K;     \
         v8 r[8];                                                                                   \
         for (int64_t pc = 0; pc < K; pc += NKC) {                                                  \
             int64_t kc = K - pc < NKC ? K - pc : NKC, kv = kc & ~(int64_t)7;                       \
-            for (int g0 = 0; g0 < n; g0 += 8) {                                                    \
-                int cnt = n - g0 < 8 ? n - g0 : 8;                                                 \
-                int64_t ca = lc[g0], cb = lc[g0 + cnt - 1];                                        \
-                int split = cnt;                                                                   \
-                for (int i = 0; i < cnt; i++) if (lc[g0 + i] != ca) { split = i; break; }         \
-                int two = 1;                                                                       \
-                for (int i = split; i < cnt; i++) two &= lc[g0 + i] == cb;                         \
-                for (int i = 0; i < 8; i++) x[i] = j->cols + (s + lq[g0 + (i < cnt ? i : 0)]) * K + pc; \
-                float out[8];                                                                      \
-                if (two) {                                                                         \
-                    const float *wa = j->w + (j->row0 + c0 + ca) * K + pc;                         \
-                    const float *wb = j->w + (j->row0 + c0 + cb) * K + pc;                         \
-                    if (kv) { DOT8(split, kv, wa, wb, x, r); for (int i = 0; i < 8; i++) out[i] = hsum(&r[i]); } \
+            const float *xc = xb + pc * NB;                                                        \
+            for (int g = 0; g < ng; g++) {                                                         \
+                const ngroup *G = &gr[g];                                                          \
+                for (int i = 0; i < 8; i++) x[i] = xc + G->lq[i] * kc;                             \
+                float out[8] __attribute__((aligned(32)));                                         \
+                if (G->two) {                                                                      \
+                    if (kv) { DOT8(G->split, kv, w0 + G->ca * K + pc, w0 + G->cb * K + pc, x, r); REDUCE8(r, out); } \
                     else for (int i = 0; i < 8; i++) out[i] = 0.0f;                                \
                 } else { /* more than two channels in the group (high drop rates): per output */ \
-                    for (int i = 0; i < cnt; i++) {                                                \
-                        const float *wi = j->w + (j->row0 + c0 + lc[g0 + i]) * K + pc;             \
+                    for (int i = 0; i < G->cnt; i++) {                                             \
+                        const float *wi = w0 + lc[8 * g + i] * K + pc;                             \
                         v8 a = {0};                                                                \
                         for (int64_t k = 0; k < kv; k += 8) a += *(const v8u *)(wi + k) * *(const v8u *)(x[i] + k); \
-                        out[i] = hsum(&a);                                                          \
+                        out[i] = hsum(&a);                                                         \
                     }                                                                              \
                 }                                                                                  \
-                for (int i = 0; i < cnt; i++) {                                                    \
-                    const float *wi = j->w + (j->row0 + c0 + lc[g0 + i]) * K + pc;                 \
-                    float t = out[i];                                                              \
-                    for (int64_t k = kv; k < kc; k++) t += wi[k] * x[i][k];                        \
-                    float *d = &acc[lc[g0 + i] * NB + lq[g0 + i]];                                 \
-                    *d = pc ? *d + t : t;                                                          \
-                }                                                                                  \
+                if (kv < kc)                                                                       \
+                    for (int i = 0; i < G->cnt; i++) {                                             \
+                        const float *wi = w0 + lc[8 * g + i] * K + pc;                             \
+                        for (int64_t k = kv; k < kc; k++) out[i] += wi[k] * x[i][k];               \
+                    }                                                                              \
+                gs[g] += *(const v8 *)out;                                                         \
             }                                                                                      \
         }                                                                                          \
         for (int i = 0; i < n; i++) {                                                              \
             int64_t m = j->row0 + c0 + lc[i];                                                      \
             float bb = j->bias ? j->bias[m] : 0.0f;                                                \
-            j->y[m * P + s + lq[i]] = apply(acc[lc[i] * NB + lq[i]] + bb, j->act, j->p0, j->p1) * j->scale; \
+            j->y[m * P + s + lq[i]] = apply(gs[i / 8][i % 8] + bb, j->act, j->p0, j->p1) * j->scale; \
         }                                                                                          \
         return (uint64_t)n;                                                                        \
     }
-DEFINE_NEURON_ITEM(neuron_item_base, dot8_base, )
+DEFINE_NEURON_ITEM(neuron_item_base, dot8_base, reduce8_base, )
 #ifdef HAVE_DISPATCH
-DEFINE_NEURON_ITEM(neuron_item_avx2, dot8_avx2, AVX2_ATTR)
+DEFINE_NEURON_ITEM(neuron_item_avx2, dot8_avx2, reduce8_avx2, AVX2_ATTR)
 #endif
 
 static void neuron_task(void *ctx, int64_t b, int64_t e) {
@@ -506,13 +551,13 @@ size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran) {
     size_t n = ALIGN64((size_t)drowsy_unit_count(gran, cp->m, P));
     if (is_depthwise(cp)) return n;
     size_t f = sizeof(float), i8 = sizeof(int64_t);
-    n += 3 * ALIGN64((size_t)(TB * DROWSY_TILE_P) * i8); /* pixel list, origins */
+    n += 4 * ALIGN64((size_t)(TB * DROWSY_TILE_P) * i8); /* pixel list, origins, offsets */
     switch (gran) {
     case DROWSY_CHANNEL: n += ALIGN64((size_t)(mg * K) * f) + ALIGN64((size_t)(K * P) * f) + ALIGN64((size_t)(mg * P) * f); break;
     case DROWSY_PIXEL: n += ALIGN64((size_t)(K * P) * f) + ALIGN64((size_t)(mg * P) * f); break;
     case DROWSY_TILE: n += ALIGN64((size_t)(TB * DROWSY_TILE_P * K) * f) + ALIGN64((size_t)(ntiles * 16 * K) * f)
                           + ALIGN64((size_t)(TB * ntiles) * i8); break;
-    default: n += ALIGN64((size_t)(P * K) * f); break;
+    default: n += ALIGN64((size_t)((P + NB - 1) / NB * NB * K) * f); break;
     }
     n += ALIGN64((size_t)(mg > 0 ? mg : 1) * i8);
     return n;
@@ -535,13 +580,14 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
     uint8_t *cur = scratch;
     uint8_t *units = take(&cur, (size_t)nunits);
     int dw = is_depthwise(cp);
-    int64_t *pix = NULL, *iy0 = NULL, *ix0 = NULL, *rows = NULL;
+    int64_t *pix = NULL, *iy0 = NULL, *ix0 = NULL, *off = NULL, *rows = NULL;
     float *cols = NULL, *tmp = NULL, *wbuf = NULL, *wt = NULL;
     int64_t *items = NULL;
     if (!dw) {
         pix = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
         iy0 = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
         ix0 = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
+        off = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
         switch (gran) {
         case DROWSY_CHANNEL:
             wbuf = take(&cur, (size_t)(mg * K) * 4); cols = take(&cur, (size_t)(K * P) * 4); tmp = take(&cur, (size_t)(mg * P) * 4);
@@ -551,7 +597,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
             cols = take(&cur, (size_t)(TB * DROWSY_TILE_P * K) * 4); wt = take(&cur, (size_t)(ntiles * 16 * K) * 4);
             items = take(&cur, (size_t)(TB * ntiles) * 8);
             break;
-        default: cols = take(&cur, (size_t)(P * K) * 4); break;
+        default: cols = take(&cur, (size_t)((P + NB - 1) / NB * NB * K) * 4); break;
         }
         rows = take(&cur, (size_t)(mg > 0 ? mg : 1) * 8);
     }
@@ -579,7 +625,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
         int64_t npix = 0;
         if (gran == DROWSY_PIXEL) {
             for (int64_t q = 0; q < P; q++) if (units[q]) pix[npix++] = q;
-            pixel_origins(cp, pix, npix, iy0, ix0);
+            pixel_origins(cp, pix, npix, iy0, ix0, off);
         }
         for (int64_t g = 0; g < cp->group; g++) {
             j.x = x + (n * cp->c + g * cg) * cp->h * cp->w;
@@ -591,8 +637,8 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
                 if (!nk) continue;
                 for (int64_t i = 0; i < nk; i++) memcpy(wbuf + i * K, w + rows[i] * K, (size_t)K * sizeof(float));
                 for (int64_t q = 0; q < P; q++) pix[q] = q;
-                pixel_origins(cp, pix, P, iy0, ix0);
-                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.npix = P; j.cols = cols;
+                pixel_origins(cp, pix, P, iy0, ix0, off);
+                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.off = off; j.npix = P; j.cols = cols;
                 pool_for(p, K, 4, gather_cols_task, &j);
                 sgemm(p, nk, P, K, wbuf, K, 0, cols, P, 0, tmp, P, 0);
                 j.tmp = tmp; j.rows = rows; j.nrows = nk;
@@ -600,7 +646,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
                 done += (uint64_t)(nk * P);
             } else if (gran == DROWSY_PIXEL) {
                 if (!npix) continue;
-                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.npix = npix; j.cols = cols;
+                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.off = off; j.npix = npix; j.cols = cols;
                 pool_for(p, K, 4, gather_cols_task, &j);
                 sgemm(p, mg, npix, K, wg, K, 0, cols, npix, 0, tmp, npix, 0);
                 j.tmp = tmp; j.row0 = g * mg;
@@ -618,8 +664,8 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
                     nb++;
                 }
                 if (!nit) continue;
-                pixel_origins(cp, pix, nb * DROWSY_TILE_P, iy0, ix0);
-                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.npix = nb * DROWSY_TILE_P; j.cols = cols;
+                pixel_origins(cp, pix, nb * DROWSY_TILE_P, iy0, ix0, off);
+                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.off = off; j.npix = nb * DROWSY_TILE_P; j.cols = cols;
                 pool_for(p, K, 4, gather_panels_task, &j);
                 j.items = items; j.nitems = nit;
                 pool_for(p, nit, 1, tile_task, &j);
