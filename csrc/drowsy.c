@@ -320,13 +320,10 @@ DEFINE_TILE_PRODUCT(tile_product_base, tuk6_base, tuk4_base, )
 DEFINE_TILE_PRODUCT(tile_product_avx2, tuk6_avx2, tuk4_avx2, AVX2_ATTR)
 #endif
 
-/* items[i] = block index (into the gathered blocks) * ntiles + tile */
-static void tile_task(void *ctx, int64_t b, int64_t e) {
-    const djob *j = ctx;
-    float acc[16 * 64] __attribute__((aligned(64)));
+/* one kept tile, items[it] = block index (into the gathered blocks) * ntiles + tile */
+static uint64_t tile_one(const djob *j, int64_t it, float *acc) {
     int64_t K = j->K, P = j->P, M = j->cp->m, ntiles = (M + 15) / 16;
-    uint64_t done = 0;
-    for (int64_t it = b; it < e; it++) {
+    {
         int64_t i = j->items[it] / ntiles, t = j->items[it] % ntiles;
         const float *panel = j->cols + i * K * DROWSY_TILE_P;
         const float *wt = j->wt + t * K * 16;
@@ -344,7 +341,36 @@ static void tile_task(void *ctx, int64_t b, int64_t e) {
             float *yr = j->y + r * P + s;
             for (int64_t q = 0; q < width; q++) yr[q] = apply(a[q] + bb, j->act, j->p0, j->p1) * j->scale;
         }
-        done += (uint64_t)((r1 - r0) * width);
+        return (uint64_t)((r1 - r0) * width);
+    }
+}
+
+static void tile_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    float acc[16 * 64] __attribute__((aligned(64)));
+    uint64_t done = 0;
+    for (int64_t it = b; it < e; it++) done += tile_one(j, it, acc);
+    __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
+}
+
+/* many blocks: per block, gather its panel, then its kept tiles (the panel is still in
+ * L2 when they read it); bstart[i]..bstart[i+1] are block i's items */
+static void tile_block_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    const conv_params *cp = j->cp;
+    float acc[16 * 64] __attribute__((aligned(64)));
+    int64_t kk = cp->kh * cp->kw, K = j->K;
+    uint64_t done = 0;
+    for (int64_t i = b; i < e; i++) {
+        float *panel = j->cols + i * K * DROWSY_TILE_P;
+        const int64_t *off = j->off + i * DROWSY_TILE_P, *iy0 = j->iy0 + i * DROWSY_TILE_P, *ix0 = j->ix0 + i * DROWSY_TILE_P;
+        for (int64_t r = 0; r < K; r++) {
+            int64_t c = r / kk, oy = ((r % kk) / cp->kw) * cp->dh, ox = (r % cp->kw) * cp->dw;
+            const float *xr = j->x + (c * cp->h + oy) * cp->w + ox;
+            for (int64_t l = 0; l < DROWSY_TILE_P; l++)
+                panel[(l >> 4) * K * 16 + r * 16 + (l & 15)] = off[l] >= 0 ? xr[off[l]] : tap(j, c, iy0[l] + oy, ix0[l] + ox);
+        }
+        for (int64_t it = j->rows[i]; it < j->rows[i + 1]; it++) done += tile_one(j, it, acc);
     }
     __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
 }
@@ -559,7 +585,7 @@ size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran) {
                           + ALIGN64((size_t)(TB * ntiles) * i8); break;
     default: n += ALIGN64((size_t)((P + NB - 1) / NB * NB * K) * f); break;
     }
-    n += ALIGN64((size_t)(mg > 0 ? mg : 1) * i8);
+    n += ALIGN64((size_t)(mg > TB + 1 ? mg : TB + 1) * i8);
     return n;
 }
 
@@ -599,7 +625,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
             break;
         default: cols = take(&cur, (size_t)((P + NB - 1) / NB * NB * K) * 4); break;
         }
-        rows = take(&cur, (size_t)(mg > 0 ? mg : 1) * 8);
+        rows = take(&cur, (size_t)(mg > TB + 1 ? mg : TB + 1) * 8);
     }
     uint64_t done = 0;
     if (gran == DROWSY_TILE && !dw && !*wt_ready) {
@@ -658,6 +684,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
                     int any = 0;
                     for (int64_t t = t0; t < t1; t++) any |= units[t * TB + bk];
                     if (!any) continue;
+                    rows[nb] = nit;
                     for (int64_t t = t0; t < t1; t++)
                         if (units[t * TB + bk]) items[nit++] = nb * ntiles + t;
                     for (int64_t l = 0; l < DROWSY_TILE_P; l++) pix[nb * DROWSY_TILE_P + l] = bk * DROWSY_TILE_P + l;
@@ -665,10 +692,15 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
                 }
                 if (!nit) continue;
                 pixel_origins(cp, pix, nb * DROWSY_TILE_P, iy0, ix0, off);
+                rows[nb] = nit;
                 j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.off = off; j.npix = nb * DROWSY_TILE_P; j.cols = cols;
-                pool_for(p, K, 4, gather_panels_task, &j);
-                j.items = items; j.nitems = nit;
-                pool_for(p, nit, 1, tile_task, &j);
+                j.items = items; j.nitems = nit; j.rows = rows;
+                if (nb >= 4 * pool_threads(p)) { /* enough blocks to share out: fused */
+                    pool_for(p, nb, 1, tile_block_task, &j);
+                } else {
+                    pool_for(p, K, 4, gather_panels_task, &j);
+                    pool_for(p, nit, 1, tile_task, &j);
+                }
             } else {
                 j.cols = cols;
                 pool_for(p, P, 8, im2row_task, &j);
