@@ -181,7 +181,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     med = res["median_s"]
     print(f"model {res['model']}  backend {res.get('backend', 'numba')}  batch {res['batch']}  threads {res['threads'] or 'all'}  "
-          f"{res['repeat']} interleaved runs (wall clock, measured)")
+          f"{res['repeat']} runs each, engines alternating in blocks (wall clock, measured)")
     for k, v in med.items():
         print(f"  {k:12s} median {v * 1e3:9.3f} ms   min {res['min_s'][k] * 1e3:9.3f} ms")
     if "ratio" in res:
