@@ -1,11 +1,13 @@
 """DrowsyNet speed: conv time of the VGG-f conv stack (batch 1) against the drop rate.
 
-For every granularity and p in {0, .25, .5, .75}, the summed time of the Conv layers
-(from session stats) as a ratio to p = 0 (the exact kernels), all variants interleaved
-call by call in one run so that background load hits them alike; medians over
-``--repeat`` rounds. Writes ``bench/drowsy_speed.json`` and ``docs/drowsy_speed.png``.
+For every backend (numba, c), granularity and p in {0, .25, .5, .75}, the summed time of
+the Conv layers (from session stats) as a ratio to p = 0 of the same backend (its exact
+kernels), all variants interleaved call by call in one run so that background load hits
+them alike; medians over ``--repeat`` rounds. Writes ``bench/drowsy_speed.json`` (rows
+of the Numba backend under "rows", as before, and of the C backend under "rows_c") and
+``docs/drowsy_speed.png``.
 
-    python bench/bench_drowsy.py [--repeat 10] [--threads 2]
+    python bench/bench_drowsy.py [--repeat 10] [--threads 2] [--backends numba,c]
     pytest bench/bench_drowsy.py --benchmark-only     (pytest-benchmark, p = 0 and 0.5)
 """
 
@@ -30,13 +32,17 @@ def conv_time(sess: aipnet.Session) -> float:
     return sum(layer["time_s"] for layer in sess.stats["layers"] if layer["op"] == "Conv")
 
 
-def measure(repeat: int = 10, threads: int | None = None, warmup: int = 2) -> dict:
+def measure(repeat: int = 10, threads: int | None = None, warmup: int = 2, backends: tuple[str, ...] = ("numba",)) -> dict:
     model = aipnet.load("vggf-conv")
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    sessions = {("exact", 0.0): aipnet.Session(model, threads=threads)}
-    for g in GRANS:
-        for p in RATES:
-            sessions[(g, p)] = aipnet.Session(model, threads=threads, drowsy=p, drowsy_granularity=g)
+    sessions = {}
+    for b in backends:
+        suffix = "" if b == "numba" else "@" + b
+        sessions[("exact" + suffix, 0.0)] = aipnet.Session(model, threads=threads, backend=b)
+        for g in GRANS:
+            for p in RATES:
+                sessions[(g + suffix, p)] = aipnet.Session(model, threads=threads, backend=b, drowsy=p,
+                                                           drowsy_granularity=g)
     times: dict[tuple, list[float]] = {k: [] for k in sessions}
     macs: dict[tuple, float] = {}
     for i in range(warmup + repeat):
@@ -46,12 +52,18 @@ def measure(repeat: int = 10, threads: int | None = None, warmup: int = 2) -> di
                 times[key].append(conv_time(sess))
                 convs = [layer for layer in sess.stats["layers"] if layer["op"] == "Conv"]
                 macs[key] = sum(c["macs"] for c in convs) / sum(c["macs"] + c["macs_skipped"] for c in convs)
-    base = statistics.median(times[("exact", 0.0)])
-    rows = [{"granularity": g, "p": p, "median_conv_s": statistics.median(times[(g, p)]),
-             "ratio": statistics.median(times[(g, p)]) / base, "macs_fraction": macs[(g, p)]}
-            for g in GRANS for p in RATES]
-    return {"model": "vggf-conv", "batch": 1, "repeat": repeat, "threads": sessions[("exact", 0.0)].effective_threads,
-            "exact_median_conv_s": base, "rows": rows}
+    out = {"model": "vggf-conv", "batch": 1, "repeat": repeat,
+           "threads": aipnet.Session(model, threads=threads).effective_threads, "backends": list(backends)}
+    for b in backends:
+        suffix = "" if b == "numba" else "@" + b
+        base = statistics.median(times[("exact" + suffix, 0.0)])
+        rows = [{"granularity": g, "p": p, "median_conv_s": statistics.median(times[(g + suffix, p)]),
+                 "ratio": statistics.median(times[(g + suffix, p)]) / base, "macs_fraction": macs[(g + suffix, p)]}
+                for g in GRANS for p in RATES]
+        key = "" if b == "numba" else "_" + b
+        out["exact_median_conv_s" + key] = base
+        out["rows" + key] = rows
+    return out
 
 
 def plot(res: dict, path: Path) -> None:
@@ -61,9 +73,12 @@ def plot(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    for g in GRANS:
-        rs = [r for r in res["rows"] if r["granularity"] == g]
-        ax.plot([0] + [r["p"] for r in rs], [1.0] + [r["ratio"] for r in rs], marker="o", label=g)
+    for b in res.get("backends", ["numba"]):
+        key = "rows" if b == "numba" else "rows_" + b
+        for g in GRANS:
+            rs = [r for r in res[key] if r["granularity"] == g]
+            ax.plot([0] + [r["p"] for r in rs], [1.0] + [r["ratio"] for r in rs], marker="o",
+                    linestyle="-" if b == "numba" else "--", label=f"{g} ({b})")
     ax.plot([0, 0.75], [1, 0.25], "k:", label="1 - p")
     ax.set_xlabel("drop rate p")
     ax.set_ylabel("conv time / exact conv time")
@@ -78,16 +93,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--backends", default="numba,c", help="comma-separated: numba, c")
     args = ap.parse_args()
-    res = measure(args.repeat, args.threads)
+    res = measure(args.repeat, args.threads, backends=tuple(args.backends.split(",")))
     (ROOT / "bench" / "drowsy_speed.json").write_text(json.dumps(res, indent=1))
     plot(res, ROOT / "docs" / "drowsy_speed.png")
-    print(f"exact conv time {res['exact_median_conv_s'] * 1e3:.2f} ms (median of {res['repeat']}, "
-          f"{res['threads']} threads)")
-    print("| granularity | p | conv MACs executed | conv time / exact |")
-    print("|---|---|---|---|")
-    for r in res["rows"]:
-        print(f"| {r['granularity']} | {r['p']} | {r['macs_fraction'] * 100:.1f}% | {r['ratio']:.3f} |")
+    for b in res["backends"]:
+        key = "" if b == "numba" else "_" + b
+        print(f"backend {b}: exact conv time {res['exact_median_conv_s' + key] * 1e3:.2f} ms (median of "
+              f"{res['repeat']}, {res['threads']} threads)")
+        print("| granularity | p | conv MACs executed | conv time / exact |")
+        print("|---|---|---|---|")
+        for r in res["rows" + key]:
+            print(f"| {r['granularity']} | {r['p']} | {r['macs_fraction'] * 100:.1f}% | {r['ratio']:.3f} |")
 
 
 # -- pytest-benchmark ---------------------------------------------------------------------
@@ -96,13 +114,14 @@ def vggf():
     return aipnet.load("vggf-conv"), np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
 
 
+@pytest.mark.parametrize("backend", ["numba", "c"])
 @pytest.mark.parametrize("p", [0.0, 0.5])
 @pytest.mark.parametrize("gran", GRANS)
-def test_bench_drowsy(benchmark, vggf, gran, p):
+def test_bench_drowsy(benchmark, vggf, gran, p, backend):
     model, x = vggf
-    sess = aipnet.Session(model, drowsy=p, drowsy_granularity=gran)
+    sess = aipnet.Session(model, drowsy=p, drowsy_granularity=gran, backend=backend)
     sess.run(x)
-    benchmark.extra_info.update(granularity=gran, p=p)
+    benchmark.extra_info.update(granularity=gran, p=p, backend=backend)
     benchmark.pedantic(sess.run, args=(x,), rounds=5, iterations=1)
 
 
