@@ -310,6 +310,8 @@ void aip_fc_run(pool *p, const aip_fc_layer *l, const aip_fc_knobs *kn, const fl
                     if (!mark[j]) y[s * n + j] = 0.0f;
         }
         for (int64_t i = 0; i < bsz * n; i++) y[i] = y[i] < 0.0f ? 0.0f : y[i];
+    } else if (kn->act != ACT_NONE) { /* Clip, LeakyRelu of a dense (or final) layer */
+        act_inplace(p, y, bsz * n, kn->act, kn->p0, kn->p1);
     }
 
     /* counts */

@@ -139,6 +139,7 @@ typedef struct aip_fc_knobs {
     int64_t refine;           /* final role: candidates refined per sample */
     int approx;               /* 1: estimates only */
     int skip_zeros;           /* skip the lines of inputs zero in every sample */
+    int act; float p0, p1;    /* fused activation, applied at the end by roles other than relu */
 } aip_fc_knobs;
 typedef struct aip_fc_counts {
     uint64_t macs, macs_skipped, weight_bytes_read, outputs_refined, rows_refined;

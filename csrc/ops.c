@@ -395,6 +395,7 @@ static aipn_status prep_aipfc(plan *pl, const aipn_model *m, step *st) {
     a->l = (aip_fc_layer){n, kdim, k, ap->dims[0], ap->data, rs->data, perm, b ? b->data : NULL,
                           afloat(st, "scale", (float)kdim / (float)k)};
     a->role = fc_role(m, st->nd);
+    fused_act(st);
     a->theta = afloat(st, "theta", 0.0f);
     a->batch = x->dims[0];
     a->scratch = arena_alloc(&pl->mem, aip_fc_scratch_bytes(&a->l, a->batch) + 64);
@@ -411,9 +412,10 @@ static aipn_status run_aipfc(pool *p, plan *pl, step *st) {
     aip_fc_knobs kn;
     if (c && c->aip) {
         kn = (aip_fc_knobs){a->role, c->aip_threshold_set ? c->aip_threshold : a->theta,
-                            c->aip_refine ? c->aip_refine : 10, c->aip_mode == 1, c->aip_skip_zeros != 0};
+                            c->aip_refine ? c->aip_refine : 10, c->aip_mode == 1, c->aip_skip_zeros != 0,
+                            st->act, st->p0, st->p1};
     } else { /* exact: every row refined (the packed layout holds no other copy of W) */
-        kn = (aip_fc_knobs){a->role, -INFINITY, a->l.n, 0, 0};
+        kn = (aip_fc_knobs){a->role, -INFINITY, a->l.n, 0, 0, st->act, st->p0, st->p1};
     }
     aip_fc_run(p, &a->l, &kn, vin(pl, st, 0)->data, a->batch, vout(pl, st, 0)->data, a->scratch, &st->cnt);
     st->counted = c && c->aip;

@@ -167,8 +167,13 @@ def fc_roles(g: Graph) -> dict[str, str]:
 
 # -- the run -------------------------------------------------------------------------------
 def aip_fc(x: np.ndarray, pk: PackedFC, bias: np.ndarray | None, role: str, threshold: float,
-           refine: int, mode: str, skip_zeros: bool) -> tuple[np.ndarray, dict[str, Any]]:
-    """One AIP FC layer on x (B x K). Returns (B x N output, counts measured by the kernels)."""
+           refine: int, mode: str, skip_zeros: bool,
+           act: tuple[int, float, float] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """One AIP FC layer on x (B x K). Returns (B x N output, counts measured by the kernels).
+
+    ``act``: the layer's fused activation as (code, p0, p1) (FusedActivation.args());
+    a ``relu`` layer applies its ReLU as part of the decision, any other role applies
+    ``act`` (Clip, LeakyRelu) to its outputs at the end."""
     bsz = x.shape[0]
     n, k, kr = pk.n, pk.k, pk.kdim - pk.k
     xp = x[:, pk.perm]
@@ -205,6 +210,10 @@ def aip_fc(x: np.ndarray, pk: PackedFC, bias: np.ndarray | None, role: str, thre
             keep[rows] = True
             y[:, ~keep] = 0.0
         np.maximum(y, 0.0, out=y)
+    elif act is not None and act[0]:
+        from aipnet.kernels.activation import act_inplace
+
+        act_inplace(y.reshape(-1), *act)
     rows_in_block = np.minimum(LANES, n - np.arange(nb) * LANES)
     macs_done = int((lines * rows_in_block).sum()) * bsz + rows.size * kr * bsz
     counts = {

@@ -232,3 +232,44 @@ def test_corrupt_packed_layers_are_refused():
         with pytest.raises(AipnetError):
             s = aipnet.Session(Model(graph, "bad"), backend="c")
             s.run(np.zeros((1, 64), np.float32))
+
+
+# -- fused Clip / LeakyRelu on a dense or final AIP layer --------------------------------------
+@pytest.mark.parametrize("act,params", [("clip", [0.1, 0.5]), ("leaky", [0.0, 0.2])])
+@pytest.mark.parametrize("packed", [True, False])
+def test_dense_layer_applies_its_fused_clip_or_leaky(act, params, packed):
+    """An AIP layer whose fused activation is Clip or LeakyRelu (role dense) applies it, on
+    both backends, AipFC or a Gemm packed at load, refine and approx mode."""
+    n, kdim = 24, 96
+    w = _rand((n, kdim), 3)
+    b = _rand((n,), 4, 0.1)
+    x = relu_input((3, kdim), 5, 0.3)
+    want = x @ w.T + b
+    want = np.clip(want, *params) if act == "clip" else np.where(want < 0, want * params[1], want)
+    attrs = {"_act": act, "_act_params": params}
+    if packed:
+        pk = pack_fc(w, 1 / 8, "stride")
+        node = Node("AipFC", "fc", ["x", "approx", "rest", "perm", "b"], ["y"],
+                    {"k": pk.k, "scale": pk.scale, "policy": "stride", "fraction": 1 / 8, "theta": 0.0,
+                     "calibrated": 0, **attrs})
+        inits = {"approx": pk.approx, "rest": pk.rest, "perm": pk.perm, "b": b}
+    else:
+        node = Node("Gemm", "fc", ["x", "w", "b"], ["y"], {"transB": 1, **attrs})
+        inits = {"w": w, "b": b}
+    g = Graph([node], inits, [ValueInfo("x", (None, kdim), np.dtype(np.float32))], ["y"])
+    model = Model(g, "<one fc with a fused activation>")
+    for mode in ("refine", "approx"):
+        ya, sa, yb, sb = both(model, x, aip=True, aip_mode=mode)
+        assert_same(ya, sa, yb, sb)
+        assert sa["layers"][0]["aip_role"] == "dense"
+        if mode == "refine":  # dense: every row refined, so exact
+            np.testing.assert_allclose(ya, want, rtol=1e-5, atol=1e-5)
+        else:
+            lo, hi = (params if act == "clip" else (-np.inf, np.inf))
+            assert np.all(ya >= lo) and np.all(ya <= hi)
+            if act == "leaky":  # negative estimates scaled by alpha
+                est = np.where(ya < 0, ya / params[1], ya)
+                assert np.all((ya >= 0) | (est < 0))
+    if packed:  # aip off: exact, activation included
+        np.testing.assert_allclose(aipnet.Session(model, backend="c").run(x), want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(aipnet.Session(model).run(x), want, rtol=1e-5, atol=1e-5)

@@ -14,6 +14,7 @@ import numpy as np
 from ..aip import DEFAULT_REFINE, PackedFC, aip_fc
 from ..registry import register
 from .base import OpImpl
+from .fused import FusedActivation
 
 
 @register("AipFC")
@@ -53,11 +54,12 @@ class AipFC(OpImpl):
         if kn is not None and kn.aip:
             theta = kn.aip_threshold if kn.aip_threshold is not None else self.theta
             y, counts = aip_fc(x, self.pk, self.bias, role, theta, kn.aip_refine or DEFAULT_REFINE,
-                               kn.aip_mode, kn.aip_skip_zeros)
+                               kn.aip_mode, kn.aip_skip_zeros, FusedActivation.from_node(self.node).args())
             self.run_counts = counts
         else:
             # exact: refine every row (the packed layout holds no other copy of W)
-            y, counts = aip_fc(x, self.pk, self.bias, role, -np.inf, self.pk.n, "refine", False)
+            y, counts = aip_fc(x, self.pk, self.bias, role, -np.inf, self.pk.n, "refine", False,
+                               FusedActivation.from_node(self.node).args())
             self.run_counts = None
         return [y]
 

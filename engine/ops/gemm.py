@@ -97,7 +97,7 @@ class Gemm(OpImpl):
         kn = self.knobs
         theta = kn.aip_threshold if kn.aip_threshold is not None else 0.0
         y, counts = aip_fc(a, self.aip, self.bias, self.graph_role, theta,
-                           kn.aip_refine or DEFAULT_REFINE, kn.aip_mode, kn.aip_skip_zeros)
+                           kn.aip_refine or DEFAULT_REFINE, kn.aip_mode, kn.aip_skip_zeros, self.act.args())
         counts["weight_bytes_total"] = (self.aip.approx.nbytes + self.aip.rest.nbytes
                                         + (self.bias.nbytes if self.bias is not None else 0))
         self.run_counts = counts
