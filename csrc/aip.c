@@ -157,16 +157,7 @@ DEFINE_REFINE(refine_base, )
 #if defined(__x86_64__) && defined(__GNUC__)
 DEFINE_APPROX(approx_avx2, __attribute__((target("avx2"))))
 DEFINE_REFINE(refine_avx2, __attribute__((target("avx2,fma"))))
-static int have_avx2(void) {
-    static int v = -1;
-    int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
-    if (r < 0) {
-        __builtin_cpu_init();
-        r = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        __atomic_store_n(&v, r, __ATOMIC_RELAXED);
-    }
-    return r;
-}
+#define have_avx2 aipn_cpu_has_avx2_fma
 #define PICK(base, avx2) (have_avx2() ? (avx2) : (base))
 #else
 #define PICK(base, avx2) (base)

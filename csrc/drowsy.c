@@ -88,16 +88,7 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_DISPATCH 1
-static int have_avx2(void) {
-    static int v = -1;
-    int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
-    if (r < 0) {
-        __builtin_cpu_init();
-        r = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        __atomic_store_n(&v, r, __ATOMIC_RELAXED);
-    }
-    return r;
-}
+#define have_avx2 aipn_cpu_has_avx2_fma
 #define AVX2_ATTR __attribute__((target("avx2,fma")))
 #endif
 

@@ -147,7 +147,8 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void ukernel_av
         for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tmp[i][j] : tmp[i][j];
 }
 DEFINE_GEMM_BLOCK(gemm_block_avx2, ukernel_avx2, __attribute__((target("avx2,fma"))))
-static int have_avx2(void) {
+/* CPU check shared by every kernel file (declared in internal.h), cached after the first call */
+int aipn_cpu_has_avx2_fma(void) {
     static int v = -1;
     int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
     if (r < 0) {
@@ -157,6 +158,7 @@ static int have_avx2(void) {
     }
     return r;
 }
+#define have_avx2 aipn_cpu_has_avx2_fma
 #define HAVE_DISPATCH 1
 #endif
 

@@ -174,4 +174,9 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
                    void *scratch, int act, float p0, float p1, const drowsy_knobs *kn, int *wt_ready,
                    drowsy_counts *cnt);
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 1 when the CPU runs AVX2 and FMA (runtime dispatch of the kernels; defined in gemm.c) */
+int aipn_cpu_has_avx2_fma(void);
+#endif
+
 #endif
