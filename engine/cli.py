@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -55,6 +55,15 @@ def _write_json(path: str | None, obj: Any) -> None:
         Path(path).write_text(text + "\n")
 
 
+def _report(args: argparse.Namespace, result: Any, render: Callable[[Any], str]) -> int:
+    """Print a command's result: JSON with --json, else the human rendering."""
+    if args.json:
+        _write_json(None, result)
+    else:
+        print(render(result))
+    return 0
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()
@@ -75,11 +84,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         Session(model, backend=args.backend)  # the backend can load the model
     info = layer_table(model, args.batch)
     info["backend"] = args.backend
-    if args.json:
-        _write_json(None, info)
-    else:
-        print(format_table(info))
-    return 0
+    return _report(args, info, format_table)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -228,11 +233,7 @@ def _bench_simulate(model, args: argparse.Namespace) -> int:
         for i, v in enumerate(items):
             variants.append((str(v.get("name", f"variant{i + 1}")), dict(v.get("knobs", {}))))
     res = simulate_variants(model, variants, parse_llc(args.llc), args.batch)
-    if args.json:
-        _write_json(None, res)
-    else:
-        print(f"model {model.source}")
-        print(format_result(res))
+    _report(args, res, lambda r: f"model {model.source}\n{format_result(r)}")
     return 0
 
 
@@ -254,11 +255,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     images, labels, source = _test_images(args)
     res = evaluate(model, images, labels, args.batch, args.threads, source, progress=not args.json,
                    backend=args.backend, **knobs_from_args(args))
-    if args.json:
-        _write_json(None, res)
-    else:
-        print(format_eval(res))
-    return 0
+    return _report(args, res, format_eval)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -282,11 +279,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.plot:
         plot_front(res, args.plot)
         res["plot"] = args.plot
-    if args.json:
-        _write_json(None, res)
-    else:
-        print(format_tune(res))
-    return 0
+    return _report(args, res, format_tune)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -62,6 +62,12 @@ def dense(x, w, b):
     return x.astype(np.float64) @ w.T.astype(np.float64) + b
 
 
+def estimate(x, w, b, pk):
+    """AIP's estimate, recomputed from the dense weights: scale * x[S] . W[:, S] + b."""
+    s_idx = pk.perm[:pk.k]
+    return pk.scale * (x[:, s_idx] @ w[:, s_idx].T) + b
+
+
 @pytest.mark.parametrize("role", ["relu", "final", "dense"])
 @pytest.mark.parametrize("batch", [1, 4])
 def test_refine_everything_equals_dense(role, batch):
@@ -81,7 +87,7 @@ def test_refined_outputs_are_exact_and_skipped_ones_zero():
     x = relu_input((1, 128), 7)
     pk = pack_fc(w, 1 / 8)
     y, counts = aip_fc(x, pk, b, "relu", 0.0, 10, "refine", True)
-    est = pk.scale * (x[:, pk.perm[:pk.k]] @ w[:, pk.perm[:pk.k]].T) + b
+    est = estimate(x, w, b, pk)
     refined = est[0] > 0.0
     ref = np.maximum(dense(x, w, b), 0)[0]
     np.testing.assert_allclose(y[0, refined], ref[refined], rtol=1e-5, atol=1e-6)
@@ -94,7 +100,7 @@ def test_final_layer_refines_top_candidates():
     x = relu_input((2, 64), 10)
     pk = pack_fc(w, 1 / 16)
     y, counts = aip_fc(x, pk, b, "final", 0.0, 7, "refine", True)
-    est = pk.scale * (x[:, pk.perm[:pk.k]] @ w[:, pk.perm[:pk.k]].T) + b
+    est = estimate(x, w, b, pk)
     top = set(np.argsort(-est, axis=1)[:, :7].ravel().tolist())
     assert counts["aip_rows_refined"] == len(top)
     exact = dense(x, w, b)
@@ -108,7 +114,7 @@ def test_approx_mode_returns_estimates():
     x = relu_input((3, 64), 13)
     pk = pack_fc(w, 0.25)
     y, counts = aip_fc(x, pk, b, "final", 0.0, 5, "approx", False)
-    est = pk.scale * (x[:, pk.perm[:pk.k]] @ w[:, pk.perm[:pk.k]].T) + b
+    est = estimate(x, w, b, pk)
     np.testing.assert_allclose(y, est, rtol=1e-5, atol=1e-5)
     assert counts["outputs_refined"] == 0
 
