@@ -14,11 +14,14 @@
  *            16 x 64 product (6 + 6 + 4 rows x 16 columns micro-kernels) over weights
  *            packed once per layer as K x 16 (all 16 rows of a tile in one cache line
  *            per k), KC-blocked so that both operands stay in L1;
- *   neuron   im2row (one contiguous patch per pixel); per block of NB pixels and K chunk
- *            of NKC (the block's patches stay in L1), the kept (channel, pixel) outputs
- *            are listed in channel order and computed eight at a time: eight dot
- *            products vectorised over K that share the weight loads of the (at most
- *            two) channels in the group, reduced with a transpose-add.
+ *   neuron   the group's input copied once to a zero-padded channels-last image and the
+ *            weights reordered once per layer to match, so that a patch is kh contiguous
+ *            runs of the image itself (or, when kw * C/group is not a multiple of 8, one
+ *            row of a patch matrix); per run of <= 16 pixels of an output row and chunk of
+ *            64 channels, the kept (channel, pixel) outputs are listed (branch-free, from
+ *            the mask's bits) and computed eight at a time: eight dot products vectorised
+ *            over K that share the weight loads of the (at most two) channels in the group,
+ *            reduced with a transpose-add once per K chunk.
  *   depthwise (group == C, one input channel per group) a direct kernel over kept outputs.
  * The inner loops are written with GCC vector extensions (SSE/AVX on x86-64, NEON on
  * AArch64) and compiled a second time with target("avx2,fma") on x86-64, chosen at run
@@ -162,49 +165,6 @@ static void gather_panels_task(void *ctx, int64_t b, int64_t e) {
                 panel[(l >> 4) * K * 16 + (l & 15)] = o >= 0 ? xr[o] : tap(j, c, j->iy0[t] + oy, j->ix0[t] + ox);
             }
         }
-    }
-}
-
-/* im2row, blocked for the neuron kernel: the patch of output pixel q, cut in chunks of
- * NKC, chunk by chunk for blocks of NB pixels, so that one block's chunk is one
- * contiguous NB x kc panel (no cache-set conflicts between the rows, whatever K):
- * element (q, k) at (q / NB) NB K + pc NB + (q % NB) kc + (k - pc), pc = k - k % NKC,
- * kc = min(NKC, K - pc). */
-enum { NB = 32, NKC = 128, NCH = 64 };
-
-static void im2row_task(void *ctx, int64_t b, int64_t e) {
-    const djob *j = ctx;
-    const conv_params *cp = j->cp;
-    int64_t cg = cp->c / cp->group, K = j->K;
-    for (int64_t q = b; q < e; q++) {
-        int64_t y0 = (q / cp->ow) * cp->sh - cp->pt, x0 = (q % cp->ow) * cp->sw - cp->pl, l = q % NB;
-        float *blk = j->cols + (q / NB) * NB * K;
-        int inside = x0 >= 0 && x0 + (cp->kw - 1) * cp->dw < cp->w;
-        int64_t k = 0;
-        for (int64_t c = 0; c < cg; c++)
-            for (int64_t i = 0; i < cp->kh; i++, k += cp->kw) {
-                int64_t iy = y0 + i * cp->dh;
-                const float *src = j->x + (c * cp->h + (iy < 0 ? 0 : iy)) * cp->w;
-                int row_in = iy >= 0 && iy < cp->h;
-                int64_t pc = k - k % NKC, kc = K - pc < NKC ? K - pc : NKC;
-                if (k + cp->kw <= pc + NKC) { /* the segment lies in one chunk: contiguous */
-                    float *d = blk + pc * NB + l * kc + (k - pc);
-                    if (!row_in) memset(d, 0, (size_t)cp->kw * sizeof(float));
-                    else if (inside && cp->dw == 1) for (int64_t jj = 0; jj < cp->kw; jj++) d[jj] = src[x0 + jj];
-                    else
-                        for (int64_t jj = 0; jj < cp->kw; jj++) {
-                            int64_t ix = x0 + jj * cp->dw;
-                            d[jj] = ix >= 0 && ix < cp->w ? src[ix] : 0.0f;
-                        }
-                    continue;
-                }
-                for (int64_t jj = 0; jj < cp->kw; jj++) {
-                    int64_t kk = k + jj, ix = x0 + jj * cp->dw;
-                    pc = kk - kk % NKC;
-                    kc = K - pc < NKC ? K - pc : NKC;
-                    blk[pc * NB + l * kc + (kk - pc)] = row_in && ix >= 0 && ix < cp->w ? src[ix] : 0.0f;
-                }
-            }
     }
 }
 
@@ -381,27 +341,138 @@ static void pack_tiles_task(void *ctx, int64_t b, int64_t e) {
 }
 
 /* -- neuron: eight kept outputs at a time ------------------------------------------------ */
+/* Layout. The input of the group is copied once into a zero-padded channels-last image xp
+ * (Hp x Wp x cg, the padding made explicit), and the weights are reordered once per layer
+ * to the same (tap row, tap column, channel) order, wn (M x Kn). Then the taps of output
+ * pixel (oy, ox) on tap row i are the kw * cg contiguous floats at
+ * xp + ((oy sh + i dh) Wp + ox sw) cg: a patch is kh contiguous segments of the image
+ * itself, and no patch matrix is built ("direct" mode, when dw == 1 and kw * cg is a
+ * multiple of 8). Otherwise (e.g. the 3-channel first layer) each patch is copied into a
+ * row of Kn = K rounded up to 8 floats, zero-padded (one segment per pixel). Either way a
+ * dot product is a whole number of 8-float vectors, no scalar tail.
+ *
+ * Work items: a run of at most NBP pixels of one output row x a chunk of NCN channels.
+ * The item's kept outputs are listed in channel order and cut into groups of at most 8
+ * outputs and at most 2 channels; one group is eight dot products vectorised over K that
+ * share the loads of the two weight rows (10 vector loads per 8 FMAs), reduced once per
+ * K chunk with a transpose-add. A K chunk is a few tap rows whose image region (the run's
+ * pixels overlap on it) stays in L1 while the item's channels stream past it. */
+enum { NBP = 16, NCN = 64, NREGION = 20 * 1024 };
 
-/* s[i] = sum_k w_(i < N ? a : b)[k] * x_i[k] over k < kc (kc a multiple of 8) */
+typedef struct nlayout {
+    int direct;
+    int64_t Kn, L, nseg, xs;   /* K rounded, segment length, segments per patch, stride between segments */
+    int64_t Hp, Wp, nbr;       /* padded image, runs per output row */
+    int64_t sc;                /* segments per K chunk */
+    const float *xp, *rows, *wn;
+} nlayout;
+
+static void neuron_layout(const conv_params *cp, nlayout *l) {
+    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw;
+    l->direct = cp->dw == 1 && (cp->kw * cg) % 8 == 0;
+    l->Kn = l->direct ? K : (K + 7) / 8 * 8;
+    l->Hp = (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh + 1;
+    l->Wp = (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1;
+    l->nbr = (cp->ow + NBP - 1) / NBP;
+    int64_t nb = (cp->ow + l->nbr - 1) / l->nbr, bytes;
+    if (l->direct) {
+        l->L = cp->kw * cg; l->nseg = cp->kh; l->xs = cp->dh * l->Wp * cg;
+        bytes = ((nb - 1) * cp->sw + cp->kw) * cg * (int64_t)sizeof(float);
+    } else {
+        l->L = l->Kn; l->nseg = 1; l->xs = 0;
+        bytes = nb * l->Kn * (int64_t)sizeof(float);
+    }
+    int64_t nchunk = (l->nseg * bytes + NREGION - 1) / NREGION;
+    if (nchunk < 1) nchunk = 1;
+    if (nchunk > l->nseg) nchunk = l->nseg;
+    l->sc = (l->nseg + nchunk - 1) / nchunk;
+}
+
+/* wn[m, (i kw + j) cg + c] = w[m, (c kh + i) kw + j], rows zero-padded to Kn */
+typedef struct nw_job { const conv_params *cp; const float *w; float *wn; int64_t Kn; } nw_job;
+static void neuron_weights_task(void *ctx, int64_t b, int64_t e) {
+    const nw_job *j = ctx;
+    const conv_params *cp = j->cp;
+    int64_t cg = cp->c / cp->group, kk = cp->kh * cp->kw, K = cg * kk;
+    for (int64_t m = b; m < e; m++) {
+        const float *src = j->w + m * K;
+        float *d = j->wn + m * j->Kn;
+        for (int64_t c = 0; c < cg; c++)
+            for (int64_t t = 0; t < kk; t++) d[t * cg + c] = src[c * kk + t];
+        for (int64_t k = K; k < j->Kn; k++) d[k] = 0.0f;
+    }
+}
+
+/* xp[yy, xx, c] = x[c, yy - pt, xx - pl], 0 outside the image; one task per padded row */
+typedef struct nx_job { const conv_params *cp; const float *x; float *xp; int64_t Wp; } nx_job;
+static void neuron_nhwc_task(void *ctx, int64_t b, int64_t e) {
+    const nx_job *j = ctx;
+    const conv_params *cp = j->cp;
+    int64_t cg = cp->c / cp->group, Wp = j->Wp;
+    for (int64_t yy = b; yy < e; yy++) {
+        float *d = j->xp + yy * Wp * cg;
+        int64_t iy = yy - cp->pt;
+        if (iy < 0 || iy >= cp->h) { memset(d, 0, (size_t)(Wp * cg) * sizeof(float)); continue; }
+        /* columns xx with 0 <= xx - pl < w */
+        int64_t x0 = cp->pl < 0 ? 0 : cp->pl, x1 = cp->pl + cp->w < Wp ? cp->pl + cp->w : Wp;
+        if (x0 > x1) x0 = x1;
+        memset(d, 0, (size_t)(x0 * cg) * sizeof(float));
+        memset(d + x1 * cg, 0, (size_t)((Wp - x1) * cg) * sizeof(float));
+        for (int64_t c = 0; c < cg; c++) {
+            const float *s = j->x + (c * cp->h + iy) * cp->w - cp->pl;
+            for (int64_t xx = x0; xx < x1; xx++) d[xx * cg + c] = s[xx];
+        }
+    }
+}
+
+/* rows[q] = the patch of pixel q in wn's order, zero-padded to Kn (non-direct layouts) */
+typedef struct nr_job { const conv_params *cp; const nlayout *l; float *rows; } nr_job;
+static void neuron_rows_task(void *ctx, int64_t b, int64_t e) {
+    const nr_job *j = ctx;
+    const conv_params *cp = j->cp;
+    const nlayout *l = j->l;
+    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw;
+    for (int64_t q = b; q < e; q++) {
+        int64_t oy = q / cp->ow, ox = q % cp->ow;
+        float *d = j->rows + q * l->Kn;
+        for (int64_t i = 0; i < cp->kh; i++) {
+            const float *s = l->xp + ((oy * cp->sh + i * cp->dh) * l->Wp + ox * cp->sw) * cg;
+            if (cp->dw == 1) { memcpy(d, s, (size_t)(cp->kw * cg) * sizeof(float)); d += cp->kw * cg; }
+            else
+                for (int64_t jj = 0; jj < cp->kw; jj++, d += cg) memcpy(d, s + jj * cp->dw * cg, (size_t)cg * sizeof(float));
+        }
+        for (int64_t k = K; k < l->Kn; k++) *d++ = 0.0f;
+    }
+}
+
+/* r[i] = sum over nseg segments s, k < L (a multiple of 8) of w_(i < N ? a : b)[s L + k] *
+ * x_i[s xs + k] (8 lanes, reduced by the caller) */
 #define DOT8_BODY(N)                                                                               \
     {                                                                                              \
         v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
-        for (int64_t k = 0; k < kc; k += 8) {                                                      \
-            v8 va = *(const v8u *)(wa + k), vb = *(const v8u *)(wb + k);                           \
-            s0 += (0 < N ? va : vb) * *(const v8u *)(x[0] + k);                                    \
-            s1 += (1 < N ? va : vb) * *(const v8u *)(x[1] + k);                                    \
-            s2 += (2 < N ? va : vb) * *(const v8u *)(x[2] + k);                                    \
-            s3 += (3 < N ? va : vb) * *(const v8u *)(x[3] + k);                                    \
-            s4 += (4 < N ? va : vb) * *(const v8u *)(x[4] + k);                                    \
-            s5 += (5 < N ? va : vb) * *(const v8u *)(x[5] + k);                                    \
-            s6 += (6 < N ? va : vb) * *(const v8u *)(x[6] + k);                                    \
-            s7 += (7 < N ? va : vb) * *(const v8u *)(x[7] + k);                                    \
+        for (int64_t sg = 0; sg < nseg; sg++) {                                                    \
+            const float *pa = wa + sg * L, *pb = wb + sg * L;                                      \
+            const float *x0 = x[0] + sg * xs, *x1 = x[1] + sg * xs, *x2 = x[2] + sg * xs;          \
+            const float *x3 = x[3] + sg * xs, *x4 = x[4] + sg * xs, *x5 = x[5] + sg * xs;          \
+            const float *x6 = x[6] + sg * xs, *x7 = x[7] + sg * xs;                                \
+            for (int64_t k = 0; k < L; k += 8) {                                                   \
+                v8 va = *(const v8u *)(pa + k), vb = *(const v8u *)(pb + k);                       \
+                s0 += (0 < N ? va : vb) * *(const v8u *)(x0 + k);                                  \
+                s1 += (1 < N ? va : vb) * *(const v8u *)(x1 + k);                                  \
+                s2 += (2 < N ? va : vb) * *(const v8u *)(x2 + k);                                  \
+                s3 += (3 < N ? va : vb) * *(const v8u *)(x3 + k);                                  \
+                s4 += (4 < N ? va : vb) * *(const v8u *)(x4 + k);                                  \
+                s5 += (5 < N ? va : vb) * *(const v8u *)(x5 + k);                                  \
+                s6 += (6 < N ? va : vb) * *(const v8u *)(x6 + k);                                  \
+                s7 += (7 < N ? va : vb) * *(const v8u *)(x7 + k);                                  \
+            }                                                                                      \
         }                                                                                          \
         r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
     }
 
 #define DEFINE_DOT8(NAME, ATTR)                                                                    \
-    ATTR static void NAME(int n, int64_t kc, const float *wa, const float *wb, const float *const *x, v8 *r) { \
+    ATTR static void NAME(int n, int64_t nseg, int64_t L, int64_t xs, const float *wa, const float *wb, \
+                          const float *const *x, v8 *r) {                                          \
         switch (n) {                                                                               \
         case 1: DOT8_BODY(1) break;                                                                \
         case 2: DOT8_BODY(2) break;                                                                \
@@ -430,67 +501,109 @@ AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, float *out) {
 }
 #endif
 
-/* one item: pixel block [s, s + NB) x channels [c0, c1) of the group. The kept outputs
- * are listed in channel order and cut into groups of eight (their layout is computed
- * once per item); then, chunk by chunk of K, each group is one dot8 call whose eight
- * sums are added to the group's eight accumulators with one vector add. */
-typedef struct ngroup { int16_t split, cnt, ca, cb; int16_t lq[8]; int two; } ngroup;
+/* the kept pixels of a run of at most 16, as a bit set: bytes are 0 or 1, and the multiply
+ * gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads 16 bytes when
+ * they lie inside the mask, else byte by byte. */
+INLINE unsigned kept_bits(const uint8_t *u, int64_t nb, int inside16) {
+    unsigned bits = 0;
+    if (inside16) {
+        uint64_t lo, hi;
+        memcpy(&lo, u, 8);
+        memcpy(&hi, u + 8, 8);
+        bits = (unsigned)((lo * 0x0102040810204080ULL) >> 56) | (unsigned)((hi * 0x0102040810204080ULL) >> 56) << 8;
+    } else
+        for (int64_t t = 0; t < nb; t++) bits |= (unsigned)(u[t] != 0) << t;
+    return bits & ((1u << nb) - 1);
+}
+/* positions of the set bits of a nibble, one per byte, and their count */
+static const uint32_t nib_pos[16] = {0, 0, 0x01, 0x0100, 0x02, 0x0200, 0x0201, 0x020100, 0x03, 0x0300, 0x0301,
+                                     0x030100, 0x0302, 0x030200, 0x030201, 0x03020100};
+static const uint8_t nib_cnt[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
 
+/* a group: up to 8 outputs, lanes < split of channel ca, the others of cb; lane i is
+ * pixel lq[i] (lanes past cnt repeat lane 0 and are ignored) */
+typedef struct ngroup { int16_t cnt, split, ca, cb; int8_t lq[8]; } ngroup;
+
+/* y[m, q0 .. q0 + nb) = kept ? act(acc + bias) * scale : 0, the switch outside the loop so
+ * that it vectorises */
+#define ROW_OUT(ACT)                                                                               \
+    for (int64_t t = 0; t < nb; t++) {                                                             \
+        float v = apply(a[t] + bb, ACT, j->p0, j->p1) * j->scale;                                  \
+        uint32_t vb;                                                                               \
+        memcpy(&vb, &v, 4);                                                                        \
+        vb &= 0u - (uint32_t)u[t];  /* the mask byte is 0 or 1 */                                  \
+        memcpy(yr + t, &vb, 4);                                                                    \
+    }
+
+/* one item: pixels ox0 .. ox0 + nb - 1 of output row oy x channels [c0, c1) of the group.
+ * Branch-free where the mask is read (it is random: a branch per output would be
+ * mispredicted half the time at p = 0.5). */
 #define DEFINE_NEURON_ITEM(NAME, DOT8, REDUCE8, ATTR)                                              \
-    ATTR static uint64_t NAME(const djob *j, int64_t s, int64_t e, int64_t c0, int64_t c1) {       \
-        int64_t K = j->K, P = j->P;                                                                \
-        int16_t lc[NCH * NB], lq[NCH * NB];                                                        \
-        ngroup gr[NCH * NB / 8];                                                                   \
-        v8 gs[NCH * NB / 8];                                                                       \
+    ATTR static uint64_t NAME(const djob *j, const nlayout *l, int64_t oy, int64_t ox0, int64_t nb, \
+                              int64_t c0, int64_t c1) {                                            \
+        const conv_params *cp = j->cp;                                                             \
+        int64_t P = j->P, cg = cp->c / cp->group, q0 = oy * cp->ow + ox0, Kn = l->Kn;              \
+        int8_t lq[NCN * NBP + 4];  /* the kept pixels, channel by channel */                       \
+        int end[NCN];              /* end of channel c0 + i's run in lq */                         \
+        float acc[NCN * NBP] __attribute__((aligned(32)));                                         \
+        ngroup gr[NCN * NBP];                                                                      \
+        const float *xq[NBP];                                                                      \
+        for (int64_t t = 0; t < nb; t++)                                                           \
+            xq[t] = l->direct ? l->xp + ((oy * cp->sh) * l->Wp + (ox0 + t) * cp->sw) * cg : l->rows + (q0 + t) * Kn; \
         int n = 0;                                                                                 \
         for (int64_t c = c0; c < c1; c++) {                                                        \
-            const uint8_t *u = j->units + (j->row0 + c) * P;                                       \
-            for (int64_t q = s; q < e; q++)                                                        \
-                if (u[q]) { lc[n] = (int16_t)(c - c0); lq[n] = (int16_t)(q - s); n++; }            \
+            int64_t at = (j->row0 + c) * P + q0;                                                   \
+            unsigned bits = kept_bits(j->units + at, nb, at + 16 <= cp->m * P);                    \
+            for (int h = 0; h < 16; h += 4, bits >>= 4) {                                          \
+                uint32_t pos = nib_pos[bits & 15] + 0x01010101u * (uint32_t)h;                     \
+                memcpy(lq + n, &pos, 4);                                                           \
+                n += nib_cnt[bits & 15];                                                           \
+            }                                                                                      \
+            end[c - c0] = n;                                                                       \
         }                                                                                          \
-        int ng = (n + 7) / 8;                                                                      \
-        for (int g = 0; g < ng; g++) {                                                             \
-            ngroup *G = &gr[g];                                                                    \
-            int g0 = 8 * g, cnt = n - g0 < 8 ? n - g0 : 8;                                         \
-            G->cnt = (int16_t)cnt; G->ca = lc[g0]; G->cb = lc[g0 + cnt - 1]; G->split = (int16_t)cnt; \
-            for (int i = 0; i < cnt; i++) if (lc[g0 + i] != G->ca) { G->split = (int16_t)i; break; } \
-            G->two = 1;                                                                            \
-            for (int i = G->split; i < cnt; i++) G->two &= lc[g0 + i] == G->cb;                    \
-            for (int i = 0; i < 8; i++) G->lq[i] = lq[g0 + (i < cnt ? i : 0)];                     \
-            gs[g] = (v8){0};                                                                       \
+        memset(acc, 0, (size_t)((c1 - c0) * NBP) * sizeof(float));                                 \
+        /* groups: the rest of one channel's run (at most 8), topped up from the next run */       \
+        int ng = 0, ca = 0;                                                                        \
+        for (int o = 0; o < n;) {                                                                  \
+            ngroup *G = &gr[ng++];                                                                 \
+            while (end[ca] <= o) ca++;                                                             \
+            int ea = end[ca], na = ea - o < 8 ? ea - o : 8, cnt = na;                              \
+            G->ca = G->cb = (int16_t)ca; G->split = 8;                                             \
+            if (na < 8 && ea < n) {                                                                \
+                int cb = ca + 1;                                                                   \
+                while (end[cb] == ea) cb++;                                                        \
+                int nb2 = end[cb] - ea;                                                            \
+                cnt = na + (nb2 < 8 - na ? nb2 : 8 - na);                                          \
+                G->cb = (int16_t)cb; G->split = (int16_t)na;                                       \
+            }                                                                                      \
+            G->cnt = (int16_t)cnt;                                                                 \
+            for (int i = 0; i < 8; i++) G->lq[i] = lq[o + (i < cnt ? i : 0)];                      \
+            o += cnt;                                                                              \
         }                                                                                          \
-        const float *x[8], *xb = j->cols + (s / NB) * NB * K, *w0 = j->w + (j->row0 + c0) * K;     \
+        const float *w0 = l->wn + (j->row0 + c0) * Kn, *x[8];                                      \
         v8 r[8];                                                                                   \
-        for (int64_t pc = 0; pc < K; pc += NKC) {                                                  \
-            int64_t kc = K - pc < NKC ? K - pc : NKC, kv = kc & ~(int64_t)7;                       \
-            const float *xc = xb + pc * NB;                                                        \
+        float out[8] __attribute__((aligned(32)));                                                 \
+        for (int64_t s0 = 0; s0 < l->nseg; s0 += l->sc) {                                          \
+            int64_t ns = l->nseg - s0 < l->sc ? l->nseg - s0 : l->sc;                              \
             for (int g = 0; g < ng; g++) {                                                         \
                 const ngroup *G = &gr[g];                                                          \
-                for (int i = 0; i < 8; i++) x[i] = xc + G->lq[i] * kc;                             \
-                float out[8] __attribute__((aligned(32)));                                         \
-                if (G->two) {                                                                      \
-                    if (kv) { DOT8(G->split, kv, w0 + G->ca * K + pc, w0 + G->cb * K + pc, x, r); REDUCE8(r, out); } \
-                    else for (int i = 0; i < 8; i++) out[i] = 0.0f;                                \
-                } else { /* more than two channels in the group (high drop rates): per output */ \
-                    for (int i = 0; i < G->cnt; i++) {                                             \
-                        const float *wi = w0 + lc[8 * g + i] * K + pc;                             \
-                        v8 a = {0};                                                                \
-                        for (int64_t k = 0; k < kv; k += 8) a += *(const v8u *)(wi + k) * *(const v8u *)(x[i] + k); \
-                        out[i] = hsum(&a);                                                         \
-                    }                                                                              \
-                }                                                                                  \
-                if (kv < kc)                                                                       \
-                    for (int i = 0; i < G->cnt; i++) {                                             \
-                        const float *wi = w0 + lc[8 * g + i] * K + pc;                             \
-                        for (int64_t k = kv; k < kc; k++) out[i] += wi[k] * x[i][k];               \
-                    }                                                                              \
-                gs[g] += *(const v8 *)out;                                                         \
+                for (int i = 0; i < 8; i++) x[i] = xq[G->lq[i]] + s0 * l->xs;                      \
+                DOT8(G->split, ns, l->L, l->xs, w0 + G->ca * Kn + s0 * l->L, w0 + G->cb * Kn + s0 * l->L, x, r); \
+                REDUCE8(r, out);                                                                   \
+                for (int i = 0; i < G->cnt; i++) acc[(i < G->split ? G->ca : G->cb) * NBP + G->lq[i]] += out[i]; \
             }                                                                                      \
         }                                                                                          \
-        for (int i = 0; i < n; i++) {                                                              \
-            int64_t m = j->row0 + c0 + lc[i];                                                      \
-            float bb = j->bias ? j->bias[m] : 0.0f;                                                \
-            j->y[m * P + s + lq[i]] = apply(gs[i / 8][i % 8] + bb, j->act, j->p0, j->p1) * j->scale; \
+        for (int64_t c = c0; c < c1; c++) {                                                        \
+            int64_t m = j->row0 + c;                                                               \
+            float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * P + q0;                       \
+            const float *a = acc + (c - c0) * NBP;                                                 \
+            const uint8_t *u = j->units + m * P + q0;                                              \
+            switch (j->act) {                                                                      \
+            case ACT_RELU: ROW_OUT(ACT_RELU) break;                                                \
+            case ACT_CLIP: ROW_OUT(ACT_CLIP) break;                                                \
+            case ACT_LEAKY: ROW_OUT(ACT_LEAKY) break;                                              \
+            default: ROW_OUT(ACT_NONE) break;                                                      \
+            }                                                                                      \
         }                                                                                          \
         return (uint64_t)n;                                                                        \
     }
@@ -499,19 +612,24 @@ DEFINE_NEURON_ITEM(neuron_item_base, dot8_base, reduce8_base, )
 DEFINE_NEURON_ITEM(neuron_item_avx2, dot8_avx2, reduce8_avx2, AVX2_ATTR)
 #endif
 
+/* items channel-chunk major, so that one thread's consecutive items share their weights */
+typedef struct n_job { const djob *j; const nlayout *l; } n_job;
 static void neuron_task(void *ctx, int64_t b, int64_t e) {
-    const djob *j = ctx;
-    int64_t nchunks = (j->mg + NCH - 1) / NCH;
+    const n_job *nj = ctx;
+    const djob *j = nj->j;
+    const nlayout *l = nj->l;
+    const conv_params *cp = j->cp;
+    int64_t nblocks = cp->oh * l->nbr;
     uint64_t done = 0;
     for (int64_t it = b; it < e; it++) {
-        int64_t blk = it / nchunks, ch = it % nchunks;
-        int64_t s = blk * NB, pe = s + NB < j->P ? s + NB : j->P;
-        int64_t c0 = ch * NCH, c1 = c0 + NCH < j->mg ? c0 + NCH : j->mg;
+        int64_t ch = it / nblocks, blk = it % nblocks, oy = blk / l->nbr, bi = blk % l->nbr;
+        int64_t ox0 = bi * cp->ow / l->nbr, ox1 = (bi + 1) * cp->ow / l->nbr;
+        int64_t c0 = ch * NCN, c1 = c0 + NCN < j->mg ? c0 + NCN : j->mg;
 #ifdef HAVE_DISPATCH
-        if (have_avx2()) done += neuron_item_avx2(j, s, pe, c0, c1);
+        if (have_avx2()) done += neuron_item_avx2(j, l, oy, ox0, ox1 - ox0, c0, c1);
         else
 #endif
-            done += neuron_item_base(j, s, pe, c0, c1);
+            done += neuron_item_base(j, l, oy, ox0, ox1 - ox0, c0, c1);
     }
     __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
 }
@@ -564,7 +682,7 @@ static int is_depthwise(const conv_params *cp) { return cp->group == cp->c && cp
 
 size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran) {
     int64_t cg = cp->c / cp->group, mg = cp->m / cp->group, P = cp->oh * cp->ow, K = cg * cp->kh * cp->kw;
-    int64_t TB = (P + DROWSY_TILE_P - 1) / DROWSY_TILE_P, ntiles = (cp->m + 15) / 16;
+    int64_t TB = (P + DROWSY_TILE_P - 1) / DROWSY_TILE_P, ntiles = (cp->m + 15) / 16, M = cp->m;
     size_t n = ALIGN64((size_t)drowsy_unit_count(gran, cp->m, P));
     if (is_depthwise(cp)) return n;
     size_t f = sizeof(float), i8 = sizeof(int64_t);
@@ -574,7 +692,13 @@ size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran) {
     case DROWSY_PIXEL: n += ALIGN64((size_t)(K * P) * f) + ALIGN64((size_t)(mg * P) * f); break;
     case DROWSY_TILE: n += ALIGN64((size_t)(TB * DROWSY_TILE_P * K) * f) + ALIGN64((size_t)(ntiles * 16 * K) * f)
                           + ALIGN64((size_t)(TB * ntiles) * i8); break;
-    default: n += ALIGN64((size_t)((P + NB - 1) / NB * NB * K) * f); break;
+    default: {
+        nlayout l;
+        neuron_layout(cp, &l);
+        n += ALIGN64((size_t)(M * l.Kn) * f) + ALIGN64((size_t)(l.Hp * l.Wp * cg) * f);
+        if (!l.direct) n += ALIGN64((size_t)(P * l.Kn) * f);
+        break;
+    }
     }
     n += ALIGN64((size_t)(mg > TB + 1 ? mg : TB + 1) * i8);
     return n;
@@ -600,6 +724,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
     int64_t *pix = NULL, *iy0 = NULL, *ix0 = NULL, *off = NULL, *rows = NULL;
     float *cols = NULL, *tmp = NULL, *wbuf = NULL, *wt = NULL;
     int64_t *items = NULL;
+    nlayout nl = {0};
     if (!dw) {
         pix = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
         iy0 = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
@@ -614,7 +739,13 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
             cols = take(&cur, (size_t)(TB * DROWSY_TILE_P * K) * 4); wt = take(&cur, (size_t)(ntiles * 16 * K) * 4);
             items = take(&cur, (size_t)(TB * ntiles) * 8);
             break;
-        default: cols = take(&cur, (size_t)((P + NB - 1) / NB * NB * K) * 4); break;
+        default:
+            neuron_layout(cp, &nl);
+            wt = take(&cur, (size_t)(M * nl.Kn) * 4);
+            nl.wn = wt;
+            nl.xp = cols = take(&cur, (size_t)(nl.Hp * nl.Wp * cg) * 4);
+            nl.rows = tmp = nl.direct ? NULL : take(&cur, (size_t)(P * nl.Kn) * 4);
+            break;
         }
         rows = take(&cur, (size_t)(mg > TB + 1 ? mg : TB + 1) * 8);
     }
@@ -624,11 +755,16 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
         pool_for(p, ntiles, 1, pack_tiles_task, &pj);
         if (kn->weights_const) *wt_ready = 1;
     }
+    if (gran == DROWSY_NEURON && !dw && !*wt_ready) {
+        nw_job wj = {cp, w, wt, nl.Kn};
+        pool_for(p, M, 1, neuron_weights_task, &wj);
+        if (kn->weights_const) *wt_ready = 1;
+    }
     for (int64_t n = 0; n < cp->n; n++) {
         uint64_t image = kn->fixed ? 0 : kn->image0 + (uint64_t)n;
         drowsy_keep_units(p, drowsy_key(kn->seed, image, kn->layer), kn->thr, units, nunits);
         float *yn = y + n * M * P;
-        memset(yn, 0, (size_t)(M * P) * sizeof(float));
+        if (dw || gran != DROWSY_NEURON) memset(yn, 0, (size_t)(M * P) * sizeof(float)); /* neuron items write all */
         djob j = {0};
         j.cp = cp; j.w = w; j.bias = bias; j.y = yn; j.units = units; j.act = act; j.p0 = p0; j.p1 = p1;
         j.scale = kn->scale; j.K = K; j.P = P; j.TB = TB; j.done = &done; j.wt = wt;
@@ -693,10 +829,14 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
                     pool_for(p, nit, 1, tile_task, &j);
                 }
             } else {
-                j.cols = cols;
-                pool_for(p, P, 8, im2row_task, &j);
-                int64_t nblocks = (P + NB - 1) / NB, nchunks = (mg + NCH - 1) / NCH;
-                pool_for(p, nblocks * nchunks, 1, neuron_task, &j);
+                nx_job xj = {cp, j.x, cols, nl.Wp};
+                pool_for(p, nl.Hp, 1, neuron_nhwc_task, &xj);
+                if (!nl.direct) {
+                    nr_job rj = {cp, &nl, tmp};
+                    pool_for(p, P, 8, neuron_rows_task, &rj);
+                }
+                n_job nj = {&j, &nl};
+                pool_for(p, cp->oh * nl.nbr * ((mg + NCN - 1) / NCN), 1, neuron_task, &nj);
             }
         }
     }

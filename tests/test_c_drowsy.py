@@ -33,6 +33,11 @@ EXTRA = [
     conv_case("long_k", 33, (10, 10), 20, 3, pads=[0, 1, 1, 0]),
     conv_case("depthwise_big", 16, (17, 17), 32, 3, group=16, pads=[1, 1, 1, 1], act="clip6"),
     conv_case("strided_11", 3, (47, 47), 24, 11, strides=[4, 4]),
+    # neuron kernel's direct (channels-last, kw * C/group a multiple of 8) layout: several
+    # pixel runs per output row, two channel chunks, row dilation, groups, K in two chunks
+    conv_case("direct_runs", 8, (13, 40), 72, 3, pads=[1, 2, 0, 1], strides=[1, 1], act="relu"),
+    conv_case("direct_dil_groups", 16, (15, 17), 20, 3, dilations=[2, 1], pads=[2, 1, 2, 1], group=2, strides=[1, 2]),
+    conv_case("direct_k_chunks", 64, (9, 20), 8, 5, pads=[2, 2, 2, 2]),
 ]
 
 
