@@ -27,10 +27,11 @@ and ``unit`` the index of a mask unit inside one image's output of that layer:
     ========= =============================================== =======================
 
 Tile shape (16 channels x 64 consecutive output pixels): the masked GEMM computes each
-kept tile as rows of a dense product; 16 rows are two register rows of a 8-wide FMA
-micro-kernel and 64 columns amortise gathering those weight rows (1/64 of the tile's
-MACs), so a masked run stays at BLAS speed. Smaller tiles (1 x 16) need a hand-written
-micro-kernel, which in Numba reached only about half of BLAS speed (measured).
+kept tile as rows of a dense product, on the register-blocked micro-kernel of
+:mod:`aipnet.kernels._simd` (a 6 x 16 register tile of FMAs, near BLAS speed: BLAS itself
+does badly on GEMMs this small, its packing is not amortised); 64 pixels are four
+16-pixel strips, each a K x 16 panel of patches that stays in L1 while the kept weight
+rows stream past it.
 
 Dropped outputs are 0 whatever the fused activation (Clip with lo > 0 and LeakyRelu
 included): the mask is applied after bias and activation. Survivors are multiplied by
@@ -42,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import kernel, prange
+from ._simd import mk1, mk2, mk4, mk6
 from .activation import _apply
 from .conv import im2col
 from .parallel import matmul_rows, run_blocks
@@ -307,6 +309,155 @@ def depthwise_masked(x, w, mult, sh, sw, dh, dw, pt, pl, keep, bias, has_bias, a
     return counts.sum()
 
 
+# -- tile: 16 x 64 tiles on a register-blocked micro-kernel ---------------------------------
+def aligned_empty(shape, align: int = 64) -> np.ndarray:
+    """An uninitialised float32 array whose data starts on an ``align``-byte boundary.
+
+    The micro-kernels' vector loads are unaligned loads, but one that straddles a cache
+    line costs two: keeping panels on 64-byte boundaries halves the load traffic.
+    """
+    n = int(np.prod(shape))
+    buf = np.empty(n + align // 4, np.float32)
+    off = (-buf.ctypes.data % align) // 4
+    return buf[off:off + n].reshape(shape)
+
+
+#: strips of 16 pixels per 64-pixel tile (the micro-kernel's width), and the K block of
+#: the tile GEMM (a 16-pixel strip of KC rows, 16 KiB, stays in L1 while the kept weight
+#: rows pass over it)
+STRIPS = TILE_PIXELS // 16
+TILE_KC = 256
+TILE_ROW_CHUNK = 64
+
+
+@kernel(parallel=True)
+def im2col_strips(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, strips, panels):
+    """Patch panels of 16-pixel strips: panels[s, (c,i,j), q] = patch of pixel strips[s]*16 + q.
+
+    x is C x H x W (C-contiguous); panels is len(strips) x (C*kh*kw) x 16 (C-contiguous):
+    one K x 16 panel per strip, the B operand of the micro-kernel. Out-of-image taps and
+    pixels past the last one are 0; strips that start past the last pixel are left alone.
+    A strip is zeroed, then filled row segment by row segment (its pixels in one output
+    row), the in-image span of each kernel column worked out once per segment, so that
+    the inner loop is a plain strided copy (unsigned offsets: no wraparound checks).
+    """
+    c_count, h, w = x.shape
+    p_count = oh * ow
+    kdim = c_count * kh * kw
+    xf = x.ravel()
+    pf = panels.ravel()
+    for si in prange(strips.shape[0]):
+        p0 = strips[si] * 16
+        if p0 >= p_count:
+            continue
+        pe = min(p0 + 16, p_count)
+        base = np.uint64(si * kdim * 16)
+        for t in range(kdim * 16):
+            pf[base + np.uint64(t)] = 0.0
+        qa = np.empty(kw, np.int64)
+        qb = np.empty(kw, np.int64)
+        xs = np.empty(kw, np.int64)
+        p = p0
+        while p < pe:
+            yy = p // ow
+            x0 = p % ow
+            seg = min(pe - p, ow - x0)
+            q0 = p - p0
+            # per kernel column j: the pixels [qa, qb) of this segment whose tap is inside the image
+            for j in range(kw):
+                ixs = x0 * sw - pl + j * dw
+                lo = 0
+                while lo < seg and ixs + lo * sw < 0:
+                    lo += 1
+                hi = seg
+                while hi > lo and ixs + (hi - 1) * sw >= w:
+                    hi -= 1
+                qa[j] = lo
+                qb[j] = hi
+                xs[j] = ixs
+            usw = np.uint64(sw)
+            for c in range(c_count):
+                for i in range(kh):
+                    iy = yy * sh - pt + i * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    r0 = (c * kh + i) * kw
+                    xrow = (c * h + iy) * w
+                    for j in range(kw):
+                        lo = qa[j]
+                        n = qb[j] - lo
+                        if n <= 0:
+                            continue
+                        dst = base + np.uint64((r0 + j) * 16 + q0 + lo)
+                        src = np.uint64(xrow + xs[j] + lo * sw)
+                        for q in range(np.uint64(n)):
+                            pf[dst + q] = xf[src + q * usw]
+            p += seg
+
+
+@kernel(parallel=True)
+def conv_tiles(w, panels, blocks, row_keep, bias, row0, has_bias, act, p0, p1, scale, p_count, y):
+    """Kept tiles of one conv group: y[r, p] = act(w[r] . patch(p) + bias) * scale.
+
+    w: Mg x K weights (rows read in place); panels: (len(blocks) * STRIPS) x K x 16 patch
+    panels (im2col_strips; strip s of blocks[b] at b * STRIPS + s); row_keep: Mg x len(blocks) uint8,
+    whether row r's tile in pixel block blocks[b] is kept; y: Mg x P, written at kept
+    outputs only. Work items are (pixel block, chunk of TILE_ROW_CHUNK rows); inside, a
+    GEMM blocked like BLAS's: per K block, each 16-pixel strip (in L1) meets the chunk's
+    runs of kept rows (in L2), up to 6 rows at a time in a 6 x 16 register tile.
+    """
+    mg, kdim = w.shape
+    nb = blocks.shape[0]
+    chunk = TILE_ROW_CHUNK
+    nrc = (mg + chunk - 1) // chunk
+    for it in prange(nb * nrc):
+        b = it // nrc
+        rc = it % nrc
+        pb = blocks[b] * TILE_PIXELS
+        width = min(TILE_PIXELS, p_count - pb)
+        nst = (width + 15) // 16
+        r_lo = rc * chunk
+        r_hi = min(r_lo + chunk, mg)
+        any_kept = False
+        for r in range(r_lo, r_hi):
+            if row_keep[r, b]:
+                any_kept = True
+                break
+        if not any_kept:
+            continue
+        acc = np.zeros((chunk, TILE_PIXELS), np.float32)
+        for k0 in range(0, kdim, TILE_KC):
+            kn = min(TILE_KC, kdim - k0)
+            for s in range(nst):
+                boff = ((b * STRIPS + s) * kdim + k0) * 16
+                r = r_lo
+                while r < r_hi:
+                    if not row_keep[r, b]:
+                        r += 1
+                        continue
+                    n = 1
+                    while n < 6 and r + n < r_hi and row_keep[r + n, b]:
+                        n += 1
+                    aoff = r * kdim + k0
+                    coff = (r - r_lo) * TILE_PIXELS + s * 16
+                    if n == 6:
+                        mk6(w, aoff, kdim, panels, boff, 16, acc, coff, TILE_PIXELS, kn)
+                    elif n >= 4:
+                        n = 4
+                        mk4(w, aoff, kdim, panels, boff, 16, acc, coff, TILE_PIXELS, kn)
+                    elif n >= 2:
+                        n = 2
+                        mk2(w, aoff, kdim, panels, boff, 16, acc, coff, TILE_PIXELS, kn)
+                    else:
+                        mk1(w, aoff, kdim, panels, boff, 16, acc, coff, TILE_PIXELS, kn)
+                    r += n
+        for r in range(r_lo, r_hi):
+            if row_keep[r, b]:
+                bv = bias[row0 + r] if has_bias else np.float32(0.0)
+                for q in range(width):
+                    y[r, pb + q] = _apply(acc[r - r_lo, q] + bv, act, p0, p1) * scale
+
+
 # -- the masked convolution -----------------------------------------------------------------
 def conv2d_drowsy(
     x: np.ndarray,
@@ -405,12 +556,10 @@ def conv2d_drowsy(
 
 
 def _conv_tiles(xg, wg, row0, units, b, has_bias, act, p0, p1, sc, geo, yg, threads):
-    """Kept 16 x 64 tiles of one conv group.
+    """Kept 16 x 64 tiles of one conv group (yg must be zero-filled: dropped tiles are not written).
 
-    Patches of the pixel blocks that have a kept tile are gathered block after block
-    (each block a contiguous K x 64 panel); then, per block, each run of consecutive
-    kept tile rows is one dense product of contiguous weight rows and that panel (no
-    gather of weights), followed by the bias/activation/scale epilogue into place.
+    Patches of the pixel blocks that have a kept tile are gathered into 16-pixel strip
+    panels (:func:`im2col_strips`), then :func:`conv_tiles` computes the kept tiles.
     """
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
     mg, kdim = wg.shape
@@ -422,25 +571,11 @@ def _conv_tiles(xg, wg, row0, units, b, has_bias, act, p0, p1, sc, geo, yg, thre
     blocks = np.flatnonzero(row_keep.any(axis=0))
     if blocks.size == 0:
         return 0, 0
-    pix = (blocks[:, None] * TILE_PIXELS + np.arange(TILE_PIXELS)[None, :]).ravel()
-    cols = np.empty((kdim, pix.size), np.float32)
-    im2col_pixels(xg, kh, kw, sh, sw, dh, dw, pt, pl, ow, pix, cols)
-    panels = np.ascontiguousarray(cols.reshape(kdim, blocks.size, TILE_PIXELS).transpose(1, 0, 2))
-    # runs of consecutive kept rows, per block: starts where keep goes 0 -> 1, ends 1 -> 0
-    edges = np.diff(np.pad(row_keep[:, blocks].astype(np.int8), ((1, 1), (0, 0))), axis=0)
-    counts = np.zeros(blocks.size, np.int64)
-
-    def work(lo: int, hi: int) -> None:
-        for i in range(lo, hi):
-            starts = np.flatnonzero(edges[:, i] == 1)
-            ends = np.flatnonzero(edges[:, i] == -1)
-            s = int(blocks[i]) * TILE_PIXELS
-            width = min(TILE_PIXELS, p_count - s)
-            for r, e in zip(starts, ends):
-                part = np.matmul(wg[r:e], panels[i])
-                tile_epilogue(part, b, row0 + r, s, width, has_bias, act, p0, p1, sc, yg[r:e])
-                counts[i] += (e - r) * width
-
-    run_blocks(work, blocks.size, threads, align=1)
-    k = int(counts.sum())
+    strips = (blocks[:, None] * STRIPS + np.arange(STRIPS)[None, :]).ravel()
+    panels = aligned_empty((strips.size, kdim, 16))
+    im2col_strips(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, strips, panels)
+    keep_b = np.ascontiguousarray(row_keep[:, blocks])
+    conv_tiles(np.ascontiguousarray(wg), panels, blocks, keep_b, b, row0, has_bias, act, p0, p1, sc, p_count, yg)
+    widths = np.minimum(TILE_PIXELS, p_count - blocks * TILE_PIXELS)
+    k = int((keep_b.astype(np.int64) * widths[None, :]).sum())
     return k * kdim, k
