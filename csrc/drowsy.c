@@ -6,14 +6,20 @@
  * outputs are 0 whatever the fused activation; survivors are act(acc + bias) * scale.
  *
  * Kernels, by granularity (each loops over kept work only):
- *   channel  the kept weight rows gathered into a smaller GEMM (our sgemm) over the full
- *            patch matrix, then bias/activation/scale into the kept rows;
- *   pixel    im2col of the kept output pixels only, GEMM, scatter back;
- *   tile     per 64-pixel block with a kept tile, the patch panel is packed once
- *            (4 panels of K x 16); every kept 16-channel tile is then one register-tiled
- *            16 x 64 product (6 + 6 + 4 rows x 16 columns micro-kernels) over weights
- *            packed once per layer as K x 16 (all 16 rows of a tile in one cache line
- *            per k), KC-blocked so that both operands stay in L1;
+ *   tile, pixel, channel: one engine of register-tiled panel products. The group's input
+ *            is copied once to a zero-padded image (no bounds checks in the gathers); the
+ *            pixels to compute are cut in blocks of 64, each gathered (masked AVX2 gathers)
+ *            into up to 4 panels of K x 16; weights are packed as tiles of 16 rows x K (K x
+ *            16, all 16 rows of a tile in one cache line per k). One item = one tile x one
+ *            block: a 16 x 64 product (6 + 6 + 4 rows x 16 columns micro-kernels), KC-blocked
+ *            so that both operands stay in L1, then act(acc + bias) * scale straight into
+ *            the outputs. Per granularity:
+ *              tile     the blocks with a kept tile, the kept tiles of each (weights packed
+ *                       once per layer);
+ *              pixel    blocks of the kept pixels only, every tile, outputs scattered back
+ *                       to their pixels (weights packed once per layer);
+ *              channel  every block, tiles of the kept rows only (packed per image), so a
+ *                       dropped row costs nothing but its zeroing;
  *   neuron   the group's input copied once to a zero-padded channels-last image and the
  *            weights reordered once per layer to match, so that a patch is kh contiguous
  *            runs of the image itself (or, when kw * C/group is not a multiple of 8, one
@@ -95,111 +101,106 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
 #define AVX2_ATTR __attribute__((target("avx2,fma")))
 #endif
 
-/* the work of one image, shared by the tasks */
+/* the work of one image and group, shared by the tasks */
 typedef struct djob {
     const conv_params *cp;
     const float *x;          /* this group's input channels (C/group x H x W) */
-    const float *w;          /* all weights (M x K) */
     const float *bias;
     float *y;                /* this image's output (M x P) */
     const uint8_t *units;    /* this image's unit mask */
     int act; float p0, p1, scale;
-    int64_t K, P, TB, row0, mg, g;
-    /* gathered pixels */
-    const int64_t *pix; const int64_t *iy0, *ix0, *off; int64_t npix;
-    float *cols;             /* patch matrix / panels / rows */
-    const float *tmp; const int64_t *rows; int64_t nrows;
-    /* tile */
-    const float *wt; const int64_t *items; int64_t nitems;
+    int64_t K, P, row0, mg;
+    /* panels: xpad (C/group x Hp x Wp) the zero-padded input; slot s of the pixel list
+     * (blocks of 64 slots) is output pixel pix[s] at xpad offset base[s], -1 past the end */
+    const float *xpad; int64_t Hp, Wp;
+    const int64_t *pix; const int32_t *base; const int64_t *bw;   /* bw[i]: valid slots of block i */
+    int contig;              /* pixels of a block consecutive (tile, channel) or scattered (pixel) */
+    float *cols;             /* panels: block i at cols + i K 64, 4 panels of K x 16 */
+    /* weight tiles (K x 16): items[it] = block * ntiles + tile, block i's items from
+     * bstart[i] to bstart[i + 1]; rowmap: the output row of tile row v * 16 + l (channel
+     * granularity: the kept rows, nrows of them), NULL: tile t is rows 16 t .. 16 t + 15 */
+    const float *wt; const int64_t *items, *bstart; int64_t ntiles;
+    const int64_t *rowmap; int64_t nrows;
     /* counts, one slot per task start (summed afterwards) */
     uint64_t *done;
 } djob;
 
-/* -- gathers ----------------------------------------------------------------------------- */
-/* iy0/ix0 of output pixel q (q >= P: a padding column, always out of the image); off:
- * iy0 * W + ix0 where every tap of the pixel is inside the image, else -1 */
-static void pixel_origins(const conv_params *cp, const int64_t *pix, int64_t n, int64_t *iy0, int64_t *ix0,
-                          int64_t *off) {
-    int64_t P = cp->oh * cp->ow, ey = (cp->kh - 1) * cp->dh, ex = (cp->kw - 1) * cp->dw;
-    for (int64_t i = 0; i < n; i++) {
-        int64_t q = pix[i];
-        if (q >= P) { iy0[i] = -((int64_t)1 << 40); ix0[i] = 0; off[i] = -1; continue; }
-        iy0[i] = (q / cp->ow) * cp->sh - cp->pt;
-        ix0[i] = (q % cp->ow) * cp->sw - cp->pl;
-        int inside = iy0[i] >= 0 && iy0[i] + ey < cp->h && ix0[i] >= 0 && ix0[i] + ex < cp->w;
-        off[i] = inside ? iy0[i] * cp->w + ix0[i] : -1;
-    }
-}
-
-INLINE float tap(const djob *j, int64_t c, int64_t iy, int64_t ix) {
+/* -- the padded input ---------------------------------------------------------------------- */
+/* xpad[c, yy, xx] = x[c, yy - pt, xx - pl], 0 outside the image: every tap of every output
+ * pixel lies at a fixed offset from the pixel's origin, so the gathers need no bounds
+ * checks. Hp x Wp covers exactly the taps the output reads. */
+typedef struct pad_job { const conv_params *cp; const float *x; float *xpad; int64_t Hp, Wp; } pad_job;
+static void pad_task(void *ctx, int64_t b, int64_t e) {
+    const pad_job *j = ctx;
     const conv_params *cp = j->cp;
-    return iy >= 0 && iy < cp->h && ix >= 0 && ix < cp->w ? j->x[(c * cp->h + iy) * cp->w + ix] : 0.0f;
-}
-
-/* cols[r, i] (K x npix) = patch row r of pixel pix[i] */
-static void gather_cols_task(void *ctx, int64_t b, int64_t e) {
-    const djob *j = ctx;
-    const conv_params *cp = j->cp;
-    int64_t kk = cp->kh * cp->kw;
-    for (int64_t r = b; r < e; r++) {
-        int64_t c = r / kk, oy = ((r % kk) / cp->kw) * cp->dh, ox = (r % cp->kw) * cp->dw;
-        float *restrict d = j->cols + r * j->npix;
-        const float *xr = j->x + (c * cp->h + oy) * cp->w + ox;
-        const int64_t *off = j->off;
-        for (int64_t i = 0; i < j->npix; i++) d[i] = off[i] >= 0 ? xr[off[i]] : tap(j, c, j->iy0[i] + oy, j->ix0[i] + ox);
+    int64_t Wp = j->Wp, x0 = cp->pl < 0 ? 0 : cp->pl, x1 = cp->pl + cp->w < Wp ? cp->pl + cp->w : Wp;
+    if (x0 > x1) x0 = x1;
+    for (int64_t r = b; r < e; r++) {   /* r = c * Hp + yy */
+        int64_t c = r / j->Hp, iy = r % j->Hp - cp->pt;
+        float *d = j->xpad + r * Wp;
+        if (iy < 0 || iy >= cp->h) { memset(d, 0, (size_t)Wp * sizeof(float)); continue; }
+        const float *s = j->x + (c * cp->h + iy) * cp->w - cp->pl;
+        for (int64_t xx = 0; xx < x0; xx++) d[xx] = 0.0f;
+        memcpy(d + x0, s + x0, (size_t)(x1 - x0) * sizeof(float));
+        for (int64_t xx = x1; xx < Wp; xx++) d[xx] = 0.0f;
     }
 }
 
-/* tile panels: block i (pixels pix[64 i .. 64 i + 63]) as 4 panels of K x 16 */
-static void gather_panels_task(void *ctx, int64_t b, int64_t e) {
-    const djob *j = ctx;
-    const conv_params *cp = j->cp;
-    int64_t kk = cp->kh * cp->kw, K = j->K, nb = j->npix / DROWSY_TILE_P;
-    for (int64_t r = b; r < e; r++) {
-        int64_t c = r / kk, oy = ((r % kk) / cp->kw) * cp->dh, ox = (r % cp->kw) * cp->dw;
-        const float *xr = j->x + (c * cp->h + oy) * cp->w + ox;
-        for (int64_t i = 0; i < nb; i++) {
-            float *panel = j->cols + i * K * DROWSY_TILE_P + r * 16;
-            for (int64_t l = 0; l < DROWSY_TILE_P; l++) {
-                int64_t t = i * DROWSY_TILE_P + l, o = j->off[t];
-                panel[(l >> 4) * K * 16 + (l & 15)] = o >= 0 ? xr[o] : tap(j, c, j->iy0[t] + oy, j->ix0[t] + ox);
-            }
-        }
-    }
-}
-
-/* -- epilogues --------------------------------------------------------------------------- */
-/* y[rows[i], :] = act(tmp[i, :] + bias) * scale (channel path) */
-static void rows_epilogue_task(void *ctx, int64_t b, int64_t e) {
-    const djob *j = ctx;
-    for (int64_t i = b; i < e; i++) {
-        int64_t r = j->rows[i];
-        float bb = j->bias ? j->bias[r] : 0.0f, s = j->scale, p0 = j->p0, p1 = j->p1;
-        const float *restrict t = j->tmp + i * j->P;
-        float *restrict yr = j->y + r * j->P;
-        switch (j->act) {
-        case ACT_RELU: for (int64_t q = 0; q < j->P; q++) yr[q] = apply(t[q] + bb, ACT_RELU, p0, p1) * s; break;
-        case ACT_CLIP: for (int64_t q = 0; q < j->P; q++) yr[q] = apply(t[q] + bb, ACT_CLIP, p0, p1) * s; break;
-        case ACT_LEAKY: for (int64_t q = 0; q < j->P; q++) yr[q] = apply(t[q] + bb, ACT_LEAKY, p0, p1) * s; break;
-        default: for (int64_t q = 0; q < j->P; q++) yr[q] = (t[q] + bb) * s; break;
-        }
-    }
-}
-
-/* y[row0 + r, pix[i]] = act(tmp[r, i] + bias) * scale (pixel path) */
-static void scatter_task(void *ctx, int64_t b, int64_t e) {
-    const djob *j = ctx;
-    for (int64_t r = b; r < e; r++) {
-        int64_t m = j->row0 + r;
-        float bb = j->bias ? j->bias[m] : 0.0f;
-        const float *t = j->tmp + r * j->npix;
-        float *yr = j->y + m * j->P;
-        for (int64_t i = 0; i < j->npix; i++) yr[j->pix[i]] = apply(t[i] + bb, j->act, j->p0, j->p1) * j->scale;
-    }
-}
-
-/* -- tile: 16 x 64 register-tiled products ----------------------------------------------- */
+/* -- panels and register-tiled products (tile, pixel, channel) ------------------------------ */
+/* Block i of the pixel list is packed as up to 4 panels of K x 16 (16 pixels a row, the
+ * B operand of the micro-kernels); weight tiles are K x 16 (16 output rows a k, the A
+ * operand, broadcast). One item = one 16-row tile x one block: acc[16][64] in registers
+ * per 6 / 6 / 4 rows x 16 columns, K in chunks of TKC so that the weight chunk (8 KB) and
+ * one panel chunk (8 KB) stay in L1; then act(acc + bias) * scale to the item's outputs. */
 enum { TKC = 128 };
+
+/* panel row r of block i: 16 slots at a time, each xpad[roff(r) + base[s]], 0 for empty
+ * slots (their columns are computed and dropped) */
+#define DEFINE_GATHER_BLOCK(NAME, ATTR, ROW)                                                       \
+    ATTR static void NAME(const djob *j, int64_t i, int64_t r0, int64_t r1) {                      \
+        const conv_params *cp = j->cp;                                                             \
+        int64_t K = j->K, kk = cp->kh * cp->kw, hw = j->Hp * j->Wp, np = (j->bw[i] + 15) / 16;     \
+        float *panel = j->cols + i * K * DROWSY_TILE_P;                                            \
+        const int32_t *bs = j->base + i * DROWSY_TILE_P;                                           \
+        for (int64_t r = r0; r < r1; r++) {                                                        \
+            int64_t c = r / kk, ti = (r % kk) / cp->kw, tj = r % cp->kw;                           \
+            const float *xr = j->xpad + c * hw + ti * cp->dh * j->Wp + tj * cp->dw;                \
+            for (int64_t pn = 0; pn < np; pn++) ROW(panel + pn * K * 16 + r * 16, xr, bs + pn * 16); \
+        }                                                                                          \
+    }
+INLINE void gather16_base(float *d, const float *xr, const int32_t *bs) {
+    for (int t = 0; t < 16; t++) d[t] = bs[t] >= 0 ? xr[bs[t]] : 0.0f;
+}
+DEFINE_GATHER_BLOCK(gather_block_base, , gather16_base)
+#ifdef HAVE_DISPATCH
+/* masked hardware gathers: empty slots (-1) load nothing and give 0 */
+AVX2_ATTR INLINE void gather16_avx2(float *d, const float *xr, const int32_t *bs) {
+    __m256i i0 = _mm256_loadu_si256((const __m256i *)bs), i1 = _mm256_loadu_si256((const __m256i *)(bs + 8));
+    __m256i neg = _mm256_set1_epi32(-1);
+    __m256 m0 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i0, neg)), m1 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i1, neg));
+    _mm256_storeu_ps(d, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, i0, m0, 4));
+    _mm256_storeu_ps(d + 8, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, i1, m1, 4));
+}
+DEFINE_GATHER_BLOCK(gather_block_avx2, AVX2_ATTR, gather16_avx2)
+#endif
+
+static void gather_block(const djob *j, int64_t i, int64_t r0, int64_t r1) {
+#ifdef HAVE_DISPATCH
+    if (have_avx2()) { gather_block_avx2(j, i, r0, r1); return; }
+#endif
+    gather_block_base(j, i, r0, r1);
+}
+
+/* few blocks: each cut in GR chunks of K so that both threads have work */
+enum { GR = 8 };
+static void gather_blocks_task(void *ctx, int64_t b, int64_t e) {
+    const djob *j = ctx;
+    int64_t step = (j->K + GR - 1) / GR;
+    for (int64_t u = b; u < e; u++) {
+        int64_t r0 = (u % GR) * step, r1 = r0 + step < j->K ? r0 + step : j->K;
+        if (r0 < r1) gather_block(j, u / GR, r0, r1);
+    }
+}
 
 /* c[i][0..15] (+)= sum_k a[k*16 + i] * b[k*16 + 0..15], i < R; c has stride 64 */
 #define DEFINE_TILE_UK(NAME, R, ATTR)                                                              \
@@ -252,17 +253,19 @@ DEFINE_TILE_UK_AVX2(tuk6_avx2, 6)
 DEFINE_TILE_UK_AVX2(tuk4_avx2, 4)
 #endif
 
-/* one kept tile: acc[16][64] = W_t (16 x K, packed K x 16) . panel (K x 64, 4 x K x 16) */
+/* one item: acc[16][64] = W_t (16 x K, packed K x 16) . panel (K x 16 np, np x K x 16);
+ * rows < nr only (a tile's rows past the group or the kept rows are not computed when a
+ * whole 6- or 4-row micro-tile lies past them) */
 #define DEFINE_TILE_PRODUCT(NAME, UK6, UK4, ATTR)                                                  \
-    ATTR static void NAME(int64_t K, const float *wt, const float *panel, float *acc) {            \
+    ATTR static void NAME(int64_t K, int64_t np, int64_t nr, const float *wt, const float *panel, float *acc) { \
         for (int64_t pc = 0; pc < K; pc += TKC) {                                                  \
             int64_t kc = K - pc < TKC ? K - pc : TKC;                                              \
             const float *a = wt + pc * 16;                                                         \
-            for (int jb = 0; jb < 4; jb++) {                                                       \
+            for (int64_t jb = 0; jb < np; jb++) {                                                  \
                 const float *b = panel + jb * K * 16 + pc * 16;                                    \
                 UK6(kc, a, b, acc + jb * 16, pc > 0);                                              \
-                UK6(kc, a + 6, b, acc + 6 * 64 + jb * 16, pc > 0);                                 \
-                UK4(kc, a + 12, b, acc + 12 * 64 + jb * 16, pc > 0);                               \
+                if (nr > 6) UK6(kc, a + 6, b, acc + 6 * 64 + jb * 16, pc > 0);                     \
+                if (nr > 12) UK4(kc, a + 12, b, acc + 12 * 64 + jb * 16, pc > 0);                  \
             }                                                                                      \
         }                                                                                          \
     }
@@ -271,29 +274,44 @@ DEFINE_TILE_PRODUCT(tile_product_base, tuk6_base, tuk4_base, )
 DEFINE_TILE_PRODUCT(tile_product_avx2, tuk6_avx2, tuk4_avx2, AVX2_ATTR)
 #endif
 
-/* one kept tile, items[it] = block index (into the gathered blocks) * ntiles + tile */
+/* outputs of one acc row: y[q] = act(a[l] + bias) * scale for the block's slots l < width */
+#define OUT_ROW(ACT)                                                                               \
+    if (j->contig)                                                                                 \
+        for (int64_t l = 0; l < width; l++) yr[l] = apply(a[l] + bb, ACT, j->p0, j->p1) * j->scale; \
+    else                                                                                           \
+        for (int64_t l = 0; l < width; l++) yr[px[l]] = apply(a[l] + bb, ACT, j->p0, j->p1) * j->scale;
+
 static uint64_t tile_one(const djob *j, int64_t it, float *acc) {
-    int64_t K = j->K, P = j->P, M = j->cp->m, ntiles = (M + 15) / 16;
-    {
-        int64_t i = j->items[it] / ntiles, t = j->items[it] % ntiles;
-        const float *panel = j->cols + i * K * DROWSY_TILE_P;
-        const float *wt = j->wt + t * K * 16;
-#ifdef HAVE_DISPATCH
-        if (have_avx2()) tile_product_avx2(K, wt, panel, acc);
-        else
-#endif
-            tile_product_base(K, wt, panel, acc);
-        int64_t s = j->pix[i * DROWSY_TILE_P], width = P - s < DROWSY_TILE_P ? P - s : DROWSY_TILE_P;
-        int64_t r0 = t * 16 > j->row0 ? t * 16 : j->row0, r1 = t * 16 + 16;
-        if (r1 > j->row0 + j->mg) r1 = j->row0 + j->mg;
-        for (int64_t r = r0; r < r1; r++) {
-            float bb = j->bias ? j->bias[r] : 0.0f;
-            const float *a = acc + (r - t * 16) * 64;
-            float *yr = j->y + r * P + s;
-            for (int64_t q = 0; q < width; q++) yr[q] = apply(a[q] + bb, j->act, j->p0, j->p1) * j->scale;
-        }
-        return (uint64_t)((r1 - r0) * width);
+    int64_t K = j->K, P = j->P;
+    int64_t i = j->items[it] / j->ntiles, t = j->items[it] % j->ntiles;
+    int64_t width = j->bw[i], np = (width + 15) / 16;
+    /* acc rows l0 .. l1 - 1 are output rows (rowmap ? rowmap[16 t + l] : 16 t + l) */
+    int64_t l0 = 0, l1 = 16;
+    if (j->rowmap) { if (l1 > j->nrows - 16 * t) l1 = j->nrows - 16 * t; }
+    else {
+        if (16 * t < j->row0) l0 = j->row0 - 16 * t;
+        if (l1 > j->row0 + j->mg - 16 * t) l1 = j->row0 + j->mg - 16 * t;
     }
+    const float *panel = j->cols + i * K * DROWSY_TILE_P, *wt = j->wt + t * K * 16;
+#ifdef HAVE_DISPATCH
+    if (have_avx2()) tile_product_avx2(K, np, l1, wt, panel, acc);
+    else
+#endif
+        tile_product_base(K, np, l1, wt, panel, acc);
+    const int64_t *px = j->pix + i * DROWSY_TILE_P;
+    for (int64_t l = l0; l < l1; l++) {
+        int64_t r = j->rowmap ? j->rowmap[16 * t + l] : 16 * t + l;
+        float bb = j->bias ? j->bias[r] : 0.0f;
+        const float *a = acc + l * 64;
+        float *yr = j->y + r * P + (j->contig ? px[0] : 0);
+        switch (j->act) {
+        case ACT_RELU: OUT_ROW(ACT_RELU) break;
+        case ACT_CLIP: OUT_ROW(ACT_CLIP) break;
+        case ACT_LEAKY: OUT_ROW(ACT_LEAKY) break;
+        default: OUT_ROW(ACT_NONE) break;
+        }
+    }
+    return (uint64_t)((l1 - l0) * width);
 }
 
 static void tile_task(void *ctx, int64_t b, int64_t e) {
@@ -304,39 +322,53 @@ static void tile_task(void *ctx, int64_t b, int64_t e) {
     __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
 }
 
-/* many blocks: per block, gather its panel, then its kept tiles (the panel is still in
- * L2 when they read it); bstart[i]..bstart[i+1] are block i's items */
+/* many blocks: per block, gather its panels, then its items (the panels are still in L2
+ * when they read them) */
 static void tile_block_task(void *ctx, int64_t b, int64_t e) {
     const djob *j = ctx;
-    const conv_params *cp = j->cp;
     float acc[16 * 64] __attribute__((aligned(64)));
-    int64_t kk = cp->kh * cp->kw, K = j->K;
     uint64_t done = 0;
     for (int64_t i = b; i < e; i++) {
-        float *panel = j->cols + i * K * DROWSY_TILE_P;
-        const int64_t *off = j->off + i * DROWSY_TILE_P, *iy0 = j->iy0 + i * DROWSY_TILE_P, *ix0 = j->ix0 + i * DROWSY_TILE_P;
-        for (int64_t r = 0; r < K; r++) {
-            int64_t c = r / kk, oy = ((r % kk) / cp->kw) * cp->dh, ox = (r % cp->kw) * cp->dw;
-            const float *xr = j->x + (c * cp->h + oy) * cp->w + ox;
-            for (int64_t l = 0; l < DROWSY_TILE_P; l++)
-                panel[(l >> 4) * K * 16 + r * 16 + (l & 15)] = off[l] >= 0 ? xr[off[l]] : tap(j, c, iy0[l] + oy, ix0[l] + ox);
-        }
-        for (int64_t it = j->rows[i]; it < j->rows[i + 1]; it++) done += tile_one(j, it, acc);
+        gather_block(j, i, 0, j->K);
+        for (int64_t it = j->bstart[i]; it < j->bstart[i + 1]; it++) done += tile_one(j, it, acc);
     }
     __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
 }
 
-/* weights packed per 16-channel tile as K x 16 (channels past M are 0) */
-typedef struct pack_job { const float *w; float *wt; int64_t M, K; } pack_job;
+/* weight tiles K x 16: tile t holds rows rowmap[16 t + l] (or 16 t + l), 0 past the rows */
+typedef struct pack_job { const float *w; float *wt; const int64_t *rowmap; int64_t nrows, K; } pack_job;
 static void pack_tiles_task(void *ctx, int64_t b, int64_t e) {
     const pack_job *j = ctx;
     for (int64_t t = b; t < e; t++) {
         float *d = j->wt + t * j->K * 16;
         for (int64_t l = 0; l < 16; l++) {
-            int64_t m = t * 16 + l;
-            if (m < j->M) for (int64_t k = 0; k < j->K; k++) d[k * 16 + l] = j->w[m * j->K + k];
-            else for (int64_t k = 0; k < j->K; k++) d[k * 16 + l] = 0.0f;
+            int64_t v = t * 16 + l;
+            if (v < j->nrows) {
+                const float *s = j->w + (j->rowmap ? j->rowmap[v] : v) * j->K;
+                for (int64_t k = 0; k < j->K; k++) d[k * 16 + l] = s[k];
+            } else
+                for (int64_t k = 0; k < j->K; k++) d[k * 16 + l] = 0.0f;
         }
+    }
+}
+
+/* slot s of block list: base offset of pixel pix[s] in xpad (its tap (0, 0)), -1 if none;
+ * int32 for the AVX2 gathers' indices (a channel plane Hp x Wp < 2^31 floats) */
+static void slot_bases(const conv_params *cp, int64_t Wp, const int64_t *pix, int32_t *base, int64_t n) {
+    for (int64_t s = 0; s < n; s++) {
+        int64_t q = pix[s];
+        base[s] = q < 0 ? -1 : (int32_t)((q / cp->ow) * cp->sh * Wp + (q % cp->ow) * cp->sw);
+    }
+}
+
+/* the panel products of one image and group: blocks of pix (nb of them, widths bw), items,
+ * gathered then computed (few blocks: gathers shared out first) or fused per block */
+static void run_panels(pool *p, djob *j, int64_t nb, int64_t nit) {
+    if (!nit) return;
+    if (nb >= 4 * pool_threads(p)) pool_for(p, nb, 1, tile_block_task, j);
+    else {
+        pool_for(p, nb * GR, 1, gather_blocks_task, j);
+        pool_for(p, nit, 1, tile_task, j);
     }
 }
 
@@ -644,7 +676,7 @@ INLINE int kept_at(const uint8_t *u, int gran, int64_t m, int64_t q, int64_t P, 
     }
 }
 
-typedef struct dwm_job { const djob *j; int gran; } dwm_job;
+typedef struct dwm_job { const djob *j; int gran; const float *w; int64_t TB; } dwm_job;
 static void depthwise_task(void *ctx, int64_t b, int64_t e) {
     const dwm_job *d = ctx;
     const djob *j = d->j;
@@ -653,12 +685,12 @@ static void depthwise_task(void *ctx, int64_t b, int64_t e) {
     uint64_t done = 0;
     for (int64_t m = b; m < e; m++) {
         const float *xc = j->x + (m / mult) * cp->h * cp->w;
-        const float *wk = j->w + m * cp->kh * cp->kw;
+        const float *wk = d->w + m * cp->kh * cp->kw;
         float bb = j->bias ? j->bias[m] : 0.0f;
         for (int64_t yy = 0; yy < cp->oh; yy++)
             for (int64_t xx = 0; xx < cp->ow; xx++) {
                 int64_t q = yy * cp->ow + xx;
-                if (!kept_at(j->units, d->gran, m, q, P, j->TB)) continue;
+                if (!kept_at(j->units, d->gran, m, q, P, d->TB)) continue;
                 float acc = 0.0f;
                 for (int64_t i = 0; i < cp->kh; i++) {
                     int64_t iy = yy * cp->sh - cp->pt + i * cp->dh;
@@ -686,21 +718,19 @@ size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran) {
     size_t n = ALIGN64((size_t)drowsy_unit_count(gran, cp->m, P));
     if (is_depthwise(cp)) return n;
     size_t f = sizeof(float), i8 = sizeof(int64_t);
-    n += 4 * ALIGN64((size_t)(TB * DROWSY_TILE_P) * i8); /* pixel list, origins, offsets */
-    switch (gran) {
-    case DROWSY_CHANNEL: n += ALIGN64((size_t)(mg * K) * f) + ALIGN64((size_t)(K * P) * f) + ALIGN64((size_t)(mg * P) * f); break;
-    case DROWSY_PIXEL: n += ALIGN64((size_t)(K * P) * f) + ALIGN64((size_t)(mg * P) * f); break;
-    case DROWSY_TILE: n += ALIGN64((size_t)(TB * DROWSY_TILE_P * K) * f) + ALIGN64((size_t)(ntiles * 16 * K) * f)
-                          + ALIGN64((size_t)(TB * ntiles) * i8); break;
-    default: {
-        nlayout l;
-        neuron_layout(cp, &l);
-        n += ALIGN64((size_t)(M * l.Kn) * f) + ALIGN64((size_t)(l.Hp * l.Wp * cg) * f);
+    nlayout l;
+    neuron_layout(cp, &l);   /* Hp, Wp: shared by every granularity */
+    n += ALIGN64((size_t)(l.Hp * l.Wp * cg) * f);
+    if (gran == DROWSY_NEURON) {
+        n += ALIGN64((size_t)(M * l.Kn) * f);
         if (!l.direct) n += ALIGN64((size_t)(P * l.Kn) * f);
-        break;
+        return n;
     }
-    }
-    n += ALIGN64((size_t)(mg > TB + 1 ? mg : TB + 1) * i8);
+    int64_t nt = gran == DROWSY_CHANNEL ? (mg + 15) / 16 : ntiles;
+    n += ALIGN64((size_t)(TB * DROWSY_TILE_P) * i8) + ALIGN64((size_t)(TB * DROWSY_TILE_P) * sizeof(int32_t)); /* pix, base */
+    n += 2 * ALIGN64((size_t)(TB + 1) * i8);                                                       /* bw, bstart */
+    n += ALIGN64((size_t)(TB * DROWSY_TILE_P * K) * f) + ALIGN64((size_t)(nt * 16 * K) * f);       /* panels, tiles */
+    n += ALIGN64((size_t)(TB * nt) * i8) + ALIGN64((size_t)mg * i8);                                /* items, rowmap */
     return n;
 }
 
@@ -721,37 +751,34 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
     uint8_t *cur = scratch;
     uint8_t *units = take(&cur, (size_t)nunits);
     int dw = is_depthwise(cp);
-    int64_t *pix = NULL, *iy0 = NULL, *ix0 = NULL, *off = NULL, *rows = NULL;
-    float *cols = NULL, *tmp = NULL, *wbuf = NULL, *wt = NULL;
-    int64_t *items = NULL;
+    int64_t *pix = NULL, *bw = NULL, *bstart = NULL, *items = NULL, *rowmap = NULL;
+    int32_t *base = NULL;
+    float *cols = NULL, *wt = NULL, *xpad = NULL;
+    int64_t nt = gran == DROWSY_CHANNEL ? (mg + 15) / 16 : ntiles;
     nlayout nl = {0};
     if (!dw) {
-        pix = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
-        iy0 = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
-        ix0 = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
-        off = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
-        switch (gran) {
-        case DROWSY_CHANNEL:
-            wbuf = take(&cur, (size_t)(mg * K) * 4); cols = take(&cur, (size_t)(K * P) * 4); tmp = take(&cur, (size_t)(mg * P) * 4);
-            break;
-        case DROWSY_PIXEL: cols = take(&cur, (size_t)(K * P) * 4); tmp = take(&cur, (size_t)(mg * P) * 4); break;
-        case DROWSY_TILE:
-            cols = take(&cur, (size_t)(TB * DROWSY_TILE_P * K) * 4); wt = take(&cur, (size_t)(ntiles * 16 * K) * 4);
-            items = take(&cur, (size_t)(TB * ntiles) * 8);
-            break;
-        default:
-            neuron_layout(cp, &nl);
-            wt = take(&cur, (size_t)(M * nl.Kn) * 4);
-            nl.wn = wt;
-            nl.xp = cols = take(&cur, (size_t)(nl.Hp * nl.Wp * cg) * 4);
-            nl.rows = tmp = nl.direct ? NULL : take(&cur, (size_t)(P * nl.Kn) * 4);
-            break;
+        neuron_layout(cp, &nl);
+        xpad = take(&cur, (size_t)(nl.Hp * nl.Wp * cg) * 4);
+        if (gran == DROWSY_NEURON) {
+            nl.xp = xpad;
+            nl.wn = wt = take(&cur, (size_t)(M * nl.Kn) * 4);
+            nl.rows = cols = nl.direct ? NULL : take(&cur, (size_t)(P * nl.Kn) * 4);
+        } else {
+            pix = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 8);
+            base = take(&cur, (size_t)(TB * DROWSY_TILE_P) * 4);
+            bw = take(&cur, (size_t)(TB + 1) * 8);
+            bstart = take(&cur, (size_t)(TB + 1) * 8);
+            cols = take(&cur, (size_t)(TB * DROWSY_TILE_P * K) * 4);
+            wt = take(&cur, (size_t)(nt * 16 * K) * 4);
+            items = take(&cur, (size_t)(TB * nt) * 8);
+            rowmap = take(&cur, (size_t)mg * 8);
         }
-        rows = take(&cur, (size_t)(mg > TB + 1 ? mg : TB + 1) * 8);
     }
     uint64_t done = 0;
-    if (gran == DROWSY_TILE && !dw && !*wt_ready) {
-        pack_job pj = {w, wt, M, K};
+    /* weights packed once per layer (when constant): tiles for tile and pixel, the
+     * reordered rows for neuron; channel packs its kept rows per image */
+    if ((gran == DROWSY_TILE || gran == DROWSY_PIXEL) && !dw && !*wt_ready) {
+        pack_job pj = {w, wt, NULL, M, K};
         pool_for(p, ntiles, 1, pack_tiles_task, &pj);
         if (kn->weights_const) *wt_ready = 1;
     }
@@ -764,80 +791,96 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
         uint64_t image = kn->fixed ? 0 : kn->image0 + (uint64_t)n;
         drowsy_keep_units(p, drowsy_key(kn->seed, image, kn->layer), kn->thr, units, nunits);
         float *yn = y + n * M * P;
-        if (dw || gran != DROWSY_NEURON) memset(yn, 0, (size_t)(M * P) * sizeof(float)); /* neuron items write all */
+        /* dropped outputs are 0: neuron items and kept channel rows write every output they
+         * own; the others write kept outputs only */
+        if (dw || gran == DROWSY_PIXEL || gran == DROWSY_TILE) memset(yn, 0, (size_t)(M * P) * sizeof(float));
         djob j = {0};
-        j.cp = cp; j.w = w; j.bias = bias; j.y = yn; j.units = units; j.act = act; j.p0 = p0; j.p1 = p1;
-        j.scale = kn->scale; j.K = K; j.P = P; j.TB = TB; j.done = &done; j.wt = wt;
+        j.cp = cp; j.bias = bias; j.y = yn; j.units = units; j.act = act; j.p0 = p0; j.p1 = p1;
+        j.scale = kn->scale; j.K = K; j.P = P; j.done = &done;
         if (dw) {
             j.x = x + n * cp->c * cp->h * cp->w;
-            dwm_job d = {&j, gran};
+            dwm_job d = {&j, gran, w, TB};
             pool_for(p, M, 1, depthwise_task, &d);
             continue;
         }
-        /* pixel lists shared by the groups */
+        /* pixel list of the pixel granularity: the kept pixels, shared by the groups */
         int64_t npix = 0;
         if (gran == DROWSY_PIXEL) {
             for (int64_t q = 0; q < P; q++) if (units[q]) pix[npix++] = q;
-            pixel_origins(cp, pix, npix, iy0, ix0, off);
+            for (int64_t s = npix; s < (npix + DROWSY_TILE_P - 1) / DROWSY_TILE_P * DROWSY_TILE_P; s++) pix[s] = -1;
+            slot_bases(cp, nl.Wp, pix, base, (npix + DROWSY_TILE_P - 1) / DROWSY_TILE_P * DROWSY_TILE_P);
+        } else if (gran != DROWSY_NEURON) {
+            for (int64_t s = 0; s < TB * DROWSY_TILE_P; s++) pix[s] = s < P ? s : -1;
+            slot_bases(cp, nl.Wp, pix, base, TB * DROWSY_TILE_P);
         }
         for (int64_t g = 0; g < cp->group; g++) {
             j.x = x + (n * cp->c + g * cg) * cp->h * cp->w;
-            j.row0 = g * mg; j.mg = mg; j.g = g;
-            const float *wg = w + g * mg * K;
+            j.row0 = g * mg; j.mg = mg;
+            int64_t nblk = 0, nit = 0;
+            j.xpad = xpad; j.Hp = nl.Hp; j.Wp = nl.Wp; j.pix = pix; j.base = base; j.bw = bw; j.bstart = bstart;
+            j.cols = cols; j.items = items; j.wt = wt;
             if (gran == DROWSY_CHANNEL) {
                 int64_t nk = 0;
-                for (int64_t r = 0; r < mg; r++) if (units[g * mg + r]) rows[nk++] = g * mg + r;
+                for (int64_t r = 0; r < mg; r++) {
+                    if (units[g * mg + r]) rowmap[nk++] = g * mg + r;
+                    else memset(yn + (g * mg + r) * P, 0, (size_t)P * sizeof(float));
+                }
                 if (!nk) continue;
-                for (int64_t i = 0; i < nk; i++) memcpy(wbuf + i * K, w + rows[i] * K, (size_t)K * sizeof(float));
-                for (int64_t q = 0; q < P; q++) pix[q] = q;
-                pixel_origins(cp, pix, P, iy0, ix0, off);
-                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.off = off; j.npix = P; j.cols = cols;
-                pool_for(p, K, 4, gather_cols_task, &j);
-                sgemm(p, nk, P, K, wbuf, K, 0, cols, P, 0, tmp, P, 0);
-                j.tmp = tmp; j.rows = rows; j.nrows = nk;
-                pool_for(p, nk, 1, rows_epilogue_task, &j);
-                done += (uint64_t)(nk * P);
+                int64_t nv = (nk + 15) / 16;
+                pack_job pj = {w, wt, rowmap, nk, K};
+                pool_for(p, nv, 1, pack_tiles_task, &pj);
+                for (int64_t i = 0; i < TB; i++) {
+                    bw[i] = P - i * DROWSY_TILE_P < DROWSY_TILE_P ? P - i * DROWSY_TILE_P : DROWSY_TILE_P;
+                    bstart[i] = nit;
+                    for (int64_t v = 0; v < nv; v++) items[nit++] = i * nv + v;
+                }
+                nblk = TB;
+                j.contig = 1; j.ntiles = nv; j.rowmap = rowmap; j.nrows = nk;
             } else if (gran == DROWSY_PIXEL) {
                 if (!npix) continue;
-                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.off = off; j.npix = npix; j.cols = cols;
-                pool_for(p, K, 4, gather_cols_task, &j);
-                sgemm(p, mg, npix, K, wg, K, 0, cols, npix, 0, tmp, npix, 0);
-                j.tmp = tmp; j.row0 = g * mg;
-                pool_for(p, mg, 1, scatter_task, &j);
-                done += (uint64_t)(mg * npix);
+                int64_t t0 = (g * mg) / 16, t1 = ((g + 1) * mg + 15) / 16;
+                nblk = (npix + DROWSY_TILE_P - 1) / DROWSY_TILE_P;
+                for (int64_t i = 0; i < nblk; i++) {
+                    bw[i] = npix - i * DROWSY_TILE_P < DROWSY_TILE_P ? npix - i * DROWSY_TILE_P : DROWSY_TILE_P;
+                    bstart[i] = nit;
+                    for (int64_t t = t0; t < t1; t++) items[nit++] = i * ntiles + t;
+                }
+                j.contig = 0; j.ntiles = ntiles; j.rowmap = NULL;
             } else if (gran == DROWSY_TILE) {
-                int64_t t0 = (g * mg) / 16, t1 = ((g + 1) * mg + 15) / 16, nb = 0, nit = 0;
+                /* the blocks with a kept tile in this group, their pixels consecutive */
+                int64_t t0 = (g * mg) / 16, t1 = ((g + 1) * mg + 15) / 16;
                 for (int64_t bk = 0; bk < TB; bk++) {
                     int any = 0;
                     for (int64_t t = t0; t < t1; t++) any |= units[t * TB + bk];
                     if (!any) continue;
-                    rows[nb] = nit;
+                    bstart[nblk] = nit;
                     for (int64_t t = t0; t < t1; t++)
-                        if (units[t * TB + bk]) items[nit++] = nb * ntiles + t;
-                    for (int64_t l = 0; l < DROWSY_TILE_P; l++) pix[nb * DROWSY_TILE_P + l] = bk * DROWSY_TILE_P + l;
-                    nb++;
+                        if (units[t * TB + bk]) items[nit++] = nblk * ntiles + t;
+                    for (int64_t l = 0; l < DROWSY_TILE_P; l++) {
+                        int64_t q = bk * DROWSY_TILE_P + l;
+                        pix[nblk * DROWSY_TILE_P + l] = q < P ? q : -1;
+                    }
+                    bw[nblk] = P - bk * DROWSY_TILE_P < DROWSY_TILE_P ? P - bk * DROWSY_TILE_P : DROWSY_TILE_P;
+                    nblk++;
                 }
                 if (!nit) continue;
-                pixel_origins(cp, pix, nb * DROWSY_TILE_P, iy0, ix0, off);
-                rows[nb] = nit;
-                j.pix = pix; j.iy0 = iy0; j.ix0 = ix0; j.off = off; j.npix = nb * DROWSY_TILE_P; j.cols = cols;
-                j.items = items; j.nitems = nit; j.rows = rows;
-                if (nb >= 4 * pool_threads(p)) { /* enough blocks to share out: fused */
-                    pool_for(p, nb, 1, tile_block_task, &j);
-                } else {
-                    pool_for(p, K, 4, gather_panels_task, &j);
-                    pool_for(p, nit, 1, tile_task, &j);
-                }
+                slot_bases(cp, nl.Wp, pix, base, nblk * DROWSY_TILE_P);
+                j.contig = 1; j.ntiles = ntiles; j.rowmap = NULL;
             } else {
-                nx_job xj = {cp, j.x, cols, nl.Wp};
+                nx_job xj = {cp, j.x, xpad, nl.Wp};
                 pool_for(p, nl.Hp, 1, neuron_nhwc_task, &xj);
                 if (!nl.direct) {
-                    nr_job rj = {cp, &nl, tmp};
+                    nr_job rj = {cp, &nl, cols};
                     pool_for(p, P, 8, neuron_rows_task, &rj);
                 }
                 n_job nj = {&j, &nl};
                 pool_for(p, cp->oh * nl.nbr * ((mg + NCN - 1) / NCN), 1, neuron_task, &nj);
+                continue;
             }
+            bstart[nblk] = nit;
+            pad_job pj = {cp, j.x, xpad, nl.Hp, nl.Wp};
+            pool_for(p, cg * nl.Hp, 4, pad_task, &pj);
+            run_panels(p, &j, nblk, nit);
         }
     }
     cnt->outputs = done;
