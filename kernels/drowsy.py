@@ -45,8 +45,7 @@ import numpy as np
 from ._jit import kernel, prange
 from ._simd import mk1, mk2, mk4, mk6
 from .activation import _apply
-from .conv import im2col
-from .parallel import matmul_rows, run_blocks
+from .parallel import matmul_rows
 
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -160,15 +159,6 @@ def scatter_cols(tmp, pix, bias, row0, has_bias, act, p0, p1, scale, y):
             y[r, pix[q]] = _apply(tmp[r, q] + b, act, p0, p1) * scale
 
 
-@kernel()
-def tile_epilogue(part, bias, row0, s, width, has_bias, act, p0, p1, scale, y):
-    """y[r, s + q] = act(part[r, q] + bias[row0 + r]) * scale for q < width (serial)."""
-    for r in range(part.shape[0]):
-        b = bias[row0 + r] if has_bias else np.float32(0.0)
-        for q in range(width):
-            y[r, s + q] = _apply(part[r, q] + b, act, p0, p1) * scale
-
-
 @kernel(parallel=True)
 def im2row(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, rows):
     """Transposed patch matrix: rows[p, (c,i,j)], one contiguous patch per output pixel.
@@ -191,16 +181,6 @@ def im2row(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, rows):
                 for j in range(kw):
                     ix = x0 + j * dw
                     rows[p, base + j] = x[c, iy, ix] if ix >= 0 and ix < w else 0.0
-
-
-# -- epilogue -----------------------------------------------------------------------------
-@kernel()
-def bias_act_scale_rows(y, bias, rows, has_bias, act, p0, p1, scale):
-    """y[r, :] = act(y[r, :] + bias[rows[r]]) * scale in place (serial: runs inside blocks)."""
-    for r in range(y.shape[0]):
-        b = bias[rows[r]] if has_bias else np.float32(0.0)
-        for q in range(y.shape[1]):
-            y[r, q] = _apply(y[r, q] + b, act, p0, p1) * scale
 
 
 # -- neuron: a direct kernel over a compressed list of kept outputs ------------------------
@@ -396,14 +376,15 @@ def im2col_strips(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, strips, panels):
 
 
 @kernel(parallel=True)
-def conv_tiles(w, panels, blocks, row_keep, bias, row0, has_bias, act, p0, p1, scale, p_count, y):
-    """Kept tiles of one conv group: y[r, p] = act(w[r] . patch(p) + bias) * scale.
+def conv_tiles(w, panels, blocks, row_keep, out_rows, bias, row0, has_bias, act, p0, p1, scale, p_count, y):
+    """Kept tiles of one conv group: y[o, p] = act(w[r] . patch(p) + bias[row0 + o]) * scale, o = out_rows[r].
 
-    w: Mg x K weights (rows read in place); panels: (len(blocks) * STRIPS) x K x 16 patch
-    panels (im2col_strips; strip s of blocks[b] at b * STRIPS + s); row_keep: Mg x len(blocks) uint8,
-    whether row r's tile in pixel block blocks[b] is kept; y: Mg x P, written at kept
-    outputs only. Work items are (pixel block, chunk of TILE_ROW_CHUNK rows); inside, a
-    GEMM blocked like BLAS's: per K block, each 16-pixel strip (in L1) meets the chunk's
+    w: R x K weight rows (read in place); panels: (len(blocks) * STRIPS) x K x 16 patch
+    panels (im2col_strips; strip s of blocks[b] at b * STRIPS + s); row_keep: R x len(blocks) uint8,
+    whether row r is computed in pixel block blocks[b]; out_rows: R output rows (the
+    group's own channel numbers); y: Mg x P, written at computed outputs only (the
+    channel path passes its kept rows, gathered, with all blocks computed). Work items
+    are (pixel block, chunk of TILE_ROW_CHUNK rows); inside, a GEMM blocked like BLAS's: per K block, each 16-pixel strip (in L1) meets the chunk's
     runs of kept rows (in L2), up to 6 rows at a time in a 6 x 16 register tile.
     """
     mg, kdim = w.shape
@@ -453,9 +434,10 @@ def conv_tiles(w, panels, blocks, row_keep, bias, row0, has_bias, act, p0, p1, s
                     r += n
         for r in range(r_lo, r_hi):
             if row_keep[r, b]:
-                bv = bias[row0 + r] if has_bias else np.float32(0.0)
+                o = out_rows[r]
+                bv = bias[row0 + o] if has_bias else np.float32(0.0)
                 for q in range(width):
-                    y[r, pb + q] = _apply(acc[r - r_lo, q] + bv, act, p0, p1) * scale
+                    y[o, pb + q] = _apply(acc[r - r_lo, q] + bv, act, p0, p1) * scale
 
 
 # -- the masked convolution -----------------------------------------------------------------
@@ -507,7 +489,6 @@ def conv2d_drowsy(
     mg = m_count // group
     kdim = cg * kh * kw
     w2 = w.reshape(group, mg, kdim)
-    all_rows = np.arange(m_count, dtype=np.int64)
     for n in range(n_count):
         y = out[n].reshape(m_count, p_count)
         um = units[n]
@@ -515,17 +496,18 @@ def conv2d_drowsy(
             xg = x[n, g * cg:(g + 1) * cg]
             wg = w2[g]
             yg = y[g * mg:(g + 1) * mg]
-            rows_g = all_rows[g * mg:(g + 1) * mg]
             if granularity == CHANNEL:
                 kept = np.flatnonzero(um[g * mg:(g + 1) * mg])
                 if kept.size == 0:
                     continue
-                cols = np.empty((kdim, p_count), np.float32)
-                im2col(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cols)
-                tmp = np.empty((kept.size, p_count), np.float32)
-                matmul_rows(np.ascontiguousarray(wg[kept]), cols, tmp, threads)
-                bias_act_scale_rows(tmp, b, rows_g[kept], has_bias, act, act_p0, act_p1, sc)
-                yg[kept] = tmp
+                # the kept weight rows, gathered: one dense (kept x K) @ (K x P) product
+                tb = -(-p_count // TILE_PIXELS)
+                blocks = np.arange(tb)
+                strips = np.arange(tb * STRIPS)
+                panels = aligned_empty((strips.size, kdim, 16))
+                im2col_strips(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, strips, panels)
+                conv_tiles(np.take(wg, kept, axis=0), panels, blocks, np.ones((kept.size, tb), np.uint8), kept, b,
+                           g * mg, has_bias, act, act_p0, act_p1, sc, p_count, yg)
                 macs += kept.size * kdim * p_count
                 computed += kept.size * p_count
             elif granularity == PIXEL:
@@ -575,7 +557,8 @@ def _conv_tiles(xg, wg, row0, units, b, has_bias, act, p0, p1, sc, geo, yg, thre
     panels = aligned_empty((strips.size, kdim, 16))
     im2col_strips(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, strips, panels)
     keep_b = np.ascontiguousarray(row_keep[:, blocks])
-    conv_tiles(np.ascontiguousarray(wg), panels, blocks, keep_b, b, row0, has_bias, act, p0, p1, sc, p_count, yg)
+    conv_tiles(np.ascontiguousarray(wg), panels, blocks, keep_b, np.arange(mg), b, row0, has_bias, act, p0, p1, sc,
+               p_count, yg)
     widths = np.minimum(TILE_PIXELS, p_count - blocks * TILE_PIXELS)
     k = int((keep_b.astype(np.int64) * widths[None, :]).sum())
     return k * kdim, k
