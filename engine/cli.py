@@ -270,7 +270,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     with progress_bar(None, "tune (evaluations)", disable=args.json) as bar:
         tuner = Tuner(model, images, labels, args.budget, args.objective, args.drowsy_granularity,
                       aip=not args.no_aip, drowsy=not args.no_drowsy, seed=args.seed, threads=args.threads,
-                      constants=EnergyConstants.load(args.energy_constants), progress=bar.update)
+                      constants=EnergyConstants.load(args.energy_constants), progress=bar.update,
+                      margin=args.margin)
         res = tuner.run()
     res["data"] = source
     if args.out:
@@ -381,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder with the IDX files (default: the Debian path, else the shipped subset)")
     sp.add_argument("--limit", type=int, default=2000, help="images used (half calibration, half held-out)")
     sp.add_argument("--budget", type=float, default=0.02, help="allowed top-1 loss, as a fraction (0.02 = 2 points)")
+    sp.add_argument("--margin", type=float, default=1.0,
+                    help="standard errors of the calibration loss kept below the budget (default 1; 0 = none)")
     sp.add_argument("--objective", default="energy", choices=["energy", "traffic", "macs", "time"])
     sp.add_argument("--drowsy-granularity", default="pixel", choices=["neuron", "pixel", "channel", "tile"])
     sp.add_argument("--no-aip", action="store_true", help="tune DrowsyNet rates only")

@@ -28,6 +28,9 @@ def test_tiny_tune_respects_budget_and_caches(data, tmp_path):
     t = Tuner(model, x, y, budget=0.05, objective="traffic", cache_dir=tmp_path)
     res = t.run()
     assert res["calib"]["tuned"]["loss"] <= 0.05
+    # the default margin keeps one standard error of the estimate below the budget too
+    tuned = res["calib"]["tuned"]
+    assert res["margin"] == 1.0 and tuned["loss"] + tuned["loss_se"] <= 0.05 + 1e-12
     assert res["calib"]["tuned"]["cost"] <= res["calib"]["exact"]["cost"]
     assert res["method"] in ("greedy", "random")
     assert min(res["searches"]["greedy"]["cost"], res["searches"]["random"]["cost"]) == res["calib"]["tuned"]["cost"]
@@ -54,6 +57,22 @@ def test_bad_tune_arguments(data):
         Tuner(model, x, y, 0.02, objective="speed")
     with pytest.raises(KnobError, match="budget"):
         Tuner(model, x, y, 1.5)
+    with pytest.raises(KnobError, match="margin"):
+        Tuner(model, x, y, 0.02, margin=-1)
+
+
+def test_loss_standard_error_is_the_paired_one(data, tmp_path):
+    """loss_se is the standard error of (exact right - setting right) per image, so a
+    setting that flips no prediction has loss 0 and standard error 0."""
+    x, y = data
+    t = Tuner(aipnet.load("reference"), x, y, budget=0.05, objective="macs", aip=False, cache_dir=tmp_path)
+    exact = t.evaluate(tuple([0] * len(t.layers)))
+    assert exact.loss == 0 and exact.metrics["loss_se"] == 0
+    noisy = t.evaluate(tuple([len(t.levels) and t.levels[0] - 1] * len(t.layers)))
+    ex = t.exact_predictions("calib")
+    _, yc = t.splits["calib"]
+    assert noisy.metrics["loss_se"] > 0 or noisy.agreement == 1.0
+    assert noisy.loss == pytest.approx(float((ex == yc).mean()) - noisy.top1)
 
 
 def test_energy_model_counts_dram_compute_and_sram():

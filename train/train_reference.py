@@ -6,6 +6,15 @@ max pooling, then two wide fully-connected layers (ReLU, dropout 0.5 in training
 a 10-way FC and a softmax. The wide FC layers are what aipnet's AIP technique
 approximates, and they were trained with dropout, as the technique assumes.
 
+With ``--conv-dropout P`` the conv layers are also trained with dropout of their outputs
+shaped like DrowsyNet's inference-stage dropout (``ConvDropout``): each minibatch, each
+conv layer draws a rate uniformly from [0, P] and one of DrowsyNet's granularities
+(neuron, pixel, channel, tile), with a fresh mask per image and survivors scaled by
+1/(1-p), so that the exported network tolerates the drop rates ``aipnet tune`` picks.
+The dropout lives inside the ReLU modules and exports as a plain ``Relu``, so the ONNX
+node names do not change. ``--init`` starts from the weights of an earlier export (the
+shipped model was made this way: 8 epochs without, then a conv-dropout fine-tune).
+
 Outputs:
 
 - ``--out`` (default ``engine/models/reference.onnx``): the ONNX graph, input
@@ -18,6 +27,7 @@ Outputs:
 Usage::
 
     python train/train_reference.py [--epochs 8] [--threads 2] [--out engine/models/reference.onnx]
+    python train/train_reference.py --init engine/models/reference.onnx --conv-dropout 0.7 --epochs 3 --lr 5e-4
 
 Needs the ``train`` extra (``pip install -e .[train]``) and the full Fashion-MNIST
 (``apt-get install dataset-fashion-mnist``, or ``--data FOLDER``). torch is used only
@@ -92,6 +102,55 @@ class LRN(nn.Module):
         return x / (self.k + (self.alpha / self.size) * window_sum).pow(self.beta)
 
 
+#: DrowsyNet's tile shape (aipnet.kernels.drowsy): 16 output channels x 64 output pixels
+TILE_CHANNELS, TILE_PIXELS = 16, 64
+GRANULARITIES = ("neuron", "pixel", "channel", "tile")
+
+
+def drowsy_keep_mask(shape: torch.Size, p: float, granularity: str, gen: torch.Generator) -> torch.Tensor:
+    """A float 0/1 keep mask broadcastable to an ``N x C x H x W`` conv output, one per image.
+
+    The units are DrowsyNet's: single outputs (neuron), output pixels across all channels
+    (pixel), whole channels (channel) or 16-channel x 64-pixel tiles of the row-major
+    pixel order (tile).
+    """
+    n, c, h, w = shape
+    if granularity == "neuron":
+        return (torch.rand((n, c, h, w), generator=gen) >= p).float()
+    if granularity == "pixel":
+        return (torch.rand((n, 1, h, w), generator=gen) >= p).float()
+    if granularity == "channel":
+        return (torch.rand((n, c, 1, 1), generator=gen) >= p).float()
+    cb, pb = -(-c // TILE_CHANNELS), -(-(h * w) // TILE_PIXELS)
+    tiles = (torch.rand((n, cb, pb), generator=gen) >= p).float()
+    full = tiles.repeat_interleave(TILE_CHANNELS, 1)[:, :c].repeat_interleave(TILE_PIXELS, 2)[:, :, :h * w]
+    return full.reshape(n, c, h, w)
+
+
+class ConvDropoutReLU(nn.ReLU):
+    """ReLU, then (training only, when ``max_rate`` > 0) DrowsyNet-shaped dropout.
+
+    Dropping after the ReLU equals DrowsyNet's zeroing of the conv output (the mask is
+    applied after bias and activation there too). Each call draws ``p ~ U[0, max_rate]``
+    and a granularity, so one network learns to tolerate every setting the tuner may
+    pick per layer. In eval mode and in ONNX export it is exactly ``nn.ReLU``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(inplace=False)
+        self.max_rate = 0.0
+        self.granularities: tuple[str, ...] = GRANULARITIES
+        self.gen: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(x)
+        if not self.training or self.max_rate <= 0.0 or self.gen is None:
+            return x
+        p = float(torch.rand((), generator=self.gen)) * self.max_rate
+        gran = self.granularities[int(torch.randint(len(self.granularities), (), generator=self.gen))]
+        return x * drowsy_keep_mask(x.shape, p, gran, self.gen) / (1.0 - p)
+
+
 class ReferenceCNN(nn.Module):
     """VGG-f-shaped CNN for 1 x 28 x 28 images; ``forward`` returns logits.
 
@@ -105,18 +164,18 @@ class ReferenceCNN(nn.Module):
         lrn = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)  # VGG-f / AlexNet LRN
         self.features = nn.Sequential(
             nn.Conv2d(1, 32, kernel_size=5, padding=2),    # conv1: 32 x 28 x 28
-            nn.ReLU(inplace=True),
+            ConvDropoutReLU(),
             nn.MaxPool2d(2),                               # 32 x 14 x 14
             LRN(**lrn),
             nn.Conv2d(32, 48, kernel_size=3, padding=1),   # conv2: 48 x 14 x 14
-            nn.ReLU(inplace=True),
+            ConvDropoutReLU(),
             nn.MaxPool2d(2),                               # 48 x 7 x 7
             LRN(**lrn),
             nn.Conv2d(48, 96, kernel_size=3, padding=1),   # conv3: 96 x 7 x 7
-            nn.ReLU(inplace=True),
+            ConvDropoutReLU(),
             nn.MaxPool2d(2),                               # 96 x 3 x 3
             nn.Conv2d(96, 192, kernel_size=3, padding=1),  # conv4: 192 x 3 x 3
-            nn.ReLU(inplace=True),
+            ConvDropoutReLU(),
         )
         self.flat_features = 192 * 3 * 3
         self.classifier = nn.Sequential(
@@ -132,6 +191,33 @@ class ReferenceCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+    def set_conv_dropout(self, max_rate: float, granularities: tuple[str, ...], gen: torch.Generator) -> None:
+        """Turn DrowsyNet-shaped training dropout on (``max_rate`` > 0) or off in every conv."""
+        for mod in self.features:
+            if isinstance(mod, ConvDropoutReLU):
+                mod.max_rate, mod.granularities, mod.gen = max_rate, granularities, gen
+
+
+def load_onnx_weights(model: nn.Module, path: Path) -> str:
+    """Copy the initialisers of an earlier export (``net.<param>`` names) into ``model``.
+
+    Returns the file's sha256, recorded in the metadata as where the weights started.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    state = model.state_dict()
+    missing = [k for k in state if "net." + k not in inits]
+    if missing:
+        raise SystemExit(f"{path}: no weights for {', '.join(missing)}; is it a reference-model export?")
+    for k, v in state.items():
+        src = inits["net." + k]
+        if tuple(src.shape) != tuple(v.shape):
+            raise SystemExit(f"{path}: {k} has shape {tuple(src.shape)}, the model expects {tuple(v.shape)}")
+        v.copy_(torch.from_numpy(src.copy()))
+    return sha256(path)
 
 
 class WithSoftmax(nn.Module):
@@ -249,6 +335,11 @@ def architecture(model: ReferenceCNN) -> list[dict]:
         if isinstance(mod, nn.Dropout):
             layers.append({"op": "Dropout", "p": mod.p, "note": "training only"})
             continue
+        if isinstance(mod, ConvDropoutReLU) and mod.max_rate > 0:
+            layers.append({"op": "ReLU", "conv_dropout_max_rate": mod.max_rate,
+                           "note": "DrowsyNet-shaped dropout in training only"})
+            x = torch.relu(x)
+            continue
         x = mod(x)
         entry: dict = {"op": type(mod).__name__}
         if isinstance(mod, nn.Conv2d):
@@ -293,6 +384,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=128, help="minibatch size (default 128)")
     ap.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule (Adam)")
     ap.add_argument("--limit", type=int, default=0, help="train on only the first N images (smoke test)")
+    ap.add_argument("--conv-dropout", type=float, default=0.0,
+                    help="train the convs with DrowsyNet-shaped dropout at rates drawn from [0, P] (default 0: off)")
+    ap.add_argument("--conv-dropout-granularities", default=",".join(GRANULARITIES),
+                    help="comma-separated DrowsyNet granularities drawn in training (default: all four)")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from the weights of an earlier ONNX export of this model (fine-tuning)")
     return ap.parse_args(argv)
 
 
@@ -310,7 +407,15 @@ def main(argv: list[str] | None = None) -> None:
     xtr, xte = torch.from_numpy(preprocess(xtr_u8)), preprocess(xte_u8)
     ytr_t = torch.from_numpy(ytr)
 
+    if not 0.0 <= args.conv_dropout < 1.0:
+        raise SystemExit(f"--conv-dropout must be in [0, 1), got {args.conv_dropout}")
     model = ReferenceCNN()
+    init_sha = load_onnx_weights(model, args.init) if args.init else None
+    grans = tuple(g.strip() for g in args.conv_dropout_granularities.split(","))
+    unknown = [g for g in grans if g not in GRANULARITIES]
+    if unknown or not grans:
+        raise SystemExit(f"--conv-dropout-granularities: unknown {unknown}; choose from {', '.join(GRANULARITIES)}")
+    model.set_conv_dropout(args.conv_dropout, grans, gen)
     steps = args.epochs * math.ceil(len(xtr) / args.batch)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.2)
@@ -354,6 +459,10 @@ def main(argv: list[str] | None = None) -> None:
             "seed": args.seed, "epochs": args.epochs, "batch": args.batch,
             "optimizer": "Adam", "lr_schedule": f"OneCycleLR max_lr={args.lr} pct_start=0.2",
             "augmentation": "random horizontal flip, random crop 28x28 from zero-padded 32x32",
+            "conv_dropout": ({"max_rate": args.conv_dropout, "rate": "uniform on [0, max_rate] per minibatch and layer",
+                              "granularities": list(grans), "rescale": "1/(1-p)"}
+                             if args.conv_dropout else None),
+            "init": ({"from": args.init.name, "sha256": init_sha} if args.init else None),
             "loss": "cross-entropy on logits (softmax added at export)",
             "wall_time_s": round(train_s, 1), "cpu_time_s": round(train_cpu_s, 1),
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,
