@@ -139,9 +139,9 @@ static void pad_task(void *ctx, int64_t b, int64_t e) {
         int64_t c = r / j->Hp, iy = r % j->Hp - cp->pt;
         float *d = j->xpad + r * Wp;
         if (iy < 0 || iy >= cp->h) { memset(d, 0, (size_t)Wp * sizeof(float)); continue; }
-        const float *s = j->x + (c * cp->h + iy) * cp->w - cp->pl;
+        const float *s = j->x + (c * cp->h + iy) * cp->w;   /* image column xx - pl */
         for (int64_t xx = 0; xx < x0; xx++) d[xx] = 0.0f;
-        memcpy(d + x0, s + x0, (size_t)(x1 - x0) * sizeof(float));
+        if (x1 > x0) memcpy(d + x0, s + (x0 - cp->pl), (size_t)(x1 - x0) * sizeof(float));
         for (int64_t xx = x1; xx < Wp; xx++) d[xx] = 0.0f;
     }
 }
@@ -451,8 +451,8 @@ static void neuron_nhwc_task(void *ctx, int64_t b, int64_t e) {
         memset(d, 0, (size_t)(x0 * cg) * sizeof(float));
         memset(d + x1 * cg, 0, (size_t)((Wp - x1) * cg) * sizeof(float));
         for (int64_t c = 0; c < cg; c++) {
-            const float *s = j->x + (c * cp->h + iy) * cp->w - cp->pl;
-            for (int64_t xx = x0; xx < x1; xx++) d[xx * cg + c] = s[xx];
+            const float *s = j->x + (c * cp->h + iy) * cp->w;
+            for (int64_t xx = x0; xx < x1; xx++) d[xx * cg + c] = s[xx - cp->pl];
         }
     }
 }
