@@ -450,9 +450,17 @@ static void neuron_nhwc_task(void *ctx, int64_t b, int64_t e) {
         if (x0 > x1) x0 = x1;
         memset(d, 0, (size_t)(x0 * cg) * sizeof(float));
         memset(d + x1 * cg, 0, (size_t)((Wp - x1) * cg) * sizeof(float));
-        for (int64_t c = 0; c < cg; c++) {
-            const float *s = j->x + (c * cp->h + iy) * cp->w;
-            for (int64_t xx = x0; xx < x1; xx++) d[xx * cg + c] = s[xx - cp->pl];
+        /* a transpose in 8 x 8 blocks: both the reads (8 columns of a row) and the writes
+         * (8 channels of a pixel) stay in few cache lines */
+        const float *s = j->x + iy * cp->w;   /* channel c, image column xx - pl: s[c hw + xx - pl] */
+        int64_t hw = cp->h * cp->w;
+        for (int64_t c8 = 0; c8 < cg; c8 += 8) {
+            int64_t ce = c8 + 8 < cg ? c8 + 8 : cg;
+            for (int64_t x8 = x0; x8 < x1; x8 += 8) {
+                int64_t xe = x8 + 8 < x1 ? x8 + 8 : x1;
+                for (int64_t xx = x8; xx < xe; xx++)
+                    for (int64_t c = c8; c < ce; c++) d[xx * cg + c] = s[c * hw + xx - cp->pl];
+            }
         }
     }
 }
