@@ -20,6 +20,12 @@ kept:
   sweep) is taken while the real combined loss stays within the budget.
 - ``random``: a seeded global random search over the whole grid (each point's layers
   drawn independently), followed by the same improvement steps from its best point.
+- ``uniform``: one level for every layer of a kind (every conv at the same rate; every FC
+  at the same threshold), then the improvement steps from the cheapest feasible one, so
+  the tuned setting is never worse than the best uniform one on calibration.
+
+The improvement steps raise one layer's level at a time and, when no raise fits the
+budget, trade a raise in one layer for a lower level in another.
 
 Settings with AIP are evaluated at batch 1, as on a board: weights are read for each
 image and each image decides its own AIP refinement. DrowsyNet-only settings run in
@@ -48,7 +54,8 @@ from .session import Session
 from .stats import accumulate
 
 OBJECTIVES = ("energy", "traffic", "macs", "time")
-DROWSY_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+#: DrowsyNet rate levels per conv layer: 0.05 steps where budgets of a few points land
+DROWSY_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 #: AIP threshold levels per FC layer; None = AIP refines everything there (theta = -inf)
 AIP_LEVELS = (None, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3)
 
@@ -130,7 +137,8 @@ class Tuner:
         return self._exact[split]
 
     def evaluate(self, levels: tuple[int, ...], split: str = "calib") -> Point:
-        key = json.dumps([2, split, self.objective, list(levels), self.granularity], sort_keys=True)
+        # keyed by the setting itself, not level indices, which change when the grids do
+        key = json.dumps([3, split, self.objective, self.config(levels)], sort_keys=True)
         m = self._cache.get(key)
         if m is None:
             m = self._measure(levels, split)
@@ -188,8 +196,26 @@ class Tuner:
                 if p.loss > 2 * self.budget + 0.02:
                     break  # deeper levels of this layer only lose more
         seen = [exact, *sweep.values()]
+        self._sweep = sweep
         best = self._improve(exact, sweep, seen, exact)
         return best, seen
+
+    def uniform_search(self) -> tuple[Point, Point, list[Point]]:
+        """Every layer of a kind at one level; returns (improved best, best uniform, seen)."""
+        exact = self.evaluate(tuple([0] * len(self.layers)))
+        seen = [exact]
+        nc = len(self.convs)
+        kinds = [(range(0, nc), len(DROWSY_LEVELS)), (range(nc, len(self.layers)), len(AIP_LEVELS))]
+        for idx, count in kinds:
+            if not len(idx):
+                continue
+            for lv in range(1, count):
+                p = self.evaluate(tuple(lv if j in idx else 0 for j in range(len(self.layers))))
+                seen.append(p)
+                if p.loss > 2 * self.budget + 0.02:
+                    break
+        start = min((p for p in seen if self.feasible(p)), key=lambda p: p.cost)
+        return self._improve(start, getattr(self, "_sweep", {}), seen, exact), start, seen
 
     def random_search(self, samples: int = 24) -> tuple[Point, list[Point]]:
         """Seeded random points over the grid, then the improvement steps from the best."""
@@ -236,20 +262,41 @@ class Tuner:
                     cur = cand
                     break
             else:
-                return cur
+                traded = self._trade(cur, [(i, lv) for i, lv, _ in steps[:3]], seen)
+                if traded is None:
+                    return cur
+                cur = traded
+
+    def _trade(self, cur: Point, raises: list[tuple[int, int]], seen: list[Point]) -> Point | None:
+        """The first feasible, cheaper setting that raises one layer (from ``raises``) and
+        lowers another by one level, or None."""
+        for i, lv in raises:
+            for j in range(len(self.layers)):
+                if j == i or cur.levels[j] == 0:
+                    continue
+                lv_new = list(cur.levels)
+                lv_new[i], lv_new[j] = lv, cur.levels[j] - 1
+                cand = self.evaluate(tuple(lv_new))
+                seen.append(cand)
+                if self.feasible(cand) and cand.cost < cur.cost:
+                    return cand
+        return None
 
     def run(self) -> dict[str, Any]:
         g_best, g_seen = self.greedy()
         r_best, r_seen = self.random_search()
-        best = min((g_best, r_best), key=lambda p: p.cost)
-        method = "greedy" if best is g_best else "random"
+        u_best, u_start, u_seen = self.uniform_search()
+        found = {"greedy": g_best, "random": r_best, "uniform": u_best}
+        method = min(found, key=lambda k: found[k].cost)
+        best = found[method]
         base = tuple([0] * len(self.layers))
         held = {"exact": self.evaluate(base, "heldout"), "tuned": self.evaluate(best.levels, "heldout")}
-        points = {p.levels: p for p in g_seen + r_seen}
+        points = {p.levels: p for p in g_seen + r_seen + u_seen}
         return {
             "config": self.config(best.levels), "method": method, "budget": self.budget, "margin": self.margin,
             "objective": self.objective, "granularity": self.granularity,
-            "searches": {"greedy": _pt(g_best), "random": _pt(r_best)},
+            "searches": {k: _pt(v) for k, v in found.items()},
+            "best_uniform": {"calib": _pt(u_start), "heldout": _pt(self.evaluate(u_start.levels, "heldout"))},
             "calib": {"exact": _pt(self.evaluate(base)), "tuned": _pt(best)},
             "heldout": {k: _pt(v) for k, v in held.items()},
             "front": [_pt(p) for p in pareto(list(points.values()))],
@@ -315,13 +362,17 @@ def format_tune(res: dict[str, Any]) -> str:
         f"images of {res.get('data', '?')}",
         f"budget {res['budget'] * 100:.1f} points top-1 ({res.get('margin', 0):g} standard errors kept "
         f"below it on calibration); objective {obj} per image ({res['source'][obj]}); "
-        f"kept the {res['method']} search (greedy {res['searches']['greedy']['cost'] * unit[1]:.4g} vs random "
-        f"{res['searches']['random']['cost'] * unit[1]:.4g} {unit[0]} on calibration)",
+        f"kept the {res['method']} search ("
+        + ", ".join(f"{k} {v['cost'] * unit[1]:.4g}" for k, v in res["searches"].items())
+        + f" {unit[0]} on calibration)",
         f"{res['evaluations']} evaluations ({res['cache_hits']} from cache)",
         "",
         f"held-out      top-1   loss    {obj} ({unit[0]})   FC bytes   conv MACs",
     ]
-    for name, p in (("exact", ex), ("tuned", tu)):
+    rows = [("exact", ex), ("tuned", tu)]
+    if "best_uniform" in res:
+        rows.append(("best uniform", res["best_uniform"]["heldout"]))
+    for name, p in rows:
         lines.append(f"{name:12s} {p['top1']:.4f}  {p['loss'] * 100:+.2f}pt  {p['cost'] * unit[1]:12.4g}   "
                      f"{p['fc_bytes'] / 1e6:7.3f}M  {p['conv_macs'] / 1e6:8.3f}M")
     saved = 1 - tu["cost"] / ex["cost"] if ex["cost"] else 0.0

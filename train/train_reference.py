@@ -374,6 +374,15 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def init_record(path: Path) -> dict | None:
+    """The training record of the model a fine-tune starts from (its ``.json`` beside it),
+    so that the metadata keeps the whole chain of runs that made the shipped weights."""
+    try:
+        return json.loads(path.with_suffix(".json").read_text()).get("training")
+    except (OSError, ValueError):
+        return None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description="Train the aipnet reference CNN on Fashion-MNIST and export ONNX.")
     ap.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
@@ -462,7 +471,8 @@ def main(argv: list[str] | None = None) -> None:
             "conv_dropout": ({"max_rate": args.conv_dropout, "rate": "uniform on [0, max_rate] per minibatch and layer",
                               "granularities": list(grans), "rescale": "1/(1-p)"}
                              if args.conv_dropout else None),
-            "init": ({"from": args.init.name, "sha256": init_sha} if args.init else None),
+            "init": ({"from": args.init.name, "sha256": init_sha, "training": init_record(args.init)}
+                     if args.init else None),
             "loss": "cross-entropy on logits (softmax added at export)",
             "wall_time_s": round(train_s, 1), "cpu_time_s": round(train_cpu_s, 1),
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "threads": args.threads,
