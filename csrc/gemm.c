@@ -78,36 +78,104 @@ INLINE void ukernel(int64_t kc, const float *a, const float *b, float *c, int64_
         for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tmp[i][j] : tmp[i][j];
 }
 
+typedef struct gemm_pp_job {
+    int64_t m, n, k, mpad, npad, ldc;
+    const float *pa, *pb;
+    float *c;
+    const float *bias;
+    int act; float p0, p1;
+    int64_t mt, nt, bm, bn;   /* tiles: bm x bn of about mt x nt panels */
+} gemm_pp_job;
+
+INLINE float act_apply(float v, int act, float p0, float p1) {
+    switch (act) {
+    case ACT_RELU: return v < 0.0f ? 0.0f : v;
+    case ACT_CLIP: { float r = v < p0 ? p0 : v; return r > p1 ? p1 : r; }
+    case ACT_LEAKY: return v < 0.0f ? v * p1 : v;
+    default: return v;
+    }
+}
+
+/* bias_act_rows on one tile (the same arithmetic: act(y + bias), bias 0 when absent) */
+INLINE void tile_epilogue(const gemm_pp_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+    const float p0 = g->p0, p1 = g->p1;
+    for (int64_t i = i0; i < i1; i++) {
+        const float bb = g->bias ? g->bias[i] : 0.0f;
+        float *restrict y = g->c + i * g->ldc;
+#define EPI_LOOP(A) for (int64_t j = j0; j < j1; j++) y[j] = act_apply(y[j] + bb, A, p0, p1)
+        switch (g->act) {
+        case ACT_RELU: EPI_LOOP(ACT_RELU); break;
+        case ACT_CLIP: EPI_LOOP(ACT_CLIP); break;
+        case ACT_LEAKY: EPI_LOOP(ACT_LEAKY); break;
+        default: EPI_LOOP(ACT_NONE); break;
+        }
+#undef EPI_LOOP
+    }
+}
+
 typedef struct gemm_job {
     int64_t m, n, k, lda, ldb, ldc;
     const float *a, *b;
     float *c;
     int ta, tb, acc, split_n;
     int64_t unit;
+    /* operands packed once for all threads (NULL: each task packs its own), in the layout
+     * of gemm_pack_a / gemm_pack_b: per K block of kstep, whole panels of the operand */
+    const float *pa_all, *pb_all;
+    int64_t mpad, npad;
 } gemm_job;
+
+INLINE int64_t kstep_of(int64_t k) {
+    int64_t nb = (k + KC - 1) / KC;
+    return (k + nb - 1) / nb;
+}
 
 /* one thread's share: rows [m0, m1) x cols [n0, n1) of C, with micro-kernel UK */
 #define DEFINE_GEMM_BLOCK(NAME, UK, ATTR)                                                              \
     ATTR static void NAME(const gemm_job *g, int64_t m0, int64_t m1, int64_t n0, int64_t n1, float *pa, float *pb) { \
+        int64_t kstep = kstep_of(g->k);                                                                \
         for (int64_t jc = n0; jc < n1; jc += NC) {                                                     \
             int64_t nc = n1 - jc < NC ? n1 - jc : NC;                                                  \
-            int64_t kstep = (g->k + (g->k + KC - 1) / KC - 1) / ((g->k + KC - 1) / KC);             \
             for (int64_t pc = 0; pc < g->k; pc += kstep) {                                             \
                 int64_t kc = g->k - pc < kstep ? g->k - pc : kstep;                                    \
-                const float *bp = g->tb ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;           \
-                pack_b(kc, nc, bp, g->ldb, g->tb, pb);                                                 \
+                const float *bpk = pb;                                                                 \
+                if (g->pb_all) bpk = g->pb_all + pc * g->npad + jc * kc;                               \
+                else {                                                                                 \
+                    const float *bp = g->tb ? g->b + jc * g->ldb + pc : g->b + pc * g->ldb + jc;       \
+                    pack_b(kc, nc, bp, g->ldb, g->tb, pb);                                             \
+                }                                                                                      \
                 int acc = g->acc || pc > 0;                                                            \
                 for (int64_t ic = m0; ic < m1; ic += MC) {                                             \
                     int64_t mc = m1 - ic < MC ? m1 - ic : MC;                                          \
-                    const float *ap = g->ta ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;       \
-                    pack_a(mc, kc, ap, g->lda, g->ta, pa);                                             \
+                    const float *apk = pa;                                                             \
+                    if (g->pa_all) apk = g->pa_all + pc * g->mpad + ic * kc;                           \
+                    else {                                                                             \
+                        const float *ap = g->ta ? g->a + pc * g->lda + ic : g->a + ic * g->lda + pc;   \
+                        pack_a(mc, kc, ap, g->lda, g->ta, pa);                                         \
+                    }                                                                                  \
                     for (int64_t jr = 0; jr < nc; jr += NR)                                            \
                         for (int64_t ir = 0; ir < mc; ir += MR)                                        \
-                            UK(kc, pa + ir * kc, pb + jr * kc, g->c + (ic + ir) * g->ldc + jc + jr, g->ldc, \
+                            UK(kc, apk + ir * kc, bpk + jr * kc, g->c + (ic + ir) * g->ldc + jc + jr, g->ldc, \
                                mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, acc);         \
                 }                                                                                      \
             }                                                                                          \
         }                                                                                              \
+    }
+
+/* C tile rows [i0, i1) x cols [j0, j1) (multiples of MR / NR but for the ends) from fully
+ * packed A and B, then c = act(c + bias[row]) on the tile (bias NULL and ACT_NONE: none) */
+#define DEFINE_GEMM_TILE(NAME, UK, ATTR)                                                               \
+    ATTR static void NAME(const gemm_pp_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {       \
+        int64_t kstep = kstep_of(g->k);                                                                \
+        for (int64_t pc = 0; pc < g->k; pc += kstep) {                                                 \
+            int64_t kc = g->k - pc < kstep ? g->k - pc : kstep;                                        \
+            const float *ak = g->pa + pc * g->mpad, *bk = g->pb + pc * g->npad;                        \
+            for (int64_t jr = j0; jr < j1; jr += NR)                                                   \
+                for (int64_t ir = i0; ir < i1; ir += MR)                                               \
+                    UK(kc, ak + ir * kc, bk + jr * kc, g->c + ir * g->ldc + jr, g->ldc,                \
+                       i1 - ir < MR ? i1 - ir : MR, j1 - jr < NR ? j1 - jr : NR, pc > 0);              \
+        }                                                                                              \
+        if (g->bias || g->act != ACT_NONE) tile_epilogue(g, i0, i1, j0, j1);                           \
     }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -147,6 +215,7 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void ukernel_av
         for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tmp[i][j] : tmp[i][j];
 }
 DEFINE_GEMM_BLOCK(gemm_block_avx2, ukernel_avx2, __attribute__((target("avx2,fma"))))
+DEFINE_GEMM_TILE(gemm_tile_avx2, ukernel_avx2, __attribute__((target("avx2,fma"))))
 /* CPU check shared by every kernel file (declared in internal.h), cached after the first call */
 int aipn_cpu_has_avx2_fma(void) {
     static int v = -1;
@@ -163,6 +232,7 @@ int aipn_cpu_has_avx2_fma(void) {
 #endif
 
 DEFINE_GEMM_BLOCK(gemm_block_base, ukernel, )
+DEFINE_GEMM_TILE(gemm_tile_base, ukernel, )
 
 const char *gemm_isa(void) {
 #ifdef HAVE_DISPATCH
@@ -183,8 +253,8 @@ static void gemm_task(void *ctx, int64_t b, int64_t e) {
     if (g->split_n) { n0 = b * g->unit; n1 = e * g->unit < g->n ? e * g->unit : g->n; }
     else { m0 = b * g->unit; m1 = e * g->unit < g->m ? e * g->unit : g->m; }
     size_t kc = (size_t)(g->k < KC ? g->k : KC);
-    size_t na = (size_t)MC * kc + 64, nb = (size_t)NC * kc + 64;
-    float *buf = aligned_alloc(64, ((na + nb) * sizeof(float) + 63) / 64 * 64);
+    size_t na = g->pa_all ? 0 : (size_t)MC * kc + 64, nb = g->pb_all ? 0 : (size_t)NC * kc + 64;
+    float *buf = aligned_alloc(64, ((na + nb) * sizeof(float) + 63) / 64 * 64 + 64);
     if (!buf) abort(); /* allocation of a few MB failed: nothing sensible left to do */
     float *pa = buf, *pb = buf + (na + 15) / 16 * 16;
 #ifdef HAVE_DISPATCH
@@ -195,6 +265,75 @@ static void gemm_task(void *ctx, int64_t b, int64_t e) {
     free(buf);
 }
 
+/* -- whole operands packed once ------------------------------------------------------------ */
+int64_t gemm_kstep(int64_t k) { return kstep_of(k); }
+size_t gemm_packed_a_floats(int64_t m, int64_t k) { return (size_t)((m + MR - 1) / MR * MR) * (size_t)k; }
+size_t gemm_packed_b_floats(int64_t n, int64_t k) { return (size_t)((n + NR - 1) / NR * NR) * (size_t)k; }
+
+typedef struct packall_job { int64_t rows, k, ld, np; const float *src; int trans, is_b; float *dst; } packall_job;
+
+/* unit u: K block u / np, panel u % np */
+static void packall_task(void *ctx, int64_t b, int64_t e) {
+    const packall_job *j = ctx;
+    int64_t kstep = kstep_of(j->k), R = j->is_b ? NR : MR, pad = j->np * R;
+    for (int64_t u = b; u < e; u++) {
+        int64_t pc = (u / j->np) * kstep, i = (u % j->np) * R;
+        int64_t kc = j->k - pc < kstep ? j->k - pc : kstep, r = j->rows - i < R ? j->rows - i : R;
+        float *d = j->dst + pc * pad + i * kc;
+        if (j->is_b) pack_b(kc, r, j->trans ? j->src + i * j->ld + pc : j->src + pc * j->ld + i, j->ld, j->trans, d);
+        else pack_a(r, kc, j->trans ? j->src + pc * j->ld + i : j->src + i * j->ld + pc, j->ld, j->trans, d);
+    }
+}
+
+static void pack_all(pool *p, int64_t rows, int64_t k, const float *src, int64_t ld, int trans, int is_b, float *dst) {
+    int64_t R = is_b ? NR : MR, np = (rows + R - 1) / R, nblk = (k + kstep_of(k) - 1) / kstep_of(k);
+    packall_job j = {rows, k, ld, np, src, trans, is_b, dst};
+    pool_for(p, np * nblk, 4, packall_task, &j);
+}
+
+void gemm_pack_a(pool *p, int64_t m, int64_t k, const float *a, int64_t lda, int trans_a, float *dst) {
+    pack_all(p, m, k, a, lda, trans_a, 0, dst);
+}
+
+static void pp_task(void *ctx, int64_t b, int64_t e) {
+    const gemm_pp_job *g = ctx;
+    int64_t mp = g->mpad / MR, np = g->npad / NR;
+    for (int64_t t = b; t < e; t++) {
+        /* N-block major: consecutive tiles share their B block */
+        int64_t bi = t % g->bm, bj = t / g->bm;
+        int64_t i0 = bi * mp / g->bm * MR, i1 = (bi + 1) * mp / g->bm * MR;
+        int64_t j0 = bj * np / g->bn * NR, j1 = (bj + 1) * np / g->bn * NR;
+        if (i1 > g->m) i1 = g->m;
+        if (j1 > g->n) j1 = g->n;
+        if (i0 >= i1 || j0 >= j1) continue;
+#ifdef HAVE_DISPATCH
+        if (have_avx2()) { gemm_tile_avx2(g, i0, i1, j0, j1); continue; }
+#endif
+        gemm_tile_base(g, i0, i1, j0, j1);
+    }
+}
+
+void sgemm_packed(pool *p, int64_t m, int64_t n, int64_t k, const float *pa, const float *pb, float *c, int64_t ldc,
+                  const float *bias, int act, float p0, float p1) {
+    if (m <= 0 || n <= 0 || k <= 0) return;
+    int64_t mp = (m + MR - 1) / MR, np = (n + NR - 1) / NR, t = pool_threads(p);
+    /* tiles of at most 16 x 8 panels (96 x 128: the A block of a K step in L2, a B panel in
+     * L1), cut further until there are enough for the threads to share dynamically */
+    int64_t mt = mp < 16 ? mp : 16, nt = np < 8 ? np : 8;
+    int64_t want = t > 1 ? 8 * t : 1;
+    for (;;) {
+        int64_t bm = (mp + mt - 1) / mt, bn = (np + nt - 1) / nt;
+        if (bm * bn >= want) break;
+        if (mt * MR >= nt * NR && mt > 2) mt = (mt + 1) / 2;
+        else if (nt > 1) nt = (nt + 1) / 2;
+        else if (mt > 1) mt = (mt + 1) / 2;
+        else break;
+    }
+    gemm_pp_job g = {m, n, k, mp * MR, np * NR, ldc, pa, pb, c, bias, act, p0, p1, mt, nt,
+                     (mp + mt - 1) / mt, (np + nt - 1) / nt};
+    pool_for(p, g.bm * g.bn, 1, pp_task, &g);
+}
+
 void sgemm(pool *p, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a, const float *b,
            int64_t ldb, int trans_b, float *c, int64_t ldc, int accumulate) {
     if (m <= 0 || n <= 0) return;
@@ -203,18 +342,34 @@ void sgemm(pool *p, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda
             for (int64_t i = 0; i < m; i++) memset(c + i * ldc, 0, (size_t)n * sizeof(float));
         return;
     }
-    gemm_job g = {m, n, k, lda, ldb, ldc, a, b, c, trans_a, trans_b, accumulate, 0, 0};
+    gemm_job g = {m, n, k, lda, ldb, ldc, a, b, c, trans_a, trans_b, accumulate, 0, 0, NULL, NULL, 0, 0};
     int t = pool_threads(p);
     /* split the larger dimension; units are whole register tiles */
     int64_t nunits = (n + NR - 1) / NR, munits = (m + MR - 1) / MR;
+    g.mpad = munits * MR;
+    g.npad = nunits * NR;
+    float *shared = NULL;
     if (nunits >= munits || nunits >= 2 * t) {
         g.split_n = 1;
         g.unit = NR;
-        pool_for(p, nunits, 1 + nunits / (4 * t) > 4 ? 4 : 1, gemm_task, &g);
+        int64_t grain = 1 + nunits / (4 * t) > 4 ? 4 : 1;
+        /* several tasks: A packed once for all of them (else each would pack all of A) */
+        if (t > 1 && nunits > grain && gemm_packed_a_floats(m, k) <= ((size_t)1 << 26) &&
+            (shared = aligned_alloc(64, (gemm_packed_a_floats(m, k) * sizeof(float) + 63) / 64 * 64))) {
+            pack_all(p, m, k, a, lda, trans_a, 0, shared);
+            g.pa_all = shared;
+        }
+        pool_for(p, nunits, grain, gemm_task, &g);
     } else {
         g.unit = MR;
+        if (t > 1 && munits > 1 && gemm_packed_b_floats(n, k) <= ((size_t)1 << 26) &&
+            (shared = aligned_alloc(64, (gemm_packed_b_floats(n, k) * sizeof(float) + 63) / 64 * 64))) {
+            pack_all(p, n, k, b, ldb, trans_b, 1, shared);
+            g.pb_all = shared;
+        }
         pool_for(p, munits, 1, gemm_task, &g);
     }
+    free(shared);
 }
 
 /* -- FC at small batch: y[r, j] = x[r, :] . w[j, :] ----------------------------------------- */

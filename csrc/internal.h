@@ -100,10 +100,24 @@ void sgemm(pool *p, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda
 /* y[r, :] = x[r, :] . W^T for W n x k row-major (the FC shape), any batch */
 void fc_f32(pool *p, const float *x, int64_t rows, int64_t k, const float *w, int64_t n, float *y);
 const char *gemm_isa(void);
+/* Operands packed whole, for reuse (weights packed once per layer) and for sharing between
+ * threads: K in blocks of gemm_kstep(k) rows; within the block at pc (kc rows), A is
+ * ceil(m / GEMM_MR) panels of kc x GEMM_MR (zero rows past m) at pa + pc * mpad, B is
+ * ceil(n / GEMM_NR) panels of kc x GEMM_NR (zero columns past n) at pb + pc * npad, with
+ * mpad, npad = m, n rounded up to GEMM_MR, GEMM_NR. Buffers 64-byte aligned. */
+enum { GEMM_MR = 6, GEMM_NR = 16 };
+int64_t gemm_kstep(int64_t k);
+size_t gemm_packed_a_floats(int64_t m, int64_t k);
+size_t gemm_packed_b_floats(int64_t n, int64_t k);
+void gemm_pack_a(pool *p, int64_t m, int64_t k, const float *a, int64_t lda, int trans_a, float *dst);
+/* C[m x n] (ldc) = A B from packed A and B, then act(C + bias[row]) (bias may be NULL) */
+void sgemm_packed(pool *p, int64_t m, int64_t n, int64_t k, const float *pa, const float *pb, float *c, int64_t ldc,
+                  const float *bias, int act, float p0, float p1);
 /* conv.c */
 typedef struct conv_params {
     int64_t n, c, h, w, m, kh, kw, oh, ow;
     int64_t sh, sw, dh, dw, pt, pl, group;
+    int weights_const;        /* the weights never change: conv2d packs them once into its scratch */
 } conv_params;
 size_t conv_scratch_floats(const conv_params *cp);
 void conv2d(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias,

@@ -214,6 +214,7 @@ static aipn_status prep_conv(plan *pl, const aipn_model *m, step *st) {
     int64_t od[4] = {cp->n, mm, outs[0], nd == 2 ? outs[1] : 0};
     TRY(set_out(st, vout(pl, st, 0), DT_F32, x->ndim, od));
     fused_act(st);
+    cp->weights_const = w->is_const;
     size_t sc = conv_scratch_floats(cp);
     if (sc) {
         st->scratch = arena_alloc(&pl->mem, sc * sizeof(float));
