@@ -382,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder with the IDX files (default: the Debian path, else the shipped subset)")
     sp.add_argument("--limit", type=int, default=2000, help="images used (half calibration, half held-out)")
     sp.add_argument("--budget", type=float, default=0.02, help="allowed top-1 loss, as a fraction (0.02 = 2 points)")
-    sp.add_argument("--margin", type=float, default=1.0,
-                    help="standard errors of the calibration loss kept below the budget (default 1; 0 = none)")
+    sp.add_argument("--margin", type=float, default=2.0,
+                    help="standard errors of the calibration loss kept below the budget (default 2; 0 = none)")
     sp.add_argument("--objective", default="energy", choices=["energy", "traffic", "macs", "time"])
     sp.add_argument("--drowsy-granularity", default="pixel", choices=["neuron", "pixel", "channel", "tile"])
     sp.add_argument("--no-aip", action="store_true", help="tune DrowsyNet rates only")

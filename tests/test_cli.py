@@ -70,3 +70,6 @@ def test_demo_end_to_end(tmp_path):
     exact, aip = rows[0], rows[1]
     assert aip["fc_bytes"] < 0.5 * exact["fc_bytes"]
     assert all(r["conv_macs"] < exact["conv_macs"] for r in rows if r["setting"].startswith("DrowsyNet"))
+    # the shipped per-layer DrowsyNet setting (aipnet tune, 3-point budget) skips over half the conv MACs
+    tuned = [r for r in rows if r["setting"].startswith("DrowsyNet tuned")]
+    assert len(tuned) == 1 and tuned[0]["conv_macs"] < 0.5 * exact["conv_macs"]
