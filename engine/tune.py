@@ -142,7 +142,7 @@ class Tuner:
 
     def evaluate(self, levels: tuple[int, ...], split: str = "calib") -> Point:
         # keyed by the setting itself, not level indices, which change when the grids do
-        key = json.dumps([3, split, self.objective, self.config(levels)], sort_keys=True)
+        key = json.dumps([4, split, self.objective, self.config(levels)], sort_keys=True)
         m = self._cache.get(key)
         if m is None:
             m = self._measure(levels, split)

@@ -102,3 +102,17 @@ def test_tune_cli(tmp_path):
     assert res["calib"]["tuned"]["loss"] <= 0.1
     cfg = json.loads((tmp_path / "c.json").read_text())
     assert cfg == res["config"] and "aip" not in cfg
+
+
+def test_batch_only_where_it_changes_nothing(data, tmp_path):
+    """Batching would read FC weights once per batch: with AIP in the search, or an
+    objective that counts bytes, every setting (exact included) runs at batch 1, so that
+    exact and AIP settings are priced alike."""
+    x, y = data
+    model = aipnet.load("reference")
+    combined = Tuner(model, x, y, 0.02, objective="energy", cache_dir=tmp_path)
+    assert combined.batch_for(combined.config(tuple([0] * len(combined.layers)))) == 1
+    drowsy_energy = Tuner(model, x, y, 0.02, objective="energy", aip=False, cache_dir=tmp_path)
+    assert drowsy_energy.batch_for(drowsy_energy.config(tuple([1] * len(drowsy_energy.layers)))) == 1
+    drowsy_macs = Tuner(model, x, y, 0.02, objective="macs", aip=False, cache_dir=tmp_path)
+    assert drowsy_macs.batch_for(drowsy_macs.config(tuple([1] * len(drowsy_macs.layers)))) == 50
