@@ -40,10 +40,10 @@ def _row(name: str, res: dict[str, Any], exact: dict[str, Any] | None) -> dict[s
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    head = f"{'setting':40s} {'top-1':>6s} {'loss':>7s} {'agree':>6s} {'FC bytes':>9s} {'conv MACs':>9s} {'energy':>9s} {'time':>8s}"
-    lines = [head, f"{'':40s} {'':>6s} {'(pt)':>7s} {'':>6s} {'(MB)':>9s} {'(M)':>9s} {'(uJ)':>9s} {'(ms)':>8s}"]
+    head = f"{'setting':44s} {'top-1':>6s} {'loss':>7s} {'agree':>6s} {'FC bytes':>9s} {'conv MACs':>9s} {'energy':>9s} {'time':>8s}"
+    lines = [head, f"{'':44s} {'':>6s} {'(pt)':>7s} {'':>6s} {'(MB)':>9s} {'(M)':>9s} {'(uJ)':>9s} {'(ms)':>8s}"]
     for r in rows:
-        lines.append(f"{r['setting'][:40]:40s} {r['top1']:6.4f} {r['loss_pt']:+7.2f} {r['agreement']:6.4f} "
+        lines.append(f"{r['setting'][:44]:44s} {r['top1']:6.4f} {r['loss_pt']:+7.2f} {r['agreement']:6.4f} "
                      f"{r['fc_bytes'] / 1e6:9.3f} {r['conv_macs'] / 1e6:9.3f} {r['energy_uj']:9.1f} {r['ms_per_image']:8.3f}")
     return "\n".join(lines)
 
