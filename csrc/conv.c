@@ -99,25 +99,13 @@ static void depthwise_task(void *ctx, int64_t b, int64_t e) {
         const float *wk = j->w + m * cp->kh * cp->kw;
         float *out = j->y + nm * cp->oh * cp->ow;
         for (int64_t y = 0; y < cp->oh; y++)
-            for (int64_t xx = 0; xx < cp->ow; xx++) {
-                float acc = 0.0f;
-                for (int64_t i = 0; i < cp->kh; i++) {
-                    int64_t iy = y * cp->sh - cp->pt + i * cp->dh;
-                    if (iy < 0 || iy >= cp->h) continue;
-                    for (int64_t jj = 0; jj < cp->kw; jj++) {
-                        int64_t ix = xx * cp->sw - cp->pl + jj * cp->dw;
-                        if (ix >= 0 && ix < cp->w) acc += xc[iy * cp->w + ix] * wk[i * cp->kw + jj];
-                    }
-                }
-                out[y * cp->ow + xx] = acc;
-            }
+            for (int64_t xx = 0; xx < cp->ow; xx++) out[y * cp->ow + xx] = depthwise_tap_sum(cp, xc, wk, y, xx);
     }
 }
 
 /* -- the packed path ------------------------------------------------------------------------ */
 typedef struct pad_job { const conv_params *cp; const float *x; float *xpad; int64_t Hp, Wp; } pad_job;
 
-/* xpad[c, yy, xx] = x[c, yy - pt, xx - pl], 0 outside the image */
 static void pad_task(void *ctx, int64_t b, int64_t e) {
     const pad_job *j = ctx;
     const conv_params *cp = j->cp;
@@ -127,11 +115,17 @@ static void pad_task(void *ctx, int64_t b, int64_t e) {
         int64_t c = r / j->Hp, iy = r % j->Hp - cp->pt;
         float *d = j->xpad + r * Wp;
         if (iy < 0 || iy >= cp->h) { memset(d, 0, (size_t)Wp * sizeof(float)); continue; }
-        const float *s = j->x + (c * cp->h + iy) * cp->w;
+        const float *s = j->x + (c * cp->h + iy) * cp->w;   /* image column xx - pl */
         for (int64_t xx = 0; xx < x0; xx++) d[xx] = 0.0f;
         if (x1 > x0) memcpy(d + x0, s + (x0 - cp->pl), (size_t)(x1 - x0) * sizeof(float));
         for (int64_t xx = x1; xx < Wp; xx++) d[xx] = 0.0f;
     }
+}
+
+void conv_pad_input(pool *p, const conv_params *cp, const float *x, int64_t channels, int64_t Hp, int64_t Wp,
+                    float *xpad) {
+    pad_job pj = {cp, x, xpad, Hp, Wp};
+    pool_for(p, channels * Hp, 4, pad_task, &pj);
 }
 
 /* pixel q's tap (0, 0) in the padded image (-1 past P); flag of panel j: its 16 pixels'
@@ -221,8 +215,7 @@ static void conv2d_packed(pool *p, const conv_params *cp, const conv_geom *gm, c
         for (int64_t g = 0; g < cp->group; g++) {
             const float *xg = x + (n * cp->c + g * cg) * cp->h * cp->w, *src = xg;
             if (!gm->alias) {
-                pad_job pj = {cp, xg, xp, gm->Hp, gm->Wp};
-                pool_for(p, cg * gm->Hp, 4, pad_task, &pj);
+                conv_pad_input(p, cp, xg, cg, gm->Hp, gm->Wp, xp);
                 src = xp;
             }
             packb_job bj = {cp, gm, src, base, contig, pb};

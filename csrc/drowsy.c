@@ -125,26 +125,8 @@ typedef struct djob {
     uint64_t *done;
 } djob;
 
-/* -- the padded input ---------------------------------------------------------------------- */
-/* xpad[c, yy, xx] = x[c, yy - pt, xx - pl], 0 outside the image: every tap of every output
- * pixel lies at a fixed offset from the pixel's origin, so the gathers need no bounds
- * checks. Hp x Wp covers exactly the taps the output reads. */
-typedef struct pad_job { const conv_params *cp; const float *x; float *xpad; int64_t Hp, Wp; } pad_job;
-static void pad_task(void *ctx, int64_t b, int64_t e) {
-    const pad_job *j = ctx;
-    const conv_params *cp = j->cp;
-    int64_t Wp = j->Wp, x0 = cp->pl < 0 ? 0 : cp->pl, x1 = cp->pl + cp->w < Wp ? cp->pl + cp->w : Wp;
-    if (x0 > x1) x0 = x1;
-    for (int64_t r = b; r < e; r++) {   /* r = c * Hp + yy */
-        int64_t c = r / j->Hp, iy = r % j->Hp - cp->pt;
-        float *d = j->xpad + r * Wp;
-        if (iy < 0 || iy >= cp->h) { memset(d, 0, (size_t)Wp * sizeof(float)); continue; }
-        const float *s = j->x + (c * cp->h + iy) * cp->w;   /* image column xx - pl */
-        for (int64_t xx = 0; xx < x0; xx++) d[xx] = 0.0f;
-        if (x1 > x0) memcpy(d + x0, s + (x0 - cp->pl), (size_t)(x1 - x0) * sizeof(float));
-        for (int64_t xx = x1; xx < Wp; xx++) d[xx] = 0.0f;
-    }
-}
+/* The padded input (conv_pad_input, conv.c): every tap of every output pixel lies at a fixed
+ * offset from the pixel's origin, so the gathers need no bounds checks. */
 
 /* -- panels and register-tiled products (tile, pixel, channel) ------------------------------ */
 /* Block i of the pixel list is packed as up to 4 panels of K x 16 (16 pixels a row, the
@@ -699,15 +681,7 @@ static void depthwise_task(void *ctx, int64_t b, int64_t e) {
             for (int64_t xx = 0; xx < cp->ow; xx++) {
                 int64_t q = yy * cp->ow + xx;
                 if (!kept_at(j->units, d->gran, m, q, P, d->TB)) continue;
-                float acc = 0.0f;
-                for (int64_t i = 0; i < cp->kh; i++) {
-                    int64_t iy = yy * cp->sh - cp->pt + i * cp->dh;
-                    if (iy < 0 || iy >= cp->h) continue;
-                    for (int64_t jj = 0; jj < cp->kw; jj++) {
-                        int64_t ix = xx * cp->sw - cp->pl + jj * cp->dw;
-                        if (ix >= 0 && ix < cp->w) acc += xc[iy * cp->w + ix] * wk[i * cp->kw + jj];
-                    }
-                }
+                float acc = depthwise_tap_sum(cp, xc, wk, yy, xx);
                 j->y[m * P + q] = apply(acc + bb, j->act, j->p0, j->p1) * j->scale;
                 done++;
             }
@@ -886,8 +860,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
                 continue;
             }
             bstart[nblk] = nit;
-            pad_job pj = {cp, j.x, xpad, nl.Hp, nl.Wp};
-            pool_for(p, cg * nl.Hp, 4, pad_task, &pj);
+            conv_pad_input(p, cp, j.x, cg, nl.Hp, nl.Wp, xpad);
             run_panels(p, &j, nblk, nit);
         }
     }

@@ -120,6 +120,26 @@ typedef struct conv_params {
     int weights_const;        /* the weights never change: conv2d packs them once into its scratch */
 } conv_params;
 size_t conv_scratch_floats(const conv_params *cp);
+/* xpad[c, yy, xx] = x[c, yy - pt, xx - pl] for `channels` planes of Hp x Wp, 0 outside the
+ * image (Hp x Wp covers exactly the taps the output reads); shared by the exact and the
+ * DrowsyNet conv engines. */
+void conv_pad_input(pool *p, const conv_params *cp, const float *x, int64_t channels, int64_t Hp, int64_t Wp,
+                    float *xpad);
+/* One output of a single-input-channel (depthwise) kernel at output pixel (oy, ox), summed
+ * over the taps that fall inside the image: xc is the input plane, wk the kh x kw kernel. */
+static inline float depthwise_tap_sum(const conv_params *cp, const float *xc, const float *wk, int64_t oy,
+                                      int64_t ox) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < cp->kh; i++) {
+        int64_t iy = oy * cp->sh - cp->pt + i * cp->dh;
+        if (iy < 0 || iy >= cp->h) continue;
+        for (int64_t jj = 0; jj < cp->kw; jj++) {
+            int64_t ix = ox * cp->sw - cp->pl + jj * cp->dw;
+            if (ix >= 0 && ix < cp->w) acc += xc[iy * cp->w + ix] * wk[i * cp->kw + jj];
+        }
+    }
+    return acc;
+}
 void conv2d(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias,
             float *y, float *scratch, int act, float p0, float p1);
 /* pool.c */

@@ -192,8 +192,9 @@ class Tuner:
                 "conv_macs": sum(layer["macs"] for layer in stats["layers"] if layer["op"] == "Conv") / n}
 
     # -- searches ----------------------------------------------------------------------
-    def greedy(self) -> tuple[Point, list[Point]]:
-        """Per-layer sensitivity sweep, then cost-per-loss steps within the budget."""
+    def greedy(self) -> tuple[Point, list[Point], dict[tuple[int, int], Point]]:
+        """Per-layer sensitivity sweep, then cost-per-loss steps within the budget; returns
+        (best, seen, sweep), the sweep keyed by (layer, level)."""
         base = tuple([0] * len(self.layers))
         exact = self.evaluate(base)
         sweep: dict[tuple[int, int], Point] = {}
@@ -204,12 +205,12 @@ class Tuner:
                 if p.loss > 2 * self.budget + 0.02:
                     break  # deeper levels of this layer only lose more
         seen = [exact, *sweep.values()]
-        self._sweep = sweep
         best = self._improve(exact, sweep, seen, exact)
-        return best, seen
+        return best, seen, sweep
 
-    def uniform_search(self) -> tuple[Point, Point, list[Point]]:
-        """Every layer of a kind at one level; returns (improved best, best uniform, seen)."""
+    def uniform_search(self, sweep: dict[tuple[int, int], Point]) -> tuple[Point, Point, list[Point]]:
+        """Every layer of a kind at one level, then the improvement steps guided by the
+        greedy ``sweep``; returns (improved best, best uniform, seen)."""
         exact = self.evaluate(tuple([0] * len(self.layers)))
         seen = [exact]
         nc = len(self.convs)
@@ -223,7 +224,7 @@ class Tuner:
                 if p.loss > 2 * self.budget + 0.02:
                     break
         start = min((p for p in seen if self.feasible(p)), key=lambda p: p.cost)
-        return self._improve(start, getattr(self, "_sweep", {}), seen, exact), start, seen
+        return self._improve(start, sweep, seen, exact), start, seen
 
     def random_search(self, samples: int = 24) -> tuple[Point, list[Point]]:
         """Seeded random points over the grid, then the improvement steps from the best."""
@@ -291,9 +292,9 @@ class Tuner:
         return None
 
     def run(self) -> dict[str, Any]:
-        g_best, g_seen = self.greedy()
+        g_best, g_seen, sweep = self.greedy()
         r_best, r_seen = self.random_search()
-        u_best, u_start, u_seen = self.uniform_search()
+        u_best, u_start, u_seen = self.uniform_search(sweep)
         found = {"greedy": g_best, "random": r_best, "uniform": u_best}
         method = min(found, key=lambda k: found[k].cost)
         best = found[method]
