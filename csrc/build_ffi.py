@@ -11,7 +11,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 SOURCES = ["format.c", "runtime.c", "ops.c", "threads.c", "activation.c", "conv.c", "gemm.c", "pool.c",
-           "norm.c", "softmax.c", "perf.c", "aip.c", "drowsy.c"]
+           "norm.c", "softmax.c", "perf.c", "aip.c", "drowsy.c", "drowsy_neuron.c"]
 CFLAGS = ["-O3", "-std=gnu11", "-pthread", "-fvisibility=hidden", "-Wno-unused-parameter"]
 
 

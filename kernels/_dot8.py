@@ -1,6 +1,6 @@
 """Eight float32 dot products at once, vectorised along K (an LLVM-IR Numba intrinsic).
 
-The micro-kernel of DrowsyNet's neuron granularity (:func:`aipnet.kernels.drowsy.conv_neuron`):
+The micro-kernel of DrowsyNet's neuron granularity (:func:`aipnet.kernels.drowsy_neuron.conv_neuron`):
 each kept output is one dot product of a weight row and a patch, and the kept outputs of
 a random mask share nothing regular enough for a register tile. So eight arbitrary
 (weight, patch) pairs are computed together: eight ``<8 x float>`` accumulators, one

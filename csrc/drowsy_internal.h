@@ -1,0 +1,67 @@
+/* Internals shared by the DrowsyNet kernels: drowsy.c (masks, the panel engine of the
+ * tile, pixel and channel granularities, depthwise, the dispatcher conv2d_drowsy) and
+ * drowsy_neuron.c (the neuron granularity). Not part of the public API. */
+#ifndef AIPN_DROWSY_INTERNAL_H
+#define AIPN_DROWSY_INTERNAL_H
+
+#include "internal.h"
+
+/* the fused activation of one output (ACT_*) */
+static inline float apply(float v, int act, float p0, float p1) {
+    switch (act) {
+    case ACT_RELU: return v < 0.0f ? 0.0f : v;
+    case ACT_CLIP: { float r = v < p0 ? p0 : v; return r > p1 ? p1 : r; }
+    case ACT_LEAKY: return v < 0.0f ? v * p1 : v;
+    default: return v;
+    }
+}
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+#define INLINE static inline __attribute__((always_inline))
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_DISPATCH 1
+#define have_avx2 aipn_cpu_has_avx2_fma
+#define AVX2_ATTR __attribute__((target("avx2,fma")))
+#endif
+
+/* the work of one image and group, shared by the tasks */
+typedef struct djob {
+    const conv_params *cp;
+    const float *x;          /* this group's input channels (C/group x H x W) */
+    const float *bias;
+    float *y;                /* this image's output (M x P) */
+    const uint8_t *units;    /* this image's unit mask */
+    int act; float p0, p1, scale;
+    int64_t K, P, row0, mg;
+    /* panels: xpad (C/group x Hp x Wp) the zero-padded input; slot s of the pixel list
+     * (blocks of 64 slots) is output pixel pix[s] at xpad offset base[s], -1 past the end */
+    const float *xpad; int64_t Hp, Wp;
+    const int64_t *pix; const int32_t *base; const int64_t *bw;   /* bw[i]: valid slots of block i */
+    int contig;              /* pixels of a block consecutive (tile, channel) or scattered (pixel) */
+    float *cols;             /* panels: block i at cols + i K 64, 4 panels of K x 16 */
+    /* weight tiles (K x 16): items[it] = block * ntiles + tile, block i's items from
+     * bstart[i] to bstart[i + 1]; rowmap: the output row of tile row v * 16 + l (channel
+     * granularity: the kept rows, nrows of them), NULL: tile t is rows 16 t .. 16 t + 15 */
+    const float *wt; const int64_t *items, *bstart; int64_t ntiles;
+    const int64_t *rowmap; int64_t nrows;
+    /* counts, one slot per task start (summed afterwards) */
+    uint64_t *done;
+} djob;
+
+#define ALIGN64(n) (((n) + 63) & ~(size_t)63)
+
+/* -- neuron granularity (drowsy_neuron.c) ---------------------------------------------------- */
+/* bytes of the neuron kernel's own scratch (padded channels-last image, reordered weights,
+ * patch rows), 64-byte aligned regions */
+size_t neuron_scratch_bytes(const conv_params *cp);
+/* the weights reordered into the scratch (once per layer when they are constant) */
+void neuron_prepare_weights(pool *p, const conv_params *cp, const float *w, void *scratch);
+/* one image and group (j: x, y, units, row0, mg, bias, act, scale, done): every output of
+ * rows [row0, row0 + mg) written, kept ones act(acc + bias) * scale, dropped ones 0;
+ * outputs computed added to *j->done */
+void neuron_conv_group(pool *p, const djob *j, void *scratch);
+
+#endif
