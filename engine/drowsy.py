@@ -41,17 +41,13 @@ def bind(plan: Any, graph: Graph, image_offset: int) -> None:
             st.impl.drowsy_image = int(image_offset)
 
 
-def unit_masks(knobs: Any, layer: int, first_image: int, batch: int, channels: int, pixels: int) -> list[np.ndarray]:
-    """Per image of the batch, the uint8 keep mask over that layer's units (1 = computed)."""
+def unit_masks(knobs: Any, layer: int, first_image: int, batch: int, channels: int, pixels: int) -> np.ndarray:
+    """The uint8 keep masks over that layer's units (1 = computed): batch x units, a row per image."""
     g = GRANULARITY_CODES[knobs.drowsy_granularity]
-    n_units = unit_count(g, channels, pixels)
+    masks = np.empty((batch, unit_count(g, channels, pixels)), np.uint8)
     thr = drop_threshold(knobs.drowsy)
-    masks = []
     for i in range(batch):
-        image = 0 if knobs.drowsy_fixed_mask else first_image + i
-        keep = np.empty(n_units, np.uint8)
-        keep_units(knobs.seed, image, layer, thr, keep)
-        masks.append(keep)
+        keep_units(knobs.seed, 0 if knobs.drowsy_fixed_mask else first_image + i, layer, thr, masks[i])
     return masks
 
 

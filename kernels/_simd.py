@@ -69,29 +69,36 @@ def _check_f32(*arrays):
 
 def _make_mk_rows(rows: int):
     @intrinsic
-    def mk(typingctx, a, a_off, a_rs, b, b_off, b_ks, c, c_off, c_rs, n):
+    def mk(typingctx, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n):
         if not _check_f32(a, b, c):
             return None
-        sig = types.void(a, types.intp, types.intp, b, types.intp, types.intp, c, types.intp, types.intp, types.intp)
+        sig = types.void(a, types.intp, rows_off, types.intp, koff, types.intp, b, types.intp, c, types.intp,
+                         types.intp)
 
         def codegen(context, builder, signature, args):
-            a, a_off, a_rs, b, b_off, b_ks, c, c_off, c_rs, n = args
-            ta, tb, tc = signature.args[0], signature.args[3], signature.args[6]
-            ap, bp, cp = (_data(context, builder, t, v) for t, v in ((ta, a), (tb, b), (tc, c)))
+            a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n = args
+            ty = signature.args
+            ap = builder.gep(_data(context, builder, ty[0], a), [a_off])
+            rp = _data(context, builder, ty[2], rows_off)
+            kp = builder.gep(_data(context, builder, ty[4], koff), [k0])
+            bp = builder.gep(_data(context, builder, ty[6], b), [b_off])
+            cp = _data(context, builder, ty[8], c)
             fma = _fma(builder)
-            crow = [builder.add(c_off, builder.mul(c_rs, _c(c_off, r))) for r in range(rows)]
+            # one base pointer per row, so that each broadcast is a load at [row + koff[k]]
+            arow = [builder.gep(ap, [builder.load(builder.gep(rp, [builder.add(r0, _c(r0, r))]))]) for r in range(rows)]
+            crow = [builder.add(c_off, _c(c_off, 16 * r)) for r in range(rows)]
             acc = _accumulators(builder, 2 * rows)
             for r in range(rows):
                 for v in range(2):
                     builder.store(_vload(builder, cp, builder.add(crow[r], _c(c_off, 8 * v))), acc[2 * r + v])
-            arow = [builder.add(a_off, builder.mul(a_rs, _c(a_off, r))) for r in range(rows)]
             with cgutils.for_range(builder, n) as loop:
                 k = loop.index
-                bo = builder.add(b_off, builder.mul(k, b_ks))
+                ko = builder.load(builder.gep(kp, [k]))
+                bo = builder.mul(k, _c(k, 16))
                 b0 = _vload(builder, bp, bo)
                 b1 = _vload(builder, bp, builder.add(bo, _c(bo, 8)))
                 for r in range(rows):
-                    s = _splat(builder, builder.load(builder.gep(ap, [builder.add(arow[r], k)])))
+                    s = _splat(builder, builder.load(builder.gep(arow[r], [ko])))
                     for v, bv in enumerate((b0, b1)):
                         slot = acc[2 * r + v]
                         builder.store(builder.call(fma, [s, bv, builder.load(slot)]), slot)
@@ -106,4 +113,48 @@ def _make_mk_rows(rows: int):
 
 
 mk_rows = {r: _make_mk_rows(r) for r in (1, 2, 3, 4, 5, 6)}
-mk6, mk4, mk2, mk1 = mk_rows[6], mk_rows[4], mk_rows[2], mk_rows[1]
+mk1, mk2, mk3, mk4, mk5, mk6 = (mk_rows[r] for r in (1, 2, 3, 4, 5, 6))
+
+
+def _transpose8(builder, rows):
+    """The 8 x 8 transpose of eight <8 x float> rows (unpack, 64-bit shuffle, 128-bit lane swap)."""
+
+    def shuf(a, b, idx):
+        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, 8), idx))
+
+    t = []
+    for i in range(0, 8, 2):
+        t.append(shuf(rows[i], rows[i + 1], [0, 8, 1, 9, 4, 12, 5, 13]))
+        t.append(shuf(rows[i], rows[i + 1], [2, 10, 3, 11, 6, 14, 7, 15]))
+    s = []
+    for i in (0, 4):
+        for a, b in ((t[i], t[i + 2]), (t[i + 1], t[i + 3])):
+            s.append(shuf(a, b, [0, 1, 8, 9, 4, 5, 12, 13]))
+            s.append(shuf(a, b, [2, 3, 10, 11, 6, 7, 14, 15]))
+    # s[0..3]: columns (0|4), (1|5), (2|6), (3|7) of rows 0-3; s[4..7]: the same of rows 4-7
+    lo = [shuf(s[i], s[i + 4], [0, 1, 2, 3, 8, 9, 10, 11]) for i in range(4)]
+    hi = [shuf(s[i], s[i + 4], [4, 5, 6, 7, 12, 13, 14, 15]) for i in range(4)]
+    return lo + hi
+
+
+@intrinsic
+def pack16x8(typingctx, a, rows_off, r0, k0, p, p_off):
+    """p[p_off + k*16 + v] = a[rows_off[r0 + v] + k0 + k] for v < 16, k < 8: a 16 x 8 block of
+    16 rows of A, transposed into 8 rows of a K x 16 panel (two 8 x 8 register transposes)."""
+    if not _check_f32(a, p):
+        return None
+    sig = types.void(a, rows_off, types.intp, types.intp, p, types.intp)
+
+    def codegen(context, builder, signature, args):
+        a, rows_off, r0, k0, p, p_off = args
+        ty = signature.args
+        ap = builder.gep(_data(context, builder, ty[0], a), [k0])
+        rp = _data(context, builder, ty[1], rows_off)
+        pp = builder.gep(_data(context, builder, ty[4], p), [p_off])
+        rows = [_vload(builder, ap, builder.load(builder.gep(rp, [builder.add(r0, _c(r0, v))]))) for v in range(16)]
+        for half in range(2):
+            for k, col in enumerate(_transpose8(builder, rows[8 * half:8 * half + 8])):
+                _vstore(builder, col, pp, _c(p_off, 16 * k + 8 * half))
+        return context.get_dummy_value()
+
+    return sig, codegen

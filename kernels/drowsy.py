@@ -42,14 +42,14 @@ included): the mask is applied after bias and activation. Survivors are multipli
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ._buffers import aligned_empty
 from ._jit import kernel, prange
-from ._simd import mk1, mk2, mk4, mk6
+from ._simd import mk1, mk2, mk3, mk4, mk5, mk6, pack16x8
 from .activation import _apply
 from .drowsy_neuron import conv_neuron_group
-from .parallel import matmul_rows
 
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
 M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -89,14 +89,21 @@ def drop_threshold(p: float) -> int:
     return int(np.floor(float(p) * (1 << U_BITS)))
 
 
+#: below this many units a mask is made serially (a parallel launch costs more)
+KEEP_SERIAL = 1 << 15
+
+
 @kernel(parallel=True)
 def keep_units(seed, image, layer, threshold, keep):
     """keep[u] = 1 if unit u of (seed, image, layer) survives, 0 if dropped (keep: uint8)."""
     key = layer_key(seed, image, layer)
     thr = np.uint64(threshold)
+    if keep.shape[0] < KEEP_SERIAL:
+        for u in range(keep.shape[0]):
+            keep[u] = 0 if (mix64(key ^ (GAMMA * (np.uint64(u) + ONE))) >> S40) < thr else 1
+        return
     for u in prange(keep.shape[0]):
-        h = mix64(key ^ (GAMMA * (np.uint64(u) + ONE)))
-        keep[u] = 0 if (h >> S40) < thr else 1
+        keep[u] = 0 if (mix64(key ^ (GAMMA * (np.uint64(u) + ONE))) >> S40) < thr else 1
 
 
 def unit_count(granularity: int, m: int, p: int) -> int:
@@ -121,46 +128,6 @@ def expand_mask(granularity: int, units: np.ndarray, m: int, p: int) -> np.ndarr
     tb = -(-p // TILE_PIXELS)
     t = units.reshape(-1, tb)
     return np.repeat(np.repeat(t, TILE_CHANNELS, axis=0)[:m], TILE_PIXELS, axis=1)[:, :p]
-
-
-# -- patch gathers ------------------------------------------------------------------------
-@kernel(parallel=True)
-def im2col_pixels(x, kh, kw, sh, sw, dh, dw, pt, pl, ow, pix, cols):
-    """Patch matrix of the listed output pixels only: cols[(c,i,j), q] for pixel pix[q].
-
-    x is C x H x W; cols is (C*kh*kw) x len(pix); out-of-image taps are 0. (A pixel
-    index >= OH*OW, the padding of a partial tile, gives a column that is never stored.)
-    """
-    c_count, h, w = x.shape
-    kk = kh * kw
-    n = pix.shape[0]
-    y0 = np.empty(n, np.int64)
-    x0 = np.empty(n, np.int64)
-    for q in range(n):
-        y0[q] = (pix[q] // ow) * sh - pt
-        x0[q] = (pix[q] % ow) * sw - pl
-    for r in prange(c_count * kk):
-        c = r // kk
-        i = (r % kk) // kw
-        j = r % kw
-        oy = i * dh
-        ox = j * dw
-        for q in range(n):
-            iy = y0[q] + oy
-            ix = x0[q] + ox
-            if iy >= 0 and iy < h and ix >= 0 and ix < w:
-                cols[r, q] = x[c, iy, ix]
-            else:
-                cols[r, q] = 0.0
-
-
-@kernel(parallel=True)
-def scatter_cols(tmp, pix, bias, row0, has_bias, act, p0, p1, scale, y):
-    """y[r, pix[q]] = act(tmp[r, q] + bias[row0 + r]) * scale (the pixel path's epilogue)."""
-    for r in prange(tmp.shape[0]):
-        b = bias[row0 + r] if has_bias else np.float32(0.0)
-        for q in range(tmp.shape[1]):
-            y[r, pix[q]] = _apply(tmp[r, q] + b, act, p0, p1) * scale
 
 
 # -- depthwise: direct kernel, kept outputs only -------------------------------------------
@@ -199,143 +166,363 @@ def depthwise_masked(x, w, mult, sh, sw, dh, dw, pt, pl, keep, bias, has_bias, a
     return counts.sum()
 
 
-# -- tile: 16 x 64 tiles on a register-blocked micro-kernel ---------------------------------
-#: strips of 16 pixels per 64-pixel tile (the micro-kernel's width), and the K block of
-#: the tile GEMM (a 16-pixel strip of KC rows, 16 KiB, stays in L1 while the kept weight
-#: rows pass over it)
-STRIPS = TILE_PIXELS // 16
-TILE_KC = 256
-TILE_ROW_CHUNK = 64
+# -- pixel, channel and tile: an implicit GEMM over packed weight panels ------------------
+#: pixels per work item at the pixel and channel granularities (the tile granularity's
+#: item is its tile): a multiple of the micro-kernel's 6 rows, enough of them that each
+#: K block of the item's weight panel, loaded into L1 once, serves ten micro-kernel calls
+SEG_PIXELS = 60
+#: K block: a KC x 16 block of a weight panel (16 KiB) stays in L1 while the item's pixels
+#: pass over it
+KC = 256
 
 
-@kernel(parallel=True)
-def im2col_strips(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, strips, panels):
-    """Patch panels of 16-pixel strips: panels[s, (c,i,j), q] = patch of pixel strips[s]*16 + q.
+@kernel()
+def group_lanes(row0, mg):
+    """The weight panels of a conv group's channels row0 .. row0+mg-1 (global numbers).
 
-    x is C x H x W (C-contiguous); panels is len(strips) x (C*kh*kw) x 16 (C-contiguous):
-    one K x 16 panel per strip, the B operand of the micro-kernel. Out-of-image taps and
-    pixels past the last one are 0; strips that start past the last pixel are left alone.
-    A strip is zeroed, then filled row segment by row segment (its pixels in one output
-    row), the in-image span of each kernel column worked out once per segment, so that
-    the inner loop is a plain strided copy (unsigned offsets: no wraparound checks).
+    Panels hold 16 channels, split where global channel numbers are multiples of
+    TILE_CHANNELS, so that each panel lies in one tile row: lanes[j, v] = the group-local
+    channel in lane v of panel j (global channel = row0 + lanes[j, v], lane v = its
+    global number mod 16), -1 for an empty lane.
+    """
+    first = row0 // TILE_CHANNELS
+    npanel = (row0 + mg - 1) // TILE_CHANNELS - first + 1
+    lanes = np.full((npanel, TILE_CHANNELS), -1, np.int64)
+    for c in range(mg):
+        g = row0 + c
+        lanes[g // TILE_CHANNELS - first, g % TILE_CHANNELS] = c
+    return lanes
+
+
+@kernel()
+def pack_panels(w, lanes, panels):
+    """panels[j, k, v] = w[lanes[j, v], k]: weight rows as K x 16 panels.
+
+    w: Mg x K (C-contiguous); panels: len(lanes) x K x 16, 64-byte aligned, so that each
+    k of a panel is one cache line, the micro-kernel's B operand (16 channels in two
+    vectors). Rows are transposed 8 k at a time in registers. An empty lane (-1) gets a
+    copy of a used lane of its panel: computed with it, never stored.
+    """
+    kdim = w.shape[1]
+    wf = w.ravel()
+    pf = panels.ravel()
+    offs = np.empty(TILE_CHANNELS, np.int64)
+    k8 = kdim - kdim % 8
+    for j in range(lanes.shape[0]):
+        used = 0
+        for v in range(TILE_CHANNELS):
+            if lanes[j, v] >= 0:
+                used = lanes[j, v]
+        for v in range(TILE_CHANNELS):
+            offs[v] = (lanes[j, v] if lanes[j, v] >= 0 else used) * kdim
+        base = j * kdim * TILE_CHANNELS
+        for k0 in range(0, k8, 8):
+            pack16x8(wf, offs, 0, k0, pf, base + k0 * TILE_CHANNELS)
+        for k in range(k8, kdim):
+            for v in range(TILE_CHANNELS):
+                pf[base + k * TILE_CHANNELS + v] = wf[offs[v] + k]
+
+
+def pack_conv_weights(w: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All weight panels of a conv, per group: (panels, lanes, npanel) (:func:`group_lanes`).
+
+    panels: G x NP x K x 16 (:func:`pack_panels`), lanes: G x NP x 16, npanel: G (group
+    g's panels are the first npanel[g]). A layer's weights are constants: the Conv op
+    packs them once (when it is configured for the pixel or tile granularity) and passes
+    them to :func:`conv2d_drowsy`.
+    """
+    mg = w.shape[0] // group
+    w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(group, mg, -1)
+    lanes_g = [group_lanes(g * mg, mg) for g in range(group)]
+    npanel = np.array([ln.shape[0] for ln in lanes_g], np.int64)
+    lanes = np.full((group, int(npanel.max()), TILE_CHANNELS), -1, np.int64)
+    panels = aligned_empty((group, lanes.shape[1], w2.shape[2], TILE_CHANNELS))
+    for g in range(group):
+        lanes[g, :npanel[g]] = lanes_g[g]
+        pack_panels(w2[g], lanes[g], panels[g])
+    return panels, lanes, npanel
+
+
+@kernel()
+def pad_image(x, pt, pl, xp):
+    """xp = x inside a zero border: xp[c, pt + y, pl + x] = x[c, y, x], 0 elsewhere.
+
+    x: C x H x W, xp: C x HP x WP (HP >= pt + H, WP >= pl + W). Serial: it is a small
+    copy, cheaper than waking the threads. (Unsigned offsets: plain vectorised copies.)
     """
     c_count, h, w = x.shape
-    p_count = oh * ow
-    kdim = c_count * kh * kw
+    hp, wp = xp.shape[1], xp.shape[2]
     xf = x.ravel()
-    pf = panels.ravel()
-    for si in prange(strips.shape[0]):
-        p0 = strips[si] * 16
-        if p0 >= p_count:
-            continue
-        pe = min(p0 + 16, p_count)
-        base = np.uint64(si * kdim * 16)
-        for t in range(kdim * 16):
-            pf[base + np.uint64(t)] = 0.0
-        qa = np.empty(kw, np.int64)
-        qb = np.empty(kw, np.int64)
-        xs = np.empty(kw, np.int64)
-        p = p0
-        while p < pe:
-            yy = p // ow
-            x0 = p % ow
-            seg = min(pe - p, ow - x0)
-            q0 = p - p0
-            # per kernel column j: the pixels [qa, qb) of this segment whose tap is inside the image
+    pf = xp.ravel()
+    upl, uw, uwp = np.uint64(pl), np.uint64(w), np.uint64(wp)
+    for c in range(c_count):
+        for yy in range(hp):
+            d = np.uint64((c * hp + yy) * wp)
+            iy = yy - pt
+            if iy < 0 or iy >= h:
+                for t in range(uwp):
+                    pf[d + t] = 0.0
+                continue
+            src = np.uint64((c * h + iy) * w)
+            for t in range(upl):
+                pf[d + t] = 0.0
+            for t in range(uw):
+                pf[d + upl + t] = xf[src + t]
+            for t in range(upl + uw, uwp):
+                pf[d + t] = 0.0
+
+
+@kernel()
+def tap_offsets(cg, kh, kw, dh, dw, hp, wp):
+    """koff[(c, i, j)] = offset of tap (c, i, j) from its pixel's window origin in the padded input."""
+    koff = np.empty(cg * kh * kw, np.int64)
+    t = 0
+    for c in range(cg):
+        for i in range(kh):
             for j in range(kw):
-                ixs = x0 * sw - pl + j * dw
-                lo = 0
-                while lo < seg and ixs + lo * sw < 0:
-                    lo += 1
-                hi = seg
-                while hi > lo and ixs + (hi - 1) * sw >= w:
-                    hi -= 1
-                qa[j] = lo
-                qb[j] = hi
-                xs[j] = ixs
-            usw = np.uint64(sw)
-            for c in range(c_count):
-                for i in range(kh):
-                    iy = yy * sh - pt + i * dh
-                    if iy < 0 or iy >= h:
-                        continue
-                    r0 = (c * kh + i) * kw
-                    xrow = (c * h + iy) * w
-                    for j in range(kw):
-                        lo = qa[j]
-                        n = qb[j] - lo
-                        if n <= 0:
-                            continue
-                        dst = base + np.uint64((r0 + j) * 16 + q0 + lo)
-                        src = np.uint64(xrow + xs[j] + lo * sw)
-                        for q in range(np.uint64(n)):
-                            pf[dst + q] = xf[src + q * usw]
-            p += seg
+                koff[t] = (c * hp + i * dh) * wp + j * dw
+                t += 1
+    return koff
+
+
+@kernel()
+def pixel_offsets(pix, ow, sh, sw, wp):
+    """Window origin of each listed output pixel in the padded input (one plane)."""
+    off = np.empty(pix.shape[0], np.int64)
+    for q in range(pix.shape[0]):
+        off[q] = (pix[q] // ow) * sh * wp + (pix[q] % ow) * sw
+    return off
+
+
+@kernel()
+def _split(n, parts, i):
+    """Start of part i of [0, n) cut into ``parts`` near-equal parts."""
+    return i * n // parts
+
+
+@kernel()
+def pixel_items(pix, p_count, npanel):
+    """Work items of the pixel granularity: near-equal runs of the kept pixels x all panels.
+
+    An item is (q0, q1, r0, r1, j): it computes the listed pixels pix[q0:q1] of panel j's
+    channels and writes the outputs r0 .. r1-1 of those channels (0 where not listed);
+    the runs' output spans tile 0 .. P-1, so every output is written once.
+    """
+    n = pix.shape[0]
+    ns = max(1, (n + SEG_PIXELS - 1) // SEG_PIXELS)
+    items = np.empty((ns * npanel, 5), np.int64)
+    t = 0
+    for s in range(ns):
+        q0 = _split(n, ns, s)
+        q1 = _split(n, ns, s + 1)
+        r0 = 0 if s == 0 else pix[q0]
+        r1 = p_count if s == ns - 1 else pix[q1]
+        for j in range(npanel):
+            items[t, 0] = q0
+            items[t, 1] = q1
+            items[t, 2] = r0
+            items[t, 3] = r1
+            items[t, 4] = j
+            t += 1
+    return items
+
+
+@kernel()
+def channel_items(keep, p_count):
+    """Lanes and work items of the channel granularity for one group (keep: its Mg channel flags).
+
+    Kept channels fill panels 0 .. npk-1 in order (packed per image); the dropped ones
+    fill the rest, whose items only write zeros. Items are as in :func:`pixel_items`, over
+    all P pixels (pix = 0 .. P-1): kept panels x near-equal runs of pixels first, then one
+    zero item per dropped panel. Returns (lanes, npk, items).
+    """
+    mg = keep.shape[0]
+    nk = 0
+    for c in range(mg):
+        nk += keep[c] != 0
+    npk = (nk + TILE_CHANNELS - 1) // TILE_CHANNELS
+    npd = (mg - nk + TILE_CHANNELS - 1) // TILE_CHANNELS
+    lanes = np.full((npk + npd, TILE_CHANNELS), -1, np.int64)
+    a = 0
+    d = npk * TILE_CHANNELS
+    for c in range(mg):
+        if keep[c]:
+            lanes[a // TILE_CHANNELS, a % TILE_CHANNELS] = c
+            a += 1
+        else:
+            lanes[d // TILE_CHANNELS, d % TILE_CHANNELS] = c
+            d += 1
+    ns = max(1, (p_count + SEG_PIXELS - 1) // SEG_PIXELS)
+    items = np.empty((ns * npk + npd, 5), np.int64)
+    t = 0
+    for s in range(ns):
+        q0 = _split(p_count, ns, s)
+        q1 = _split(p_count, ns, s + 1)
+        for j in range(npk):
+            items[t, 0] = q0
+            items[t, 1] = q1
+            items[t, 2] = q0
+            items[t, 3] = q1
+            items[t, 4] = j
+            t += 1
+    for j in range(npk, npk + npd):
+        items[t, 0] = 0
+        items[t, 1] = 0
+        items[t, 2] = 0
+        items[t, 3] = p_count
+        items[t, 4] = j
+        t += 1
+    return lanes, npk, items
+
+
+@kernel()
+def tile_items(units, row0, npanel, p_count):
+    """Work items of the tile granularity for one group: one per (panel, 64-pixel block).
+
+    Panel j is in tile row row0 // 16 + j (:func:`group_lanes`); its item in block b
+    computes the block if that tile is kept and writes zeros otherwise. Computing items
+    come first. Items are as in :func:`pixel_items`, with pix = 0 .. P-1.
+    """
+    tb = (p_count + TILE_PIXELS - 1) // TILE_PIXELS
+    first = row0 // TILE_CHANNELS
+    items = np.empty((npanel * tb, 5), np.int64)
+    t = 0
+    for kept in (1, 0):
+        for j in range(npanel):
+            for b in range(tb):
+                if (units[(first + j) * tb + b] != 0) != (kept == 1):
+                    continue
+                r0 = b * TILE_PIXELS
+                r1 = min(r0 + TILE_PIXELS, p_count)
+                items[t, 0] = r0
+                items[t, 1] = r1 if kept else r0
+                items[t, 2] = r0
+                items[t, 3] = r1
+                items[t, 4] = j
+                t += 1
+    return items
 
 
 @kernel(parallel=True)
-def conv_tiles(w, panels, blocks, row_keep, out_rows, bias, row0, has_bias, act, p0, p1, scale, p_count, y):
-    """Kept tiles of one conv group: y[o, p] = act(w[r] . patch(p) + bias[row0 + o]) * scale, o = out_rows[r].
+def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has_bias, act, p0, p1, scale, y, workers):
+    """The work items of one conv group: kept outputs computed, the rest of their spans zeroed.
 
-    w: R x K weight rows (read in place); panels: (len(blocks) * STRIPS) x K x 16 patch
-    panels (im2col_strips; strip s of blocks[b] at b * STRIPS + s); row_keep: R x len(blocks) uint8,
-    whether row r is computed in pixel block blocks[b]; out_rows: R output rows (the
-    group's own channel numbers); y: Mg x P, written at computed outputs only (the
-    channel path passes its kept rows, gathered, with all blocks computed). Work items
-    are (pixel block, chunk of TILE_ROW_CHUNK rows); inside, a GEMM blocked like BLAS's: per K block, each 16-pixel strip (in L1) meets the chunk's
-    runs of kept rows (in L2), up to 6 rows at a time in a 6 x 16 register tile.
+    Implicit GEMM: output (c, pix[q]) = sum_k panels[j, k, v] * xp[x0 + pixoff[q] + koff[k]]
+    for c = lanes[j, v], so patches are read in place from the padded input xp (flat;
+    x0 = the group's first channel) and no patch matrix is built. Each item accumulates
+    its pixels x 16 lanes in a small buffer, K block by K block, up to 6 pixels at a time
+    in the micro-kernel's 6 x 16 register tile, then writes act(acc + bias) * scale
+    (items: see :func:`pixel_items`). Items go round-robin to ``workers`` prange
+    iterations (one per thread: Numba's static schedule), so that equal items split
+    evenly whatever their order.
+    Returns the number of outputs computed.
     """
-    mg, kdim = w.shape
-    nb = blocks.shape[0]
-    chunk = TILE_ROW_CHUNK
-    nrc = (mg + chunk - 1) // chunk
-    for it in prange(nb * nrc):
-        b = it // nrc
-        rc = it % nrc
-        pb = blocks[b] * TILE_PIXELS
-        width = min(TILE_PIXELS, p_count - pb)
-        nst = (width + 15) // 16
-        r_lo = rc * chunk
-        r_hi = min(r_lo + chunk, mg)
-        any_kept = False
-        for r in range(r_lo, r_hi):
-            if row_keep[r, b]:
-                any_kept = True
-                break
-        if not any_kept:
-            continue
-        acc = np.zeros((chunk, TILE_PIXELS), np.float32)
-        for k0 in range(0, kdim, TILE_KC):
-            kn = min(TILE_KC, kdim - k0)
-            for s in range(nst):
-                boff = ((b * STRIPS + s) * kdim + k0) * 16
-                r = r_lo
-                while r < r_hi:
-                    if not row_keep[r, b]:
-                        r += 1
-                        continue
-                    n = 1
-                    while n < 6 and r + n < r_hi and row_keep[r + n, b]:
-                        n += 1
-                    aoff = r * kdim + k0
-                    coff = (r - r_lo) * TILE_PIXELS + s * 16
-                    if n == 6:
-                        mk6(w, aoff, kdim, panels, boff, 16, acc, coff, TILE_PIXELS, kn)
-                    elif n >= 4:
-                        n = 4
-                        mk4(w, aoff, kdim, panels, boff, 16, acc, coff, TILE_PIXELS, kn)
-                    elif n >= 2:
-                        n = 2
-                        mk2(w, aoff, kdim, panels, boff, 16, acc, coff, TILE_PIXELS, kn)
+    kdim = koff.shape[0]
+    ni = items.shape[0]
+    nw = max(1, min(workers, ni))
+    maxq = 1
+    for it in range(ni):
+        maxq = max(maxq, items[it, 1] - items[it, 0])
+    done = np.zeros(nw, np.int64)
+    for wk in prange(nw):
+        acc = np.empty(maxq * TILE_CHANNELS, np.float32)
+        for it in range(wk, ni, nw):
+            q0, q1, r0, r1, j = items[it, 0], items[it, 1], items[it, 2], items[it, 3], items[it, 4]
+            nq = q1 - q0
+            if nq > 0:
+                acc[:nq * TILE_CHANNELS] = 0.0
+                for k0 in range(0, kdim, KC):
+                    n = min(KC, kdim - k0)
+                    boff = (j * kdim + k0) * TILE_CHANNELS
+                    q = 0
+                    while q < nq:
+                        # rows of 6 in the register tile; a last 7..9 as 4+3, 4+4, 5+4 (a tile of
+                        # 1..3 rows is bound by FMA latency, not throughput)
+                        r = nq - q
+                        r = 6 if r >= 10 or r == 6 else (5 if r == 9 else (4 if r >= 7 else r))
+                        a = q0 + q
+                        c = q * TILE_CHANNELS
+                        if r == 6:
+                            mk6(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
+                        elif r == 5:
+                            mk5(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
+                        elif r == 4:
+                            mk4(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
+                        elif r == 3:
+                            mk3(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
+                        elif r == 2:
+                            mk2(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
+                        else:
+                            mk1(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
+                        q += r
+            for v in range(TILE_CHANNELS):
+                ch = lanes[j, v]
+                if ch < 0:
+                    continue
+                done[wk] += nq
+                bv = bias[row0 + ch] if has_bias else np.float32(0.0)
+                q = q0
+                for p in range(r0, r1):
+                    if q < q1 and pix[q] == p:
+                        y[ch, p] = _apply(acc[(q - q0) * TILE_CHANNELS + v] + bv, act, p0, p1) * scale
+                        q += 1
                     else:
-                        mk1(w, aoff, kdim, panels, boff, 16, acc, coff, TILE_PIXELS, kn)
-                    r += n
-        for r in range(r_lo, r_hi):
-            if row_keep[r, b]:
-                o = out_rows[r]
-                bv = bias[row0 + o] if has_bias else np.float32(0.0)
-                for q in range(width):
-                    y[o, pb + q] = _apply(acc[r - r_lo, q] + bv, act, p0, p1) * scale
+                        y[ch, p] = 0.0
+    return done.sum()
+
+
+@kernel()
+def conv_gemm_masked(x, w2, panels, lanes, npanel, scratch, geo, granularity, units, bias, has_bias, act, p0, p1,
+                     scale, out, workers):
+    """The pixel, channel and tile granularities (all images and groups of one conv).
+
+    x: N x C x H x W; w2: G x Mg x K weights (channel packs its kept rows from them, per
+    image, into scratch: ceil(Mg/16) x K x 16, 64-byte aligned); panels, lanes, npanel:
+    :func:`pack_conv_weights` (pixel, tile); geo: (kh, kw, sh, sw, dh, dw, pt, pl, oh,
+    ow); units: N x units uint8; out: N x M x P, every element written. Returns the
+    number of outputs computed.
+    """
+    n_count, c_count, h, wd = x.shape
+    group, mg, kdim = w2.shape
+    cg = c_count // group
+    kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
+    p_count = oh * ow
+    # the padded input that every window lies in (no copy when none is needed)
+    hp = max(h + pt, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(wd + pl, (ow - 1) * sw + (kw - 1) * dw + 1)
+    koff = tap_offsets(cg, kh, kw, dh, dw, hp, wp)
+    pix = np.arange(p_count)
+    pixoff = pixel_offsets(pix, ow, sh, sw, wp)
+    pad = hp != h or wp != wd
+    padded = np.empty((c_count, hp, wp) if pad else (0, 0, 0), np.float32)
+    computed = 0
+    for n in range(n_count):
+        if pad:
+            pad_image(x[n], pt, pl, padded)
+            xp = padded.ravel()
+        else:
+            xp = x[n].ravel()
+        um = units[n]
+        if granularity == PIXEL:
+            pix = np.flatnonzero(um)
+            pixoff = pixel_offsets(pix, ow, sh, sw, wp)
+        for g in range(group):
+            y = out[n, g * mg:(g + 1) * mg]
+            x0 = g * cg * hp * wp
+            if granularity == CHANNEL:
+                ln, npk, items = channel_items(um[g * mg:(g + 1) * mg], p_count)
+                pack_panels(w2[g], ln[:npk], scratch[:npk])
+                computed += conv_panels(xp, x0, koff, pixoff, scratch, ln, items, pix, bias, g * mg, has_bias, act,
+                                        p0, p1, scale, y, workers)
+                continue
+            ln = lanes[g, :npanel[g]]
+            if granularity == PIXEL:
+                items = pixel_items(pix, p_count, npanel[g])
+            else:
+                items = tile_items(um, g * mg, npanel[g], p_count)
+            computed += conv_panels(xp, x0, koff, pixoff, panels[g], ln, items, pix, bias, g * mg, has_bias, act,
+                                    p0, p1, scale, y, workers)
+    return computed
 
 
 # -- the masked convolution -----------------------------------------------------------------
@@ -352,16 +539,18 @@ def conv2d_drowsy(
     act_p0: float,
     act_p1: float,
     granularity: int,
-    units: list[np.ndarray],
+    units: np.ndarray,
     scale: float = 1.0,
-    threads: int = 1,
+    packed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """2-D convolution that computes the kept outputs only.
 
     Args are those of :func:`aipnet.kernels.conv.conv2d`, plus ``granularity`` (a code),
-    ``units`` (per image, the uint8 unit mask from :func:`keep_units`) and ``scale``
-    (applied to survivors). Returns (output, MACs executed, outputs computed), counted
-    here from the work actually done.
+    ``units`` (N x units uint8, per image the unit mask of :func:`keep_units`), ``scale``
+    (applied to survivors) and ``packed``: :func:`pack_conv_weights` of ``w``, made once
+    by the caller (the pixel and tile granularities use it; packed here when None).
+    Returns (output, MACs executed, outputs computed), counted here from the work
+    actually done. Every kernel writes all its outputs (dropped ones 0).
     """
     n_count, c_count, h, wd = x.shape
     m_count, cg, kh, kw = w.shape
@@ -370,90 +559,41 @@ def conv2d_drowsy(
     sh, sw = strides
     pt, pl, _, _ = pads
     dh, dw = dilations
-    out = np.zeros((n_count, m_count, oh, ow), dtype=np.float32)
+    out = np.empty((n_count, m_count, oh, ow), dtype=np.float32)
     has_bias = bias is not None
     b = bias if has_bias else np.zeros(1, np.float32)
     sc = np.float32(scale)
-    macs = 0
-    computed = 0
+    kdim = cg * kh * kw
     if group == c_count and cg == 1 and group > 1:
+        computed = 0
         for n in range(n_count):
             keep = np.ascontiguousarray(expand_mask(granularity, units[n], m_count, p_count))
-            k = depthwise_masked(x[n], w, m_count // c_count, sh, sw, dh, dw, pt, pl, keep, b, has_bias,
-                                 act, act_p0, act_p1, sc, out[n])
-            computed += k
-            macs += k * kh * kw
-        return out, macs, computed
+            computed += depthwise_masked(x[n], w, m_count // c_count, sh, sw, dh, dw, pt, pl, keep, b, has_bias,
+                                         act, act_p0, act_p1, sc, out[n])
+        return out, computed * kh * kw, computed
     mg = m_count // group
-    kdim = cg * kh * kw
-    w2 = w.reshape(group, mg, kdim)
-    for n in range(n_count):
-        y = out[n].reshape(m_count, p_count)
-        um = units[n]
-        for g in range(group):
-            xg = x[n, g * cg:(g + 1) * cg]
-            wg = w2[g]
-            yg = y[g * mg:(g + 1) * mg]
-            if granularity == CHANNEL:
-                kept = np.flatnonzero(um[g * mg:(g + 1) * mg])
-                if kept.size == 0:
-                    continue
-                # the kept weight rows, gathered: one dense (kept x K) @ (K x P) product
-                tb = -(-p_count // TILE_PIXELS)
-                blocks = np.arange(tb)
-                strips = np.arange(tb * STRIPS)
-                panels = aligned_empty((strips.size, kdim, 16))
-                im2col_strips(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, strips, panels)
-                conv_tiles(np.take(wg, kept, axis=0), panels, blocks, np.ones((kept.size, tb), np.uint8), kept, b,
-                           g * mg, has_bias, act, act_p0, act_p1, sc, p_count, yg)
-                macs += kept.size * kdim * p_count
-                computed += kept.size * p_count
-            elif granularity == PIXEL:
-                pix = np.flatnonzero(um)
-                if pix.size == 0:
-                    continue
-                cols = np.empty((kdim, pix.size), np.float32)
-                im2col_pixels(xg, kh, kw, sh, sw, dh, dw, pt, pl, ow, pix, cols)
-                tmp = np.empty((mg, pix.size), np.float32)
-                matmul_rows(wg, cols, tmp, threads)
-                scatter_cols(tmp, pix, b, g * mg, has_bias, act, act_p0, act_p1, sc, yg)
-                macs += mg * kdim * pix.size
-                computed += mg * pix.size
-            elif granularity == TILE:
-                m_, c_ = _conv_tiles(xg, wg, g * mg, um, b, has_bias, act, act_p0, act_p1, sc,
-                                     (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), yg, threads)
-                macs += m_
-                computed += c_
-            else:
-                k = conv_neuron_group(xg, w, g, mg, um.reshape(m_count, p_count), b, has_bias, act, act_p0, act_p1,
-                                      sc, (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), yg)
-                computed += k
-                macs += k * kdim
-    return out, macs, computed
+    if granularity == NEURON:
+        computed = 0
+        for n in range(n_count):
+            y = out[n].reshape(m_count, p_count)
+            for g in range(group):
+                computed += conv_neuron_group(x[n, g * cg:(g + 1) * cg], w, g, mg, units[n].reshape(m_count, p_count),
+                                              b, has_bias, act, act_p0, act_p1, sc,
+                                              (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), y[g * mg:(g + 1) * mg])
+        return out, computed * kdim, computed
+    if granularity == CHANNEL:
+        packed = _NO_PANELS
+        scratch = aligned_empty((-(-mg // TILE_CHANNELS), kdim, TILE_CHANNELS))
+    else:
+        if packed is None:
+            packed = pack_conv_weights(w, group)
+        scratch = packed[0][0]
+    computed = conv_gemm_masked(x, w.reshape(group, mg, kdim), *packed, scratch,
+                                (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), granularity, units, b, has_bias, act,
+                                act_p0, act_p1, sc, out.reshape(n_count, m_count, p_count), numba.get_num_threads())
+    return out, computed * kdim, computed
 
 
-def _conv_tiles(xg, wg, row0, units, b, has_bias, act, p0, p1, sc, geo, yg, threads):
-    """Kept 16 x 64 tiles of one conv group (yg must be zero-filled: dropped tiles are not written).
-
-    Patches of the pixel blocks that have a kept tile are gathered into 16-pixel strip
-    panels (:func:`im2col_strips`), then :func:`conv_tiles` computes the kept tiles.
-    """
-    kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
-    mg, kdim = wg.shape
-    p_count = oh * ow
-    tb = -(-p_count // TILE_PIXELS)
-    tmask = units.reshape(-1, tb)
-    # per channel of this group: is its tile kept, per pixel block (mg x tb)
-    row_keep = tmask[np.arange(row0, row0 + mg) // TILE_CHANNELS]
-    blocks = np.flatnonzero(row_keep.any(axis=0))
-    if blocks.size == 0:
-        return 0, 0
-    strips = (blocks[:, None] * STRIPS + np.arange(STRIPS)[None, :]).ravel()
-    panels = aligned_empty((strips.size, kdim, 16))
-    im2col_strips(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, strips, panels)
-    keep_b = np.ascontiguousarray(row_keep[:, blocks])
-    conv_tiles(np.ascontiguousarray(wg), panels, blocks, keep_b, np.arange(mg), b, row0, has_bias, act, p0, p1, sc,
-               p_count, yg)
-    widths = np.minimum(TILE_PIXELS, p_count - blocks * TILE_PIXELS)
-    k = int((keep_b.astype(np.int64) * widths[None, :]).sum())
-    return k * kdim, k
+#: the channel granularity packs per image: no layer panels
+_NO_PANELS = (aligned_empty((1, 1, 1, TILE_CHANNELS)), np.full((1, 1, TILE_CHANNELS), -1, np.int64),
+              np.zeros(1, np.int64))

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from aipnet.kernels.conv import conv2d
-from aipnet.kernels.drowsy import GRANULARITY_CODES, conv2d_drowsy
+from aipnet.kernels.drowsy import CHANNEL, GRANULARITY_CODES, NEURON, conv2d_drowsy, pack_conv_weights
 
 from ..registry import register
 from .base import Cost, OpImpl, Shape
@@ -107,6 +107,8 @@ class Conv(OpImpl):
         self.out_shapes = [(n, m, *outs)]
         self.weight_inputs = (1, 2)
         self.act = FusedActivation.from_node(node)
+        #: the weights when they are a constant (DrowsyNet packs them once, in configure)
+        self._w_const = consts[1] if len(consts) > 1 else None
         self.macs = n * m * int(np.prod(outs)) * cg * int(np.prod(kernel))
 
     #: DrowsyNet: set by engine.drowsy.bind before each run (None: not bound, run exact)
@@ -116,6 +118,12 @@ class Conv(OpImpl):
     def configure(self, threads, knobs):
         super().configure(threads, knobs)
         self.drowsy = knobs is not None and knobs.drowsy > 0
+        # DrowsyNet's pixel and tile kernels read the weights as packed panels: pack once
+        self._drowsy_packed = None
+        w = self._w_const
+        if self.drowsy and w is not None and GRANULARITY_CODES[knobs.drowsy_granularity] not in (NEURON, CHANNEL):
+            if not (w.shape[1] == 1 and self.group > 1):  # depthwise has its own kernel
+                self._drowsy_packed = pack_conv_weights(np.ascontiguousarray(w, dtype=np.float32), self.group)
 
     def run(self, inputs):
         x, w = inputs[0], inputs[1]
@@ -137,7 +145,7 @@ class Conv(OpImpl):
         masks = drowsy.unit_masks(self.knobs, self.drowsy_layer, self.drowsy_image, x.shape[0], m, p)
         y, macs, computed = conv2d_drowsy(
             x, w, b, self.strides, self.pads, self.dilations, self.group, self.out_hw, *self.act.args(),
-            GRANULARITY_CODES[self.knobs.drowsy_granularity], masks, drowsy.scale(self.knobs), self.threads)
+            GRANULARITY_CODES[self.knobs.drowsy_granularity], masks, drowsy.scale(self.knobs), self._drowsy_packed)
         dense = self.macs * x.shape[0] // self.out_shapes[0][0]
         self.run_counts = {"macs": macs, "macs_skipped": dense - macs, "outputs_computed": computed}
         return [y.reshape((x.shape[0],) + tuple(self.out_shapes[0][1:]))]
