@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from aipnet.kernels.drowsy import GRANULARITY_CODES, drop_threshold, keep_units, unit_count
+from aipnet.kernels.drowsy import drop_threshold
 
 from .graph import Graph
 
@@ -41,14 +39,11 @@ def bind(plan: Any, graph: Graph, image_offset: int) -> None:
             st.impl.drowsy_image = int(image_offset)
 
 
-def unit_masks(knobs: Any, layer: int, first_image: int, batch: int, channels: int, pixels: int) -> np.ndarray:
-    """The uint8 keep masks over that layer's units (1 = computed): batch x units, a row per image."""
-    g = GRANULARITY_CODES[knobs.drowsy_granularity]
-    masks = np.empty((batch, unit_count(g, channels, pixels)), np.uint8)
-    thr = drop_threshold(knobs.drowsy)
-    for i in range(batch):
-        keep_units(knobs.seed, 0 if knobs.drowsy_fixed_mask else first_image + i, layer, thr, masks[i])
-    return masks
+def mask_knobs(knobs: Any) -> tuple[int, int, int]:
+    """(seed, fixed, threshold) of a conv's masks. The ``mask`` argument of
+    :func:`aipnet.kernels.drowsy.conv2d_drowsy` is (seed, first image id, fixed, layer,
+    threshold): image n of the batch gets id 0 with a fixed mask, else first + n."""
+    return int(knobs.seed), int(bool(knobs.drowsy_fixed_mask)), drop_threshold(knobs.drowsy)
 
 
 def scale(knobs: Any) -> float:

@@ -106,7 +106,8 @@ def keep_units(seed, image, layer, threshold, keep):
         keep[u] = 0 if (mix64(key ^ (GAMMA * (np.uint64(u) + ONE))) >> S40) < thr else 1
 
 
-def unit_count(granularity: int, m: int, p: int) -> int:
+@kernel()
+def unit_count(granularity, m, p):
     """How many mask units one image's (M channels x P pixels) output has."""
     if granularity == NEURON:
         return m * p
@@ -223,20 +224,17 @@ def pack_panels(w, lanes, panels):
                 pf[base + k * TILE_CHANNELS + v] = wf[offs[v] + k]
 
 
-def pack_conv_weights(w: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All weight panels of a conv, per group: (panels, lanes, npanel) (:func:`group_lanes`).
+def _pack_groups(w2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All weight panels of a conv (w2: G x Mg x K), per group: (panels, lanes, npanel).
 
-    panels: G x NP x K x 16 (:func:`pack_panels`), lanes: G x NP x 16, npanel: G (group
-    g's panels are the first npanel[g]). A layer's weights are constants: the Conv op
-    packs them once (when it is configured for the pixel or tile granularity) and passes
-    them to :func:`conv2d_drowsy`.
+    panels: G x NP x K x 16 (:func:`pack_panels`), lanes: G x NP x 16 (:func:`group_lanes`),
+    npanel: G (group g's panels are the first npanel[g]).
     """
-    mg = w.shape[0] // group
-    w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(group, mg, -1)
+    group, mg, kdim = w2.shape
     lanes_g = [group_lanes(g * mg, mg) for g in range(group)]
     npanel = np.array([ln.shape[0] for ln in lanes_g], np.int64)
     lanes = np.full((group, int(npanel.max()), TILE_CHANNELS), -1, np.int64)
-    panels = aligned_empty((group, lanes.shape[1], w2.shape[2], TILE_CHANNELS))
+    panels = aligned_empty((group, lanes.shape[1], kdim, TILE_CHANNELS))
     for g in range(group):
         lanes[g, :npanel[g]] = lanes_g[g]
         pack_panels(w2[g], lanes[g], panels[g])
@@ -247,29 +245,23 @@ def pack_conv_weights(w: np.ndarray, group: int) -> tuple[np.ndarray, np.ndarray
 def pad_image(x, pt, pl, xp):
     """xp = x inside a zero border: xp[c, pt + y, pl + x] = x[c, y, x], 0 elsewhere.
 
-    x: C x H x W, xp: C x HP x WP (HP >= pt + H, WP >= pl + W). Serial: it is a small
-    copy, cheaper than waking the threads. (Unsigned offsets: plain vectorised copies.)
+    x: C x H x W, xp: C x HP x WP (HP >= pt + H, WP >= pl + W). Serial: a small copy,
+    cheaper than waking the threads. Zeroing all of xp first, then copying the rows, is
+    twice as fast as writing each padded row's pieces (rows are short); unsigned offsets
+    make both plain vectorised loops.
     """
     c_count, h, w = x.shape
     hp, wp = xp.shape[1], xp.shape[2]
     xf = x.ravel()
     pf = xp.ravel()
-    upl, uw, uwp = np.uint64(pl), np.uint64(w), np.uint64(wp)
+    for t in range(np.uint64(pf.shape[0])):
+        pf[t] = 0.0
     for c in range(c_count):
-        for yy in range(hp):
-            d = np.uint64((c * hp + yy) * wp)
-            iy = yy - pt
-            if iy < 0 or iy >= h:
-                for t in range(uwp):
-                    pf[d + t] = 0.0
-                continue
-            src = np.uint64((c * h + iy) * w)
-            for t in range(upl):
-                pf[d + t] = 0.0
-            for t in range(uw):
-                pf[d + upl + t] = xf[src + t]
-            for t in range(upl + uw, uwp):
-                pf[d + t] = 0.0
+        for iy in range(h):
+            d = np.uint64((c * hp + pt + iy) * wp + pl)
+            s = np.uint64((c * h + iy) * w)
+            for t in range(np.uint64(w)):
+                pf[d + t] = xf[s + t]
 
 
 @kernel()
@@ -472,20 +464,21 @@ def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has
 
 
 @kernel()
-def conv_gemm_masked(x, w2, panels, lanes, npanel, scratch, geo, granularity, units, bias, has_bias, act, p0, p1,
+def conv_gemm_masked(x, w2, panels, lanes, npanel, scratch, geo, granularity, mask, bias, has_bias, act, p0, p1,
                      scale, out, workers):
     """The pixel, channel and tile granularities (all images and groups of one conv).
 
-    x: N x C x H x W; w2: G x Mg x K weights (channel packs its kept rows from them, per
-    image, into scratch: ceil(Mg/16) x K x 16, 64-byte aligned); panels, lanes, npanel:
-    :func:`pack_conv_weights` (pixel, tile); geo: (kh, kw, sh, sw, dh, dw, pt, pl, oh,
-    ow); units: N x units uint8; out: N x M x P, every element written. Returns the
-    number of outputs computed.
+    x: N x C x H x W; w2: G x Mg x K weights; panels, lanes, npanel, scratch:
+    :func:`prepare_gemm`; geo: (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow); mask: (seed,
+    first image id, fixed, layer, threshold), each image's unit mask made here with
+    :func:`keep_units`; out: N x M x P, every element written. Returns the number of
+    outputs computed.
     """
     n_count, c_count, h, wd = x.shape
     group, mg, kdim = w2.shape
     cg = c_count // group
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
+    seed, first, fixed, layer, threshold = mask
     p_count = oh * ow
     # the padded input that every window lies in (no copy when none is needed)
     hp = max(h + pt, (oh - 1) * sh + (kh - 1) * dh + 1)
@@ -495,14 +488,15 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, scratch, geo, granularity, un
     pixoff = pixel_offsets(pix, ow, sh, sw, wp)
     pad = hp != h or wp != wd
     padded = np.empty((c_count, hp, wp) if pad else (0, 0, 0), np.float32)
+    um = np.empty(unit_count(granularity, group * mg, p_count), np.uint8)
     computed = 0
     for n in range(n_count):
+        keep_units(seed, 0 if fixed else first + n, layer, threshold, um)
         if pad:
             pad_image(x[n], pt, pl, padded)
             xp = padded.ravel()
         else:
             xp = x[n].ravel()
-        um = units[n]
         if granularity == PIXEL:
             pix = np.flatnonzero(um)
             pixoff = pixel_offsets(pix, ow, sh, sw, wp)
@@ -525,6 +519,24 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, scratch, geo, granularity, un
     return computed
 
 
+def prepare_gemm(w: np.ndarray, group: int, granularity: int) -> tuple:
+    """What :func:`conv_gemm_masked` needs besides the input, made once per layer.
+
+    (w2, panels, lanes, npanel, scratch): w2 the G x Mg x K weights; for the pixel and
+    tile granularities :func:`pack_conv_weights`; for channel, which packs its kept
+    rows per image, a scratch for them (ceil(Mg/16) x K x 16, 64-byte aligned: reused
+    from call to call, so one prepared conv must not run twice at once).
+    """
+    mg = w.shape[0] // group
+    w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(group, mg, -1)
+    if granularity == CHANNEL:
+        scratch = aligned_empty((-(-mg // TILE_CHANNELS), w2.shape[2], TILE_CHANNELS))
+        return (w2, aligned_empty((1, 1, 1, TILE_CHANNELS)), np.full((1, 1, TILE_CHANNELS), -1, np.int64),
+                np.zeros(1, np.int64), scratch)
+    panels, lanes, npanel = _pack_groups(w2)
+    return w2, panels, lanes, npanel, panels[0]
+
+
 # -- the masked convolution -----------------------------------------------------------------
 def conv2d_drowsy(
     x: np.ndarray,
@@ -539,61 +551,64 @@ def conv2d_drowsy(
     act_p0: float,
     act_p1: float,
     granularity: int,
-    units: np.ndarray,
+    mask: tuple[int, int, bool, int, int],
     scale: float = 1.0,
-    packed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    prepared: tuple | None = None,
 ) -> tuple[np.ndarray, int, int]:
     """2-D convolution that computes the kept outputs only.
 
     Args are those of :func:`aipnet.kernels.conv.conv2d`, plus ``granularity`` (a code),
-    ``units`` (N x units uint8, per image the unit mask of :func:`keep_units`), ``scale``
-    (applied to survivors) and ``packed``: :func:`pack_conv_weights` of ``w``, made once
-    by the caller (the pixel and tile granularities use it; packed here when None).
-    Returns (output, MACs executed, outputs computed), counted here from the work
-    actually done. Every kernel writes all its outputs (dropped ones 0).
+    ``mask`` = (seed, first image id, fixed, layer, threshold): image n of the batch gets
+    the unit mask :func:`keep_units` (seed, 0 if fixed else first + n, layer, threshold),
+    ``scale`` (applied to survivors) and ``prepared``: :func:`prepare_gemm` of ``w``,
+    made once by the caller for the pixel, channel and tile granularities (made here
+    when None). Returns (output, MACs executed, outputs computed), counted here from
+    the work actually done. Every kernel writes all its outputs (dropped ones 0).
     """
     n_count, c_count, h, wd = x.shape
     m_count, cg, kh, kw = w.shape
     oh, ow = out_hw
-    p_count = oh * ow
     sh, sw = strides
     pt, pl, _, _ = pads
     dh, dw = dilations
     out = np.empty((n_count, m_count, oh, ow), dtype=np.float32)
     has_bias = bias is not None
-    b = bias if has_bias else np.zeros(1, np.float32)
+    b = bias if has_bias else _NO_BIAS
     sc = np.float32(scale)
-    kdim = cg * kh * kw
-    if group == c_count and cg == 1 and group > 1:
-        computed = 0
-        for n in range(n_count):
-            keep = np.ascontiguousarray(expand_mask(granularity, units[n], m_count, p_count))
-            computed += depthwise_masked(x[n], w, m_count // c_count, sh, sw, dh, dw, pt, pl, keep, b, has_bias,
-                                         act, act_p0, act_p1, sc, out[n])
-        return out, computed * kh * kw, computed
+    if granularity == NEURON or (group == c_count and cg == 1 and group > 1):
+        return _conv_direct(x, w, b, has_bias, (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), group, act, act_p0, act_p1,
+                            granularity, mask, sc, out)
+    if prepared is None:
+        prepared = prepare_gemm(w, group, granularity)
+    computed = conv_gemm_masked(x, *prepared, (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), granularity, mask, b,
+                                has_bias, act, act_p0, act_p1, sc, out.reshape(n_count, m_count, oh * ow),
+                                numba.get_num_threads())
+    return out, computed * cg * kh * kw, computed
+
+
+_NO_BIAS = np.zeros(1, np.float32)
+
+
+def _conv_direct(x, w, b, has_bias, geo, group, act, p0, p1, granularity, mask, sc, out):
+    """The depthwise kernel (any granularity) and the neuron granularity, per image and group."""
+    n_count, c_count = x.shape[:2]
+    m_count, cg = w.shape[:2]
+    kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
+    p_count = oh * ow
+    seed, first, fixed, layer, threshold = mask
+    units = np.empty(unit_count(granularity, m_count, p_count), np.uint8)
     mg = m_count // group
-    if granularity == NEURON:
-        computed = 0
-        for n in range(n_count):
-            y = out[n].reshape(m_count, p_count)
-            for g in range(group):
-                computed += conv_neuron_group(x[n, g * cg:(g + 1) * cg], w, g, mg, units[n].reshape(m_count, p_count),
-                                              b, has_bias, act, act_p0, act_p1, sc,
-                                              (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), y[g * mg:(g + 1) * mg])
-        return out, computed * kdim, computed
-    if granularity == CHANNEL:
-        packed = _NO_PANELS
-        scratch = aligned_empty((-(-mg // TILE_CHANNELS), kdim, TILE_CHANNELS))
-    else:
-        if packed is None:
-            packed = pack_conv_weights(w, group)
-        scratch = packed[0][0]
-    computed = conv_gemm_masked(x, w.reshape(group, mg, kdim), *packed, scratch,
-                                (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), granularity, units, b, has_bias, act,
-                                act_p0, act_p1, sc, out.reshape(n_count, m_count, p_count), numba.get_num_threads())
-    return out, computed * kdim, computed
-
-
-#: the channel granularity packs per image: no layer panels
-_NO_PANELS = (aligned_empty((1, 1, 1, TILE_CHANNELS)), np.full((1, 1, TILE_CHANNELS), -1, np.int64),
-              np.zeros(1, np.int64))
+    computed = 0
+    for n in range(n_count):
+        keep_units(seed, 0 if fixed else first + n, layer, threshold, units)
+        if group == c_count and cg == 1 and group > 1:
+            keep = np.ascontiguousarray(expand_mask(granularity, units, m_count, p_count))
+            computed += depthwise_masked(x[n], w, m_count // c_count, sh, sw, dh, dw, pt, pl, keep, b, has_bias,
+                                         act, p0, p1, sc, out[n])
+            continue
+        y = out[n].reshape(m_count, p_count)
+        for g in range(group):
+            computed += conv_neuron_group(x[n, g * cg:(g + 1) * cg], w, g, mg, units.reshape(m_count, p_count), b,
+                                          has_bias, act, p0, p1, sc, geo, y[g * mg:(g + 1) * mg])
+    taps = kh * kw if group == c_count and cg == 1 and group > 1 else cg * kh * kw
+    return out, computed * taps, computed

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from aipnet.kernels.conv import conv2d
-from aipnet.kernels.drowsy import CHANNEL, GRANULARITY_CODES, NEURON, conv2d_drowsy, pack_conv_weights
+from aipnet.kernels.drowsy import GRANULARITY_CODES, NEURON, conv2d_drowsy, prepare_gemm
 
 from ..registry import register
 from .base import Cost, OpImpl, Shape
@@ -107,7 +107,7 @@ class Conv(OpImpl):
         self.out_shapes = [(n, m, *outs)]
         self.weight_inputs = (1, 2)
         self.act = FusedActivation.from_node(node)
-        #: the weights when they are a constant (DrowsyNet packs them once, in configure)
+        #: the weights when they are a constant (DrowsyNet prepares them once, in configure)
         self._w_const = consts[1] if len(consts) > 1 else None
         self.macs = n * m * int(np.prod(outs)) * cg * int(np.prod(kernel))
 
@@ -118,12 +118,19 @@ class Conv(OpImpl):
     def configure(self, threads, knobs):
         super().configure(threads, knobs)
         self.drowsy = knobs is not None and knobs.drowsy > 0
-        # DrowsyNet's pixel and tile kernels read the weights as packed panels: pack once
-        self._drowsy_packed = None
+        if not self.drowsy:
+            return
+        from .. import drowsy
+
+        # what every masked run reuses: made once here (a run's Python time counts at 2 threads)
+        self._drowsy_code = GRANULARITY_CODES[knobs.drowsy_granularity]
+        self._drowsy_scale = drowsy.scale(knobs)
+        self._drowsy_seed, self._drowsy_fixed, self._drowsy_thr = drowsy.mask_knobs(knobs)
+        self._drowsy_prepared = None
         w = self._w_const
-        if self.drowsy and w is not None and GRANULARITY_CODES[knobs.drowsy_granularity] not in (NEURON, CHANNEL):
-            if not (w.shape[1] == 1 and self.group > 1):  # depthwise has its own kernel
-                self._drowsy_packed = pack_conv_weights(np.ascontiguousarray(w, dtype=np.float32), self.group)
+        depthwise = w is not None and w.shape[1] == 1 and self.group > 1
+        if w is not None and not depthwise and self._drowsy_code != NEURON:
+            self._drowsy_prepared = prepare_gemm(w, self.group, self._drowsy_code)
 
     def run(self, inputs):
         x, w = inputs[0], inputs[1]
@@ -139,13 +146,10 @@ class Conv(OpImpl):
 
     def _run_drowsy(self, x, w, b):
         """DrowsyNet: compute kept outputs only; count what was done (engine/drowsy.py)."""
-        from .. import drowsy
-
-        m, p = self.out_shapes[0][1], self.out_hw[0] * self.out_hw[1]
-        masks = drowsy.unit_masks(self.knobs, self.drowsy_layer, self.drowsy_image, x.shape[0], m, p)
+        mask = (self._drowsy_seed, self.drowsy_image, self._drowsy_fixed, self.drowsy_layer, self._drowsy_thr)
         y, macs, computed = conv2d_drowsy(
             x, w, b, self.strides, self.pads, self.dilations, self.group, self.out_hw, *self.act.args(),
-            GRANULARITY_CODES[self.knobs.drowsy_granularity], masks, drowsy.scale(self.knobs), self._drowsy_packed)
+            self._drowsy_code, mask, self._drowsy_scale, self._drowsy_prepared)
         dense = self.macs * x.shape[0] // self.out_shapes[0][0]
         self.run_counts = {"macs": macs, "macs_skipped": dense - macs, "outputs_computed": computed}
         return [y.reshape((x.shape[0],) + tuple(self.out_shapes[0][1:]))]
