@@ -1,23 +1,38 @@
-"""A register-blocked float32 micro-kernel written as LLVM IR (a Numba intrinsic).
+"""Register-blocked float32 micro-kernels written as LLVM IR (Numba intrinsics).
 
 Why: Numba's auto-vectoriser will not keep a GEMM micro-tile in registers (it vectorises
-the reduction loop instead, or spills), and BLAS does badly on the small products of
-DrowsyNet's masked convolutions (kernels/drowsy.py: a 16 x 64 tile is too small a GEMM
-for BLAS's packing to pay off). This is plain IR on ``<8 x float>`` vectors and
+the reduction loop instead, or spills). This is plain IR on float vectors and
 ``llvm.fmuladd``, so it compiles for any host (AVX2 or AVX-512 x86, NEON on AArch64: the
 vector is split or widened by the backend) and is cached with its callers
 (``cache=True``). It takes arrays plus element offsets (no raw pointers escape) and does
 no bounds checks: callers keep every offset in range.
 
-``mk_rows[R]`` (R = 1..6): C[r, 0:16] += sum_{k < n} A[a_off + r*a_rs + k] * B[b_off + k*b_ks + 0:16]
-for r < R, with C[r, :] at ``c[c_off + r*c_rs + 0:16]``: R x 16 outputs in 2R vector
-accumulators, one broadcast of A and two vector loads of B per k. A is read along its
-rows (weights, M x K row-major), B along a panel whose 16 columns are contiguous; B rows
-on 64-byte boundaries keep each load on one cache line (measured: twice as fast).
+``mk_panel(rows, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n)``, the
+micro-kernel of DrowsyNet's implicit GEMM (:func:`aipnet.kernels.drowsy.conv_panels`):
+for r < rows and j < 16,
+
+    c[c_off + 16*r + j] += sum_{k < n} a[a_off + rows_off[r0 + r] + koff[k0 + k]] * b[b_off + 16*k + j]
+
+A rows are output pixels whose patches are read in place from the padded input through
+the tap-offset table ``koff`` (one broadcast per row and k); B is a K x 16 weight panel
+(16 output channels per k, contiguous: one cache line when 64-byte aligned, measured
+twice as fast as straddling two). The register tile is ``rows`` x 16: ``rows`` is a run-time
+argument (1 .. TILE_ROWS), switched to a loop compiled for each row count.
+
+Vector width: the weights' 16 lanes are one 16-float vector where the compile target has
+AVX-512 (12-row tile: 12 accumulators of its 32 registers), else two 8-float vectors
+(6-row tile: 12 of AVX2's 16 registers). The exact conv's BLAS picks its AVX-512 kernels
+on such hosts too, so both sides use what the host offers; on Zen 4 (AVX-512 at 256-bit
+throughput) the wide form still measured 5-10% faster (fewer instructions per FMA).
+
+``pack16x8``: a 16 x 8 block of weight rows transposed in registers into 8 k-rows of a
+panel (how :func:`aipnet.kernels.drowsy.pack_panels` packs).
 """
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
+import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -26,35 +41,51 @@ from numba.extending import intrinsic
 _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
 _VEC = ir.VectorType(_F32, 8)
-_FMA_TY = ir.FunctionType(_VEC, [_VEC, _VEC, _VEC])
+
+
+def _target_has_avx512() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512 (NUMBA_CPU_FEATURES overrides the host's)."""
+    feats = numba.config.CPU_FEATURES
+    if feats is None:
+        feats = llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in feats.split(",")
+
+
+#: floats per vector of the micro-kernel: 16 (one per 16-channel panel row) with AVX-512, else 8
+VW = 16 if _target_has_avx512() else 8
+#: pixel rows of the register tile (a tile of fewer than 8 * VW / 16 rows has under 8
+#: independent accumulators: bound by FMA latency, not throughput)
+TILE_ROWS = 12 if VW == 16 else 6
 
 
 def _data(context, builder, aryty, ary):
     return context.make_array(aryty)(context, builder, ary).data
 
 
-def _vload(builder, base, off):
-    return builder.load(builder.bitcast(builder.gep(base, [off]), _VEC.as_pointer()), align=4)
+def _vload(builder, base, off, vec=_VEC):
+    return builder.load(builder.bitcast(builder.gep(base, [off]), vec.as_pointer()), align=4)
 
 
 def _vstore(builder, val, base, off):
-    builder.store(val, builder.bitcast(builder.gep(base, [off]), _VEC.as_pointer()), align=4)
+    builder.store(val, builder.bitcast(builder.gep(base, [off]), val.type.as_pointer()), align=4)
 
 
-def _splat(builder, s):
-    v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), s, _I32(0))
-    return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined), ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
+def _splat(builder, s, vec=_VEC):
+    n = vec.count
+    v = builder.insert_element(ir.Constant(vec, ir.Undefined), s, _I32(0))
+    return builder.shuffle_vector(v, ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(_I32, n), [0] * n))
 
 
-def _fma(builder):
-    return cgutils.get_or_insert_function(builder.module, _FMA_TY, "llvm.fmuladd.v8f32")
+def _fma(builder, vec=_VEC):
+    fty = ir.FunctionType(vec, [vec, vec, vec])
+    return cgutils.get_or_insert_function(builder.module, fty, f"llvm.fmuladd.v{vec.count}f32")
 
 
-def _accumulators(builder, count):
+def _accumulators(builder, count, vec=_VEC):
     slots = []
     for _ in range(count):
-        slot = cgutils.alloca_once(builder, _VEC)  # entry block: promoted to registers
-        builder.store(ir.Constant(_VEC, None), slot)
+        slot = cgutils.alloca_once(builder, vec)  # entry block: promoted to registers
+        builder.store(ir.Constant(vec, None), slot)
         slots.append(slot)
     return slots
 
@@ -67,53 +98,59 @@ def _check_f32(*arrays):
     return all(isinstance(a, types.Array) and a.dtype == types.float32 for a in arrays)
 
 
-def _make_mk_rows(rows: int):
-    @intrinsic
-    def mk(typingctx, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n):
-        if not _check_f32(a, b, c):
-            return None
-        sig = types.void(a, types.intp, rows_off, types.intp, koff, types.intp, b, types.intp, c, types.intp,
-                         types.intp)
-
-        def codegen(context, builder, signature, args):
-            a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n = args
-            ty = signature.args
-            ap = builder.gep(_data(context, builder, ty[0], a), [a_off])
-            rp = _data(context, builder, ty[2], rows_off)
-            kp = builder.gep(_data(context, builder, ty[4], koff), [k0])
-            bp = builder.gep(_data(context, builder, ty[6], b), [b_off])
-            cp = _data(context, builder, ty[8], c)
-            fma = _fma(builder)
-            # one base pointer per row, so that each broadcast is a load at [row + koff[k]]
-            arow = [builder.gep(ap, [builder.load(builder.gep(rp, [builder.add(r0, _c(r0, r))]))]) for r in range(rows)]
-            crow = [builder.add(c_off, _c(c_off, 16 * r)) for r in range(rows)]
-            acc = _accumulators(builder, 2 * rows)
-            for r in range(rows):
-                for v in range(2):
-                    builder.store(_vload(builder, cp, builder.add(crow[r], _c(c_off, 8 * v))), acc[2 * r + v])
-            with cgutils.for_range(builder, n) as loop:
-                k = loop.index
-                ko = builder.load(builder.gep(kp, [k]))
-                bo = builder.mul(k, _c(k, 16))
-                b0 = _vload(builder, bp, bo)
-                b1 = _vload(builder, bp, builder.add(bo, _c(bo, 8)))
-                for r in range(rows):
-                    s = _splat(builder, builder.load(builder.gep(arow[r], [ko])))
-                    for v, bv in enumerate((b0, b1)):
-                        slot = acc[2 * r + v]
-                        builder.store(builder.call(fma, [s, bv, builder.load(slot)]), slot)
-            for r in range(rows):
-                for v in range(2):
-                    _vstore(builder, builder.load(acc[2 * r + v]), cp, builder.add(crow[r], _c(c_off, 8 * v)))
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return mk
+def _panel_tile(builder, rows, ap, rp, r0, kp, bp, cp, c_off, n):
+    """The loop of one register tile of ``rows`` pixel rows (see the module docstring)."""
+    vec = ir.VectorType(_F32, VW)
+    nv = 16 // VW
+    fma = _fma(builder, vec)
+    arow = [builder.gep(ap, [builder.load(builder.gep(rp, [builder.add(r0, _c(r0, r))]))]) for r in range(rows)]
+    crow = [builder.add(c_off, _c(c_off, 16 * r)) for r in range(rows)]
+    acc = _accumulators(builder, nv * rows, vec)
+    for r in range(rows):
+        for v in range(nv):
+            builder.store(_vload(builder, cp, builder.add(crow[r], _c(c_off, VW * v)), vec), acc[nv * r + v])
+    with cgutils.for_range(builder, n) as loop:
+        k = loop.index
+        ko = builder.load(builder.gep(kp, [k]))  # one base pointer per row: each broadcast loads [row + koff[k]]
+        bo = builder.mul(k, _c(k, 16))
+        bv = [_vload(builder, bp, builder.add(bo, _c(bo, VW * v)), vec) for v in range(nv)]
+        for r in range(rows):
+            s = _splat(builder, builder.load(builder.gep(arow[r], [ko])), vec)
+            for v in range(nv):
+                slot = acc[nv * r + v]
+                builder.store(builder.call(fma, [s, bv[v], builder.load(slot)]), slot)
+    for r in range(rows):
+        for v in range(nv):
+            _vstore(builder, builder.load(acc[nv * r + v]), cp, builder.add(crow[r], _c(c_off, VW * v)))
 
 
-mk_rows = {r: _make_mk_rows(r) for r in (1, 2, 3, 4, 5, 6)}
-mk1, mk2, mk3, mk4, mk5, mk6 = (mk_rows[r] for r in (1, 2, 3, 4, 5, 6))
+@intrinsic
+def mk_panel(typingctx, rows, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n):
+    if not _check_f32(a, b, c):
+        return None
+    sig = types.void(types.intp, a, types.intp, rows_off, types.intp, koff, types.intp, b, types.intp, c,
+                     types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        rows, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n = args
+        ty = signature.args
+        ap = builder.gep(_data(context, builder, ty[1], a), [a_off])
+        rp = _data(context, builder, ty[3], rows_off)
+        kp = builder.gep(_data(context, builder, ty[5], koff), [k0])
+        bp = builder.gep(_data(context, builder, ty[7], b), [b_off])
+        cp = _data(context, builder, ty[9], c)
+        done = builder.append_basic_block("tile.done")
+        switch = builder.switch(rows, done)
+        for r in range(1, TILE_ROWS + 1):
+            case = builder.append_basic_block(f"tile.rows{r}")
+            switch.add_case(ir.Constant(rows.type, r), case)
+            builder.position_at_end(case)
+            _panel_tile(builder, r, ap, rp, r0, kp, bp, cp, c_off, n)
+            builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 def _transpose8(builder, rows):
@@ -155,6 +192,30 @@ def pack16x8(typingctx, a, rows_off, r0, k0, p, p_off):
         for half in range(2):
             for k, col in enumerate(_transpose8(builder, rows[8 * half:8 * half + 8])):
                 _vstore(builder, col, pp, _c(p_off, 16 * k + 8 * half))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def transpose16(typingctx, a, a_off, t, t_off, t_rs):
+    """t[t_off + v*t_rs + i] = a[a_off + 16*i + v] for i, v < 16: a 16 x 16 block, rows of
+    16 floats, transposed (four 8 x 8 register transposes)."""
+    if not _check_f32(a, t):
+        return None
+    sig = types.void(a, types.intp, t, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        a, a_off, t, t_off, t_rs = args
+        ty = signature.args
+        ap = builder.gep(_data(context, builder, ty[0], a), [a_off])
+        tp = builder.gep(_data(context, builder, ty[2], t), [t_off])
+        for ib in range(2):
+            for vb in range(2):
+                rows = [_vload(builder, ap, _c(a_off, (8 * ib + r) * 16 + 8 * vb)) for r in range(8)]
+                for c, col in enumerate(_transpose8(builder, rows)):
+                    off = builder.add(builder.mul(t_rs, _c(t_rs, 8 * vb + c)), _c(t_rs, 8 * ib))
+                    _vstore(builder, col, tp, off)
         return context.get_dummy_value()
 
     return sig, codegen

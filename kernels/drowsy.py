@@ -47,7 +47,7 @@ import numpy as np
 
 from ._buffers import aligned_empty
 from ._jit import kernel, prange
-from ._simd import mk1, mk2, mk3, mk4, mk5, mk6, pack16x8
+from ._simd import TILE_ROWS, mk_panel, pack16x8, transpose16
 from .activation import _apply
 from .drowsy_neuron import conv_neuron_group
 
@@ -410,14 +410,18 @@ def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has
     Returns the number of outputs computed.
     """
     kdim = koff.shape[0]
+    p_count = y.shape[1]
+    yf = y.ravel()
     ni = items.shape[0]
     nw = max(1, min(workers, ni))
     maxq = 1
     for it in range(ni):
         maxq = max(maxq, items[it, 1] - items[it, 0])
+    tstride = (maxq + 15) // 16 * 16
     done = np.zeros(nw, np.int64)
     for wk in prange(nw):
-        acc = np.empty(maxq * TILE_CHANNELS, np.float32)
+        acc = np.empty(tstride * TILE_CHANNELS, np.float32)
+        acct = np.empty(TILE_CHANNELS * tstride, np.float32)
         for it in range(wk, ni, nw):
             q0, q1, r0, r1, j = items[it, 0], items[it, 1], items[it, 2], items[it, 3], items[it, 4]
             nq = q1 - q0
@@ -428,38 +432,32 @@ def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has
                     boff = (j * kdim + k0) * TILE_CHANNELS
                     q = 0
                     while q < nq:
-                        # rows of 6 in the register tile; a last 7..9 as 4+3, 4+4, 5+4 (a tile of
-                        # 1..3 rows is bound by FMA latency, not throughput)
+                        # full register tiles, the last TILE_ROWS+1 .. 2*TILE_ROWS-1 rows as two
+                        # near-equal tiles (a tile of few rows is bound by FMA latency)
                         r = nq - q
-                        r = 6 if r >= 10 or r == 6 else (5 if r == 9 else (4 if r >= 7 else r))
-                        a = q0 + q
-                        c = q * TILE_CHANNELS
-                        if r == 6:
-                            mk6(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
-                        elif r == 5:
-                            mk5(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
-                        elif r == 4:
-                            mk4(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
-                        elif r == 3:
-                            mk3(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
-                        elif r == 2:
-                            mk2(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
-                        else:
-                            mk1(xp, x0, pixoff, a, koff, k0, panels, boff, acc, c, n)
+                        r = TILE_ROWS if r >= 2 * TILE_ROWS else ((r + 1) // 2 if r > TILE_ROWS else r)
+                        mk_panel(r, xp, x0, pixoff, q0 + q, koff, k0, panels, boff, acc, q * TILE_CHANNELS, n)
                         q += r
+                # lane-major (16 x 16 register transposes): each channel's outputs contiguous
+                for i in range(0, nq, 16):
+                    transpose16(acc, i * TILE_CHANNELS, acct, i, tstride)
             for v in range(TILE_CHANNELS):
                 ch = lanes[j, v]
                 if ch < 0:
                     continue
                 done[wk] += nq
                 bv = bias[row0 + ch] if has_bias else np.float32(0.0)
-                q = q0
-                for p in range(r0, r1):
-                    if q < q1 and pix[q] == p:
-                        y[ch, p] = _apply(acc[(q - q0) * TILE_CHANNELS + v] + bv, act, p0, p1) * scale
-                        q += 1
-                    else:
-                        y[ch, p] = 0.0
+                yo = np.uint64(ch * p_count)
+                to = np.uint64(v * tstride)
+                if r1 - r0 == nq:  # the span is the computed pixels (pix[q0:q1] = r0 .. r1-1)
+                    yo += np.uint64(r0)
+                    for i in range(np.uint64(nq)):
+                        yf[yo + i] = _apply(acct[to + i] + bv, act, p0, p1) * scale
+                    continue
+                for p in range(np.uint64(r0), np.uint64(r1)):
+                    yf[yo + p] = 0.0
+                for i in range(nq):
+                    yf[yo + np.uint64(pix[q0 + i])] = _apply(acct[to + np.uint64(i)] + bv, act, p0, p1) * scale
     return done.sum()
 
 
