@@ -1,7 +1,8 @@
 """DrowsyNet (DESIGN.md): inference-stage dropout of conv outputs, with masks that skip work.
 
-This module makes the masks and binds them to the plan; the masked kernels are in
-:mod:`aipnet.kernels.drowsy`, whose docstring states the generator's exact integer formula
+This module binds the masks' layer and image ids to the plan and reads their knobs; the
+masked kernels, which make each image's mask, are in :mod:`aipnet.kernels.drowsy`, whose
+docstring states the generator's exact integer formula
 (splitmix64 over seed, image, layer and unit), the unit numbering of each granularity and
 the tile shape, so that the C runtime can reproduce every mask bit for bit.
 

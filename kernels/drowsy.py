@@ -26,12 +26,14 @@ and ``unit`` the index of a mask unit inside one image's output of that layer:
               with TB = ceil(P / TILE_PIXELS)
     ========= =============================================== =======================
 
-Tile shape (16 channels x 64 consecutive output pixels): the masked GEMM computes each
-kept tile as rows of a dense product, on the register-blocked micro-kernel of
-:mod:`aipnet.kernels._simd` (a 6 x 16 register tile of FMAs, near BLAS speed: BLAS itself
-does badly on GEMMs this small, its packing is not amortised); 64 pixels are four
-16-pixel strips, each a K x 16 panel of patches that stays in L1 while the kept weight
-rows stream past it.
+Pixel, channel and tile share one kernel, an implicit GEMM (:func:`conv_panels`): the
+weights as K x 16 panels of 16 output channels (packed once per layer; per image for
+channel, of its kept rows), the patches read in place from the zero-padded input through
+a table of tap offsets, so no patch matrix is built and any set of output pixels is a
+list of window origins. The register tile is up to 12 pixels x 16 channels
+(:mod:`aipnet.kernels._simd`); a work item is a run of pixels x one panel: the kept
+pixels (pixel), all pixels of the kept channels (channel), or one kept tile. A tile is
+one panel (16 channels) x 64 consecutive pixels.
 
 The neuron granularity's kernel is in :mod:`aipnet.kernels.drowsy_neuron`.
 
@@ -402,11 +404,11 @@ def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has
     Implicit GEMM: output (c, pix[q]) = sum_k panels[j, k, v] * xp[x0 + pixoff[q] + koff[k]]
     for c = lanes[j, v], so patches are read in place from the padded input xp (flat;
     x0 = the group's first channel) and no patch matrix is built. Each item accumulates
-    its pixels x 16 lanes in a small buffer, K block by K block, up to 6 pixels at a time
-    in the micro-kernel's 6 x 16 register tile, then writes act(acc + bias) * scale
-    (items: see :func:`pixel_items`). Items go round-robin to ``workers`` prange
-    iterations (one per thread: Numba's static schedule), so that equal items split
-    evenly whatever their order.
+    its pixels x 16 lanes in a small buffer, K block by K block, TILE_ROWS pixels at a
+    time in the micro-kernel's register tile, transposes it to channel rows and writes
+    act(acc + bias) * scale (items: see :func:`pixel_items`; y: the group's Mg x P
+    output). Items go round-robin to ``workers`` prange iterations (one per thread:
+    Numba's static schedule), so that equal items split evenly whatever their order.
     Returns the number of outputs computed.
     """
     kdim = koff.shape[0]

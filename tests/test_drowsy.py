@@ -227,3 +227,40 @@ def test_property_masked_conv(cin, cout, hw, k, stride, p, gran, seed, group):
     kdim = (cin // group) * k * k
     assert rec["macs"] == int(keep.sum()) * kdim
     assert rec["macs"] + rec["macs_skipped"] == keep.size * kdim
+
+
+# -- pixel, channel and tile: the implicit-GEMM kernel's branches ---------------------------
+@pytest.mark.parametrize("gran", ["pixel", "channel", "tile"])
+@pytest.mark.parametrize("p", [0.03, 0.5, 0.97])
+@pytest.mark.parametrize("shape", [
+    # K = 360: two K blocks; 399 pixels: several pixel runs per image, odd tile rows
+    dict(cin=40, hw=(19, 21), cout=24, k=3, pads=[1, 1, 1, 1]),
+    # 20 channels a group: weight panels split where tile rows start, across groups
+    dict(cin=6, hw=(11, 11), cout=60, k=3, pads=[1, 1, 1, 1], group=3),
+    # K = 2: packing without a whole 8-row block; unpadded input read in place
+    dict(cin=2, hw=(30, 30), cout=5, k=1),
+    # stride 2 whose windows need a bottom/right pad beyond the input's
+    dict(cin=3, hw=(14, 13), cout=17, k=4, strides=[2, 3], pads=[0, 2, 3, 1], dilations=[1, 2]),
+], ids=["kblocks", "groups_tile_rows", "k2_nopad", "asym"])
+def test_gemm_granularities_shapes(shape, p, gran):
+    """Nearly all kept (whole spans), half, nearly none (empty panels and pixel lists)."""
+    s = dict(shape)
+    case = conv_case("g", s.pop("cin"), s.pop("hw"), s.pop("cout"), s.pop("k"), act="relu", **s)
+    check_masked(aipnet.load(case.model()), case.feeds(2)["x"], gran, p, seed=11)
+
+
+@pytest.mark.parametrize("gran", ["pixel", "channel", "tile"])
+def test_conv2d_drowsy_prepares_weights_itself(gran):
+    """Weights that are no constant are prepared per call: same result as prepared once."""
+    from aipnet.kernels.drowsy import GRANULARITY_CODES, conv2d_drowsy, drop_threshold, prepare_gemm
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 6, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((20, 3, 3, 3)).astype(np.float32)
+    code = GRANULARITY_CODES[gran]
+    args = (x, w, None, (1, 1), (1, 1, 1, 1), (1, 1), 2, (9, 9), 1, 0.0, 0.0, code, (5, 0, 0, 0, drop_threshold(0.5)))
+    y1, m1, c1 = conv2d_drowsy(*args, 2.0, None)
+    y2, m2, c2 = conv2d_drowsy(*args, 2.0, prepare_gemm(w, 2, code))
+    np.testing.assert_array_equal(y1, y2)
+    kept = sum(int(ref_keep(gran, 5, i, 0, 20, 81, 0.5).sum()) for i in range(2))
+    assert (m1, c1) == (m2, c2) == (kept * 27, kept)
