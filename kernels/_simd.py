@@ -98,22 +98,23 @@ def _check_f32(*arrays):
     return all(isinstance(a, types.Array) and a.dtype == types.float32 for a in arrays)
 
 
-def _panel_tile(builder, rows, ap, rp, r0, kp, bp, cp, c_off, n):
-    """The loop of one register tile of ``rows`` pixel rows (see the module docstring)."""
-    vec = ir.VectorType(_F32, VW)
-    nv = 16 // VW
+def _panel_tile(builder, rows, width, ap, rp, r0, kp, bp, cp, c_off, n):
+    """The loop of one register tile: ``rows`` pixel rows x the first ``width`` (16 or 8) lanes."""
+    vw = min(VW, width)
+    vec = ir.VectorType(_F32, vw)
+    nv = width // vw
     fma = _fma(builder, vec)
     arow = [builder.gep(ap, [builder.load(builder.gep(rp, [builder.add(r0, _c(r0, r))]))]) for r in range(rows)]
     crow = [builder.add(c_off, _c(c_off, 16 * r)) for r in range(rows)]
     acc = _accumulators(builder, nv * rows, vec)
     for r in range(rows):
         for v in range(nv):
-            builder.store(_vload(builder, cp, builder.add(crow[r], _c(c_off, VW * v)), vec), acc[nv * r + v])
+            builder.store(_vload(builder, cp, builder.add(crow[r], _c(c_off, vw * v)), vec), acc[nv * r + v])
     with cgutils.for_range(builder, n) as loop:
         k = loop.index
         ko = builder.load(builder.gep(kp, [k]))  # one base pointer per row: each broadcast loads [row + koff[k]]
         bo = builder.mul(k, _c(k, 16))
-        bv = [_vload(builder, bp, builder.add(bo, _c(bo, VW * v)), vec) for v in range(nv)]
+        bv = [_vload(builder, bp, builder.add(bo, _c(bo, vw * v)), vec) for v in range(nv)]
         for r in range(rows):
             s = _splat(builder, builder.load(builder.gep(arow[r], [ko])), vec)
             for v in range(nv):
@@ -121,36 +122,47 @@ def _panel_tile(builder, rows, ap, rp, r0, kp, bp, cp, c_off, n):
                 builder.store(builder.call(fma, [s, bv[v], builder.load(slot)]), slot)
     for r in range(rows):
         for v in range(nv):
-            _vstore(builder, builder.load(acc[nv * r + v]), cp, builder.add(crow[r], _c(c_off, VW * v)))
+            _vstore(builder, builder.load(acc[nv * r + v]), cp, builder.add(crow[r], _c(c_off, vw * v)))
 
 
-@intrinsic
-def mk_panel(typingctx, rows, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n):
-    if not _check_f32(a, b, c):
-        return None
-    sig = types.void(types.intp, a, types.intp, rows_off, types.intp, koff, types.intp, b, types.intp, c,
-                     types.intp, types.intp)
+def _make_mk_panel(width: int, max_rows: int):
+    @intrinsic
+    def mk(typingctx, rows, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n):
+        if not _check_f32(a, b, c):
+            return None
+        sig = types.void(types.intp, a, types.intp, rows_off, types.intp, koff, types.intp, b, types.intp, c,
+                         types.intp, types.intp)
 
-    def codegen(context, builder, signature, args):
-        rows, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n = args
-        ty = signature.args
-        ap = builder.gep(_data(context, builder, ty[1], a), [a_off])
-        rp = _data(context, builder, ty[3], rows_off)
-        kp = builder.gep(_data(context, builder, ty[5], koff), [k0])
-        bp = builder.gep(_data(context, builder, ty[7], b), [b_off])
-        cp = _data(context, builder, ty[9], c)
-        done = builder.append_basic_block("tile.done")
-        switch = builder.switch(rows, done)
-        for r in range(1, TILE_ROWS + 1):
-            case = builder.append_basic_block(f"tile.rows{r}")
-            switch.add_case(ir.Constant(rows.type, r), case)
-            builder.position_at_end(case)
-            _panel_tile(builder, r, ap, rp, r0, kp, bp, cp, c_off, n)
-            builder.branch(done)
-        builder.position_at_end(done)
-        return context.get_dummy_value()
+        def codegen(context, builder, signature, args):
+            rows, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n = args
+            ty = signature.args
+            ap = builder.gep(_data(context, builder, ty[1], a), [a_off])
+            rp = _data(context, builder, ty[3], rows_off)
+            kp = builder.gep(_data(context, builder, ty[5], koff), [k0])
+            bp = builder.gep(_data(context, builder, ty[7], b), [b_off])
+            cp = _data(context, builder, ty[9], c)
+            done = builder.append_basic_block("tile.done")
+            switch = builder.switch(rows, done)
+            for r in range(1, max_rows + 1):
+                case = builder.append_basic_block(f"tile.rows{r}")
+                switch.add_case(ir.Constant(rows.type, r), case)
+                builder.position_at_end(case)
+                _panel_tile(builder, r, width, ap, rp, r0, kp, bp, cp, c_off, n)
+                builder.branch(done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    return mk
+
+
+#: all 16 lanes of a panel, up to TILE_ROWS rows
+mk_panel = _make_mk_panel(16, TILE_ROWS)
+#: lanes 0-7 only (a panel whose other lanes are empty), one 8-float vector a row, up to
+#: HALF_ROWS rows (12 accumulators: both AVX2 and AVX-512 have the registers)
+HALF_ROWS = 12
+mk_half = _make_mk_panel(8, HALF_ROWS)
 
 
 def _transpose8(builder, rows):

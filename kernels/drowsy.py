@@ -49,7 +49,7 @@ import numpy as np
 
 from ._buffers import aligned_empty
 from ._jit import kernel, prange
-from ._simd import TILE_ROWS, mk_panel, pack16x8, transpose16
+from ._simd import HALF_ROWS, TILE_ROWS, mk_half, mk_panel, pack16x8, transpose16
 from .activation import _apply
 from .drowsy_neuron import conv_neuron_group
 
@@ -375,15 +375,15 @@ def tile_items(units, row0, npanel, p_count):
 
     Panel j is in tile row row0 // 16 + j (:func:`group_lanes`); its item in block b
     computes the block if that tile is kept and writes zeros otherwise. Computing items
-    come first. Items are as in :func:`pixel_items`, with pix = 0 .. P-1.
+    come first, block by block. Items are as in :func:`pixel_items`, with pix = 0 .. P-1.
     """
     tb = (p_count + TILE_PIXELS - 1) // TILE_PIXELS
     first = row0 // TILE_CHANNELS
     items = np.empty((npanel * tb, 5), np.int64)
     t = 0
     for kept in (1, 0):
-        for j in range(npanel):
-            for b in range(tb):
+        for b in range(tb):  # block by block: the threads' share of the partial last block is even
+            for j in range(npanel):
                 if (units[(first + j) * tb + b] != 0) != (kept == 1):
                     continue
                 r0 = b * TILE_PIXELS
@@ -429,16 +429,22 @@ def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has
             nq = q1 - q0
             if nq > 0:
                 acc[:nq * TILE_CHANNELS] = 0.0
+                # a panel whose lanes 8-15 are empty (channel's last) takes the 8-lane kernel
+                half = lanes[j, 8:].max() < 0
+                rows = HALF_ROWS if half else TILE_ROWS
                 for k0 in range(0, kdim, KC):
                     n = min(KC, kdim - k0)
                     boff = (j * kdim + k0) * TILE_CHANNELS
                     q = 0
                     while q < nq:
-                        # full register tiles, the last TILE_ROWS+1 .. 2*TILE_ROWS-1 rows as two
-                        # near-equal tiles (a tile of few rows is bound by FMA latency)
+                        # full register tiles, the last rows+1 .. 2*rows-1 as two near-equal
+                        # tiles (a tile of few rows is bound by FMA latency)
                         r = nq - q
-                        r = TILE_ROWS if r >= 2 * TILE_ROWS else ((r + 1) // 2 if r > TILE_ROWS else r)
-                        mk_panel(r, xp, x0, pixoff, q0 + q, koff, k0, panels, boff, acc, q * TILE_CHANNELS, n)
+                        r = rows if r >= 2 * rows else ((r + 1) // 2 if r > rows else r)
+                        if half:
+                            mk_half(r, xp, x0, pixoff, q0 + q, koff, k0, panels, boff, acc, q * TILE_CHANNELS, n)
+                        else:
+                            mk_panel(r, xp, x0, pixoff, q0 + q, koff, k0, panels, boff, acc, q * TILE_CHANNELS, n)
                         q += r
                 # lane-major (16 x 16 register transposes): each channel's outputs contiguous
                 for i in range(0, nq, 16):
