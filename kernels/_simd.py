@@ -17,7 +17,9 @@ A rows are output pixels whose patches are read in place from the padded input t
 the tap-offset table ``koff`` (one broadcast per row and k); B is a K x 16 weight panel
 (16 output channels per k, contiguous: one cache line when 64-byte aligned, measured
 twice as fast as straddling two). The register tile is ``rows`` x 16: ``rows`` is a run-time
-argument (1 .. TILE_ROWS), switched to a loop compiled for each row count.
+argument (1 .. TILE_ROWS), switched to a loop compiled for each row count. ``mk_half``
+is the same for lanes 0-7 only (up to HALF_ROWS rows), for a panel whose other lanes
+are empty.
 
 Vector width: the weights' 16 lanes are one 16-float vector where the compile target has
 AVX-512 (12-row tile: 12 accumulators of its 32 registers), else two 8-float vectors
@@ -26,16 +28,17 @@ on such hosts too, so both sides use what the host offers; on Zen 4 (AVX-512 at 
 throughput) the wide form still measured 5-10% faster (fewer instructions per FMA).
 
 ``pack16x8``: a 16 x 8 block of weight rows transposed in registers into 8 k-rows of a
-panel (how :func:`aipnet.kernels.drowsy.pack_panels` packs).
+panel (how :func:`aipnet.kernels.drowsy.pack_panels` packs); ``transpose16``: a 16 x 16
+block of the accumulated tile (pixel rows) into channel rows, for contiguous stores.
 """
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.codegen import get_host_cpu_features
 from numba.extending import intrinsic
 
 _F32 = ir.FloatType()
@@ -44,10 +47,11 @@ _VEC = ir.VectorType(_F32, 8)
 
 
 def _target_has_avx512() -> bool:
-    """Whether Numba compiles for a CPU with AVX-512 (NUMBA_CPU_FEATURES overrides the host's)."""
+    """Whether Numba compiles for a CPU with AVX-512 (its own choice: NUMBA_CPU_FEATURES, else
+    the host's features less AVX if NUMBA_ENABLE_AVX is off)."""
     feats = numba.config.CPU_FEATURES
     if feats is None:
-        feats = llvm.get_host_cpu_features().flatten()
+        feats = get_host_cpu_features()
     return "+avx512f" in feats.split(",")
 
 
