@@ -235,3 +235,18 @@ def transpose16(typingctx, a, a_off, t, t_off, t_rs):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def fetch_add(typingctx, a, i, v):
+    """Atomically a[i] += v; returns the old a[i] (int64 array): a work queue for prange's threads."""
+    if not (isinstance(a, types.Array) and a.dtype == types.int64):
+        return None
+    sig = types.int64(a, types.intp, types.int64)
+
+    def codegen(context, builder, signature, args):
+        a, i, v = args
+        ptr = builder.gep(_data(context, builder, signature.args[0], a), [i])
+        return builder.atomic_rmw("add", ptr, v, "monotonic")
+
+    return sig, codegen

@@ -49,7 +49,7 @@ import numpy as np
 
 from ._buffers import aligned_empty
 from ._jit import kernel, prange
-from ._simd import HALF_ROWS, TILE_ROWS, mk_half, mk_panel, pack16x8, transpose16
+from ._simd import HALF_ROWS, TILE_ROWS, fetch_add, mk_half, mk_panel, pack16x8, transpose16
 from .activation import _apply
 from .drowsy_neuron import conv_neuron_group
 
@@ -407,9 +407,10 @@ def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has
     its pixels x 16 lanes in a small buffer, K block by K block, TILE_ROWS pixels at a
     time in the micro-kernel's register tile, transposes it to channel rows and writes
     act(acc + bias) * scale (items: see :func:`pixel_items`; y: the group's Mg x P
-    output). Items go round-robin to ``workers`` prange iterations (one per thread:
-    Numba's static schedule), so that equal items split evenly whatever their order.
-    Returns the number of outputs computed.
+    output). ``workers`` prange iterations (one per thread: Numba's static schedule)
+    take items in order from a shared counter (an atomic add), so that the threads stay
+    busy to the end whatever the items' sizes and whoever else uses the cores; the
+    items that compute come first. Returns the number of outputs computed.
     """
     kdim = koff.shape[0]
     p_count = y.shape[1]
@@ -421,10 +422,14 @@ def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has
         maxq = max(maxq, items[it, 1] - items[it, 0])
     tstride = (maxq + 15) // 16 * 16
     done = np.zeros(nw, np.int64)
+    queue = np.zeros(1, np.int64)
     for wk in prange(nw):
         acc = np.empty(tstride * TILE_CHANNELS, np.float32)
         acct = np.empty(TILE_CHANNELS * tstride, np.float32)
-        for it in range(wk, ni, nw):
+        while True:
+            it = fetch_add(queue, 0, 1)
+            if it >= ni:
+                break
             q0, q1, r0, r1, j = items[it, 0], items[it, 1], items[it, 2], items[it, 3], items[it, 4]
             nq = q1 - q0
             if nq > 0:
