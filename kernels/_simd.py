@@ -239,7 +239,9 @@ def transpose16(typingctx, a, a_off, t, t_off, t_rs):
 
 @intrinsic
 def fetch_add(typingctx, a, i, v):
-    """Atomically a[i] += v; returns the old a[i] (int64 array): a work queue for prange's threads."""
+    """Atomically a[i] += v; returns the old a[i] (int64 array): a work queue for prange's
+    threads. Sequentially consistent, so that what a thread wrote before an increment is
+    seen by a thread that reads the count after it."""
     if not (isinstance(a, types.Array) and a.dtype == types.int64):
         return None
     sig = types.int64(a, types.intp, types.int64)
@@ -247,6 +249,6 @@ def fetch_add(typingctx, a, i, v):
     def codegen(context, builder, signature, args):
         a, i, v = args
         ptr = builder.gep(_data(context, builder, signature.args[0], a), [i])
-        return builder.atomic_rmw("add", ptr, v, "monotonic")
+        return builder.atomic_rmw("add", ptr, v, "seq_cst")
 
     return sig, codegen

@@ -171,12 +171,15 @@ def depthwise_masked(x, w, mult, sh, sw, dh, dw, pt, pl, keep, bias, has_bias, a
 
 # -- pixel, channel and tile: an implicit GEMM over packed weight panels ------------------
 #: pixels per work item at the pixel and channel granularities (the tile granularity's
-#: item is its tile): a multiple of the micro-kernel's 6 rows, enough of them that each
-#: K block of the item's weight panel, loaded into L1 once, serves ten micro-kernel calls
+#: item is its tile): whole register tiles, enough of them that each K block of the
+#: item's weight panel, loaded into L1 once, serves several micro-kernel calls
 SEG_PIXELS = 60
 #: K block: a KC x 16 block of a weight panel (16 KiB) stays in L1 while the item's pixels
 #: pass over it
 KC = 256
+#: an item: its pixels pix[Q0:Q1], the outputs it writes R0 .. R1-1 (0 where not
+#: computed), its panel J of group G (columns of the items arrays)
+Q0, Q1, R0, R1, J, G = 0, 1, 2, 3, 4, 5
 
 
 @kernel()
@@ -202,9 +205,9 @@ def pack_panels(w, lanes, panels):
     """panels[j, k, v] = w[lanes[j, v], k]: weight rows as K x 16 panels.
 
     w: Mg x K (C-contiguous); panels: len(lanes) x K x 16, 64-byte aligned, so that each
-    k of a panel is one cache line, the micro-kernel's B operand (16 channels in two
-    vectors). Rows are transposed 8 k at a time in registers. An empty lane (-1) gets a
-    copy of a used lane of its panel: computed with it, never stored.
+    k of a panel is one cache line, the micro-kernel's B operand (16 channels in one or
+    two vectors). Rows are transposed 8 k at a time in registers. An empty lane (-1) gets
+    a copy of a used lane of its panel: computed with it, never stored.
     """
     kdim = w.shape[1]
     wf = w.ravel()
@@ -226,39 +229,21 @@ def pack_panels(w, lanes, panels):
                 pf[base + k * TILE_CHANNELS + v] = wf[offs[v] + k]
 
 
-def _pack_groups(w2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All weight panels of a conv (w2: G x Mg x K), per group: (panels, lanes, npanel).
-
-    panels: G x NP x K x 16 (:func:`pack_panels`), lanes: G x NP x 16 (:func:`group_lanes`),
-    npanel: G (group g's panels are the first npanel[g]).
-    """
-    group, mg, kdim = w2.shape
-    lanes_g = [group_lanes(g * mg, mg) for g in range(group)]
-    npanel = np.array([ln.shape[0] for ln in lanes_g], np.int64)
-    lanes = np.full((group, int(npanel.max()), TILE_CHANNELS), -1, np.int64)
-    panels = aligned_empty((group, lanes.shape[1], kdim, TILE_CHANNELS))
-    for g in range(group):
-        lanes[g, :npanel[g]] = lanes_g[g]
-        pack_panels(w2[g], lanes[g], panels[g])
-    return panels, lanes, npanel
-
-
 @kernel()
-def pad_image(x, pt, pl, xp):
-    """xp = x inside a zero border: xp[c, pt + y, pl + x] = x[c, y, x], 0 elsewhere.
+def pad_channels(x, pt, pl, xp, c0, c1):
+    """xp[c] = x[c] inside a zero border (xp[c, pt + y, pl + x] = x[c, y, x]) for c0 <= c < c1.
 
-    x: C x H x W, xp: C x HP x WP (HP >= pt + H, WP >= pl + W). Serial: a small copy,
-    cheaper than waking the threads. Zeroing all of xp first, then copying the rows, is
-    twice as fast as writing each padded row's pieces (rows are short); unsigned offsets
-    make both plain vectorised loops.
+    x: C x H x W, xp: C x HP x WP (HP >= pt + H, WP >= pl + W). Zeroing the planes first,
+    then copying the rows, is twice as fast as writing each padded row's pieces (rows are
+    short); unsigned offsets make both plain vectorised loops.
     """
-    c_count, h, w = x.shape
+    h, w = x.shape[1], x.shape[2]
     hp, wp = xp.shape[1], xp.shape[2]
     xf = x.ravel()
     pf = xp.ravel()
-    for t in range(np.uint64(pf.shape[0])):
+    for t in range(np.uint64(c0 * hp * wp), np.uint64(c1 * hp * wp)):
         pf[t] = 0.0
-    for c in range(c_count):
+    for c in range(c0, c1):
         for iy in range(h):
             d = np.uint64((c * hp + pt + iy) * wp + pl)
             s = np.uint64((c * h + iy) * w)
@@ -289,154 +274,184 @@ def pixel_offsets(pix, ow, sh, sw, wp):
 
 
 @kernel()
-def _split(n, parts, i):
-    """Start of part i of [0, n) cut into ``parts`` near-equal parts."""
-    return i * n // parts
+def _item(items, t, q0, q1, r0, r1, j, g):
+    items[t, Q0] = q0
+    items[t, Q1] = q1
+    items[t, R0] = r0
+    items[t, R1] = r1
+    items[t, J] = j
+    items[t, G] = g
 
 
 @kernel()
 def pixel_items(pix, p_count, npanel):
-    """Work items of the pixel granularity: near-equal runs of the kept pixels x all panels.
+    """Work items of the pixel granularity: near-equal runs of the kept pixels pix x all panels.
 
-    An item is (q0, q1, r0, r1, j): it computes the listed pixels pix[q0:q1] of panel j's
-    channels and writes the outputs r0 .. r1-1 of those channels (0 where not listed);
-    the runs' output spans tile 0 .. P-1, so every output is written once.
+    The runs' output spans tile 0 .. P-1 (a run's span reaches to the next run's first
+    pixel), so every output is written once. npanel: panels per group.
     """
     n = pix.shape[0]
     ns = max(1, (n + SEG_PIXELS - 1) // SEG_PIXELS)
-    items = np.empty((ns * npanel, 5), np.int64)
+    items = np.empty((ns * npanel.sum(), 6), np.int64)
     t = 0
     for s in range(ns):
-        q0 = _split(n, ns, s)
-        q1 = _split(n, ns, s + 1)
+        q0 = s * n // ns
+        q1 = (s + 1) * n // ns
         r0 = 0 if s == 0 else pix[q0]
         r1 = p_count if s == ns - 1 else pix[q1]
-        for j in range(npanel):
-            items[t, 0] = q0
-            items[t, 1] = q1
-            items[t, 2] = r0
-            items[t, 3] = r1
-            items[t, 4] = j
-            t += 1
-    return items
-
-
-@kernel()
-def channel_items(keep, p_count):
-    """Lanes and work items of the channel granularity for one group (keep: its Mg channel flags).
-
-    Kept channels fill panels 0 .. npk-1 in order (packed per image); the dropped ones
-    fill the rest, whose items only write zeros. Items are as in :func:`pixel_items`, over
-    all P pixels (pix = 0 .. P-1): kept panels x near-equal runs of pixels first, then one
-    zero item per dropped panel. Returns (lanes, npk, items).
-    """
-    mg = keep.shape[0]
-    nk = 0
-    for c in range(mg):
-        nk += keep[c] != 0
-    npk = (nk + TILE_CHANNELS - 1) // TILE_CHANNELS
-    npd = (mg - nk + TILE_CHANNELS - 1) // TILE_CHANNELS
-    lanes = np.full((npk + npd, TILE_CHANNELS), -1, np.int64)
-    a = 0
-    d = npk * TILE_CHANNELS
-    for c in range(mg):
-        if keep[c]:
-            lanes[a // TILE_CHANNELS, a % TILE_CHANNELS] = c
-            a += 1
-        else:
-            lanes[d // TILE_CHANNELS, d % TILE_CHANNELS] = c
-            d += 1
-    ns = max(1, (p_count + SEG_PIXELS - 1) // SEG_PIXELS)
-    items = np.empty((ns * npk + npd, 5), np.int64)
-    t = 0
-    for s in range(ns):
-        q0 = _split(p_count, ns, s)
-        q1 = _split(p_count, ns, s + 1)
-        for j in range(npk):
-            items[t, 0] = q0
-            items[t, 1] = q1
-            items[t, 2] = q0
-            items[t, 3] = q1
-            items[t, 4] = j
-            t += 1
-    for j in range(npk, npk + npd):
-        items[t, 0] = 0
-        items[t, 1] = 0
-        items[t, 2] = 0
-        items[t, 3] = p_count
-        items[t, 4] = j
-        t += 1
-    return lanes, npk, items
-
-
-@kernel()
-def tile_items(units, row0, npanel, p_count):
-    """Work items of the tile granularity for one group: one per (panel, 64-pixel block).
-
-    Panel j is in tile row row0 // 16 + j (:func:`group_lanes`); its item in block b
-    computes the block if that tile is kept and writes zeros otherwise. Computing items
-    come first, block by block. Items are as in :func:`pixel_items`, with pix = 0 .. P-1.
-    """
-    tb = (p_count + TILE_PIXELS - 1) // TILE_PIXELS
-    first = row0 // TILE_CHANNELS
-    items = np.empty((npanel * tb, 5), np.int64)
-    t = 0
-    for kept in (1, 0):
-        for b in range(tb):  # block by block: the threads' share of the partial last block is even
-            for j in range(npanel):
-                if (units[(first + j) * tb + b] != 0) != (kept == 1):
-                    continue
-                r0 = b * TILE_PIXELS
-                r1 = min(r0 + TILE_PIXELS, p_count)
-                items[t, 0] = r0
-                items[t, 1] = r1 if kept else r0
-                items[t, 2] = r0
-                items[t, 3] = r1
-                items[t, 4] = j
+        for g in range(npanel.shape[0]):
+            for j in range(npanel[g]):
+                _item(items, t, q0, q1, r0, r1, j, g)
                 t += 1
     return items
 
 
-@kernel(parallel=True)
-def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has_bias, act, p0, p1, scale, y, workers):
-    """The work items of one conv group: kept outputs computed, the rest of their spans zeroed.
+@kernel()
+def channel_items(keep, group, p_count):
+    """Lanes and work items of the channel granularity (keep: the M channel flags).
 
-    Implicit GEMM: output (c, pix[q]) = sum_k panels[j, k, v] * xp[x0 + pixoff[q] + koff[k]]
-    for c = lanes[j, v], so patches are read in place from the padded input xp (flat;
-    x0 = the group's first channel) and no patch matrix is built. Each item accumulates
-    its pixels x 16 lanes in a small buffer, K block by K block, TILE_ROWS pixels at a
-    time in the micro-kernel's register tile, transposes it to channel rows and writes
-    act(acc + bias) * scale (items: see :func:`pixel_items`; y: the group's Mg x P
-    output). ``workers`` prange iterations (one per thread: Numba's static schedule)
-    take items in order from a shared counter (an atomic add), so that the threads stay
-    busy to the end whatever the items' sizes and whoever else uses the cores; the
-    items that compute come first. Returns the number of outputs computed.
+    Per group, its kept channels fill panels 0 .. npk-1 in order (packed per image); the
+    dropped ones fill the next panels, whose items only write zeros. Items: kept panels x
+    near-equal runs of all P pixels (pix = 0 .. P-1) first, then one zero item per
+    dropped panel. Returns (lanes: G x NP x 16, npk: G, items).
     """
-    kdim = koff.shape[0]
+    mg = keep.shape[0] // group
+    npmax = 2 * ((mg + TILE_CHANNELS - 1) // TILE_CHANNELS) + 1
+    lanes = np.full((group, npmax, TILE_CHANNELS), -1, np.int64)
+    npk = np.zeros(group, np.int64)
+    npd = np.zeros(group, np.int64)
+    for g in range(group):
+        nk = 0
+        for c in range(mg):
+            nk += keep[g * mg + c] != 0
+        npk[g] = (nk + TILE_CHANNELS - 1) // TILE_CHANNELS
+        npd[g] = (mg - nk + TILE_CHANNELS - 1) // TILE_CHANNELS
+        a = 0
+        d = npk[g] * TILE_CHANNELS
+        for c in range(mg):
+            if keep[g * mg + c]:
+                lanes[g, a // TILE_CHANNELS, a % TILE_CHANNELS] = c
+                a += 1
+            else:
+                lanes[g, d // TILE_CHANNELS, d % TILE_CHANNELS] = c
+                d += 1
+    ns = max(1, (p_count + SEG_PIXELS - 1) // SEG_PIXELS)
+    items = np.empty((ns * npk.sum() + npd.sum(), 6), np.int64)
+    t = 0
+    for s in range(ns):
+        q0 = s * p_count // ns
+        q1 = (s + 1) * p_count // ns
+        for g in range(group):
+            for j in range(npk[g]):
+                _item(items, t, q0, q1, q0, q1, j, g)
+                t += 1
+    for g in range(group):
+        for j in range(npk[g], npk[g] + npd[g]):
+            _item(items, t, 0, 0, 0, p_count, j, g)
+            t += 1
+    return lanes, npk, items
+
+
+@kernel()
+def tile_items(units, mg, npanel, p_count):
+    """Work items of the tile granularity: one per (panel, 64-pixel block), pix = 0 .. P-1.
+
+    Panel j of group g is in tile row (g * mg) // 16 + j (:func:`group_lanes`); its item
+    in block b computes the block if that tile is kept, else writes zeros. Computing
+    items come first, block by block (the partial last block's items last).
+    """
+    tb = (p_count + TILE_PIXELS - 1) // TILE_PIXELS
+    items = np.empty((npanel.sum() * tb, 6), np.int64)
+    t = 0
+    for kept in (1, 0):
+        for b in range(tb):
+            r0 = b * TILE_PIXELS
+            r1 = min(r0 + TILE_PIXELS, p_count)
+            for g in range(npanel.shape[0]):
+                first = g * mg // TILE_CHANNELS
+                for j in range(npanel[g]):
+                    if (units[(first + j) * tb + b] != 0) == (kept == 1):
+                        _item(items, t, r0, r1 if kept else r0, r0, r1, j, g)
+                        t += 1
+    return items
+
+
+@kernel(parallel=True)
+def conv_image(x, xp, pt, pl, w2, panels, lanes, npk, koff, pixoff, items, pix, bias, has_bias, act, p0, p1, scale,
+               y, workers):
+    """One image of a conv: the padding, the channel granularity's packing, the work items.
+
+    Implicit GEMM: output (c, pix[q]) of group g = sum_k panels[g, j, k, v] *
+    xp[g's first channel + pixoff[q] + koff[k]] for c = lanes[g, j, v], so patches are read
+    in place from the zero-padded input xp and no patch matrix is built. An item
+    accumulates its pixels x 16 lanes in a small buffer, K block by K block, TILE_ROWS
+    pixels at a time in the micro-kernel's register tile, transposes it to channel rows
+    and writes act(acc + bias) * scale over its span (items: :func:`pixel_items`).
+
+    x: C x H x W; xp: C x HP x WP, filled here from x, or empty when x needs no border
+    (then read in place); w2: G x Mg x K; panels: G x NP x K x 16, of which panels
+    0 .. npk[g]-1 of group g are packed here (:func:`pack_panels`, by lanes); y: M x P,
+    every element written. One parallel region: ``workers`` prange iterations (one per
+    thread) take tasks in order from a shared counter (an atomic add), so that the
+    threads stay busy to the end whatever the tasks' sizes or other load on the cores:
+    first the border (chunks of channels) and the packing, then, once a second counter
+    says those are done, the items, the computing ones first. Returns the number of
+    outputs computed.
+    """
+    c_count = x.shape[0]
+    group, mg, kdim = w2.shape
+    cg = c_count // group
     p_count = y.shape[1]
     yf = y.ravel()
-    ni = items.shape[0]
-    nw = max(1, min(workers, ni))
+    pad = xp.size > 0
+    src = xp.ravel() if pad else x.ravel()
+    hpwp = xp.shape[1] * xp.shape[2] if pad else x.shape[1] * x.shape[2]
+    npad = min(c_count, 16) if pad else 0
+    packs = np.empty((npk.sum(), 2), np.int64)
+    t = 0
+    for g in range(group):
+        for j in range(npk[g]):
+            packs[t, 0] = g
+            packs[t, 1] = j
+            t += 1
+    nprep = npad + t
+    ntask = nprep + items.shape[0]
     maxq = 1
-    for it in range(ni):
-        maxq = max(maxq, items[it, 1] - items[it, 0])
+    for it in range(items.shape[0]):
+        maxq = max(maxq, items[it, Q1] - items[it, Q0])
     tstride = (maxq + 15) // 16 * 16
+    nw = max(1, min(workers, ntask))
     done = np.zeros(nw, np.int64)
-    queue = np.zeros(1, np.int64)
+    queue = np.zeros(2, np.int64)  # [next task, preparation tasks finished]
     for wk in prange(nw):
         acc = np.empty(tstride * TILE_CHANNELS, np.float32)
         acct = np.empty(TILE_CHANNELS * tstride, np.float32)
+        ready = nprep == 0
         while True:
-            it = fetch_add(queue, 0, 1)
-            if it >= ni:
+            task = fetch_add(queue, 0, 1)
+            if task >= ntask:
                 break
-            q0, q1, r0, r1, j = items[it, 0], items[it, 1], items[it, 2], items[it, 3], items[it, 4]
+            if task < npad:
+                pad_channels(x, pt, pl, xp, task * c_count // npad, (task + 1) * c_count // npad)
+                fetch_add(queue, 1, 1)
+                continue
+            if task < nprep:
+                g, j = packs[task - npad, 0], packs[task - npad, 1]
+                pack_panels(w2[g], lanes[g, j:j + 1], panels[g, j:j + 1])
+                fetch_add(queue, 1, 1)
+                continue
+            while not ready:  # the other threads' last preparation tasks (a few us at most)
+                ready = fetch_add(queue, 1, 0) == nprep
+            it = task - nprep
+            q0, q1, r0, r1, j, g = items[it, Q0], items[it, Q1], items[it, R0], items[it, R1], items[it, J], items[it, G]
             nq = q1 - q0
             if nq > 0:
                 acc[:nq * TILE_CHANNELS] = 0.0
                 # a panel whose lanes 8-15 are empty (channel's last) takes the 8-lane kernel
-                half = lanes[j, 8:].max() < 0
+                half = lanes[g, j, 8:].max() < 0
                 rows = HALF_ROWS if half else TILE_ROWS
+                x0 = g * cg * hpwp
+                pg = panels[g]
                 for k0 in range(0, kdim, KC):
                     n = min(KC, kdim - k0)
                     boff = (j * kdim + k0) * TILE_CHANNELS
@@ -447,19 +462,20 @@ def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has
                         r = nq - q
                         r = rows if r >= 2 * rows else ((r + 1) // 2 if r > rows else r)
                         if half:
-                            mk_half(r, xp, x0, pixoff, q0 + q, koff, k0, panels, boff, acc, q * TILE_CHANNELS, n)
+                            mk_half(r, src, x0, pixoff, q0 + q, koff, k0, pg, boff, acc, q * TILE_CHANNELS, n)
                         else:
-                            mk_panel(r, xp, x0, pixoff, q0 + q, koff, k0, panels, boff, acc, q * TILE_CHANNELS, n)
+                            mk_panel(r, src, x0, pixoff, q0 + q, koff, k0, pg, boff, acc, q * TILE_CHANNELS, n)
                         q += r
                 # lane-major (16 x 16 register transposes): each channel's outputs contiguous
                 for i in range(0, nq, 16):
                     transpose16(acc, i * TILE_CHANNELS, acct, i, tstride)
             for v in range(TILE_CHANNELS):
-                ch = lanes[j, v]
+                ch = lanes[g, j, v]
                 if ch < 0:
                     continue
+                ch += g * mg
                 done[wk] += nq
-                bv = bias[row0 + ch] if has_bias else np.float32(0.0)
+                bv = bias[ch] if has_bias else np.float32(0.0)
                 yo = np.uint64(ch * p_count)
                 to = np.uint64(v * tstride)
                 if r1 - r0 == nq:  # the span is the computed pixels (pix[q0:q1] = r0 .. r1-1)
@@ -475,15 +491,14 @@ def conv_panels(xp, x0, koff, pixoff, panels, lanes, items, pix, bias, row0, has
 
 
 @kernel()
-def conv_gemm_masked(x, w2, panels, lanes, npanel, scratch, geo, granularity, mask, bias, has_bias, act, p0, p1,
-                     scale, out, workers):
+def conv_gemm_masked(x, w2, panels, lanes, npanel, geo, granularity, mask, bias, has_bias, act, p0, p1, scale, out,
+                     workers):
     """The pixel, channel and tile granularities (all images and groups of one conv).
 
-    x: N x C x H x W; w2: G x Mg x K weights; panels, lanes, npanel, scratch:
-    :func:`prepare_gemm`; geo: (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow); mask: (seed,
-    first image id, fixed, layer, threshold), each image's unit mask made here with
-    :func:`keep_units`; out: N x M x P, every element written. Returns the number of
-    outputs computed.
+    x: N x C x H x W; w2: G x Mg x K weights; panels, lanes, npanel: :func:`prepare_gemm`;
+    geo: (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow); mask: (seed, first image id, fixed,
+    layer, threshold), each image's unit mask made here with :func:`keep_units`; out:
+    N x M x P, every element written. Returns the number of outputs computed.
     """
     n_count, c_count, h, wd = x.shape
     group, mg, kdim = w2.shape
@@ -491,61 +506,59 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, scratch, geo, granularity, ma
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
     seed, first, fixed, layer, threshold = mask
     p_count = oh * ow
-    # the padded input that every window lies in (no copy when none is needed)
+    # the padded input that every window lies in (none when x needs no border)
     hp = max(h + pt, (oh - 1) * sh + (kh - 1) * dh + 1)
     wp = max(wd + pl, (ow - 1) * sw + (kw - 1) * dw + 1)
+    pad = hp != h or wp != wd
+    xp = np.empty((c_count, hp, wp) if pad else (0, 0, 0), np.float32)
     koff = tap_offsets(cg, kh, kw, dh, dw, hp, wp)
     pix = np.arange(p_count)
     pixoff = pixel_offsets(pix, ow, sh, sw, wp)
-    pad = hp != h or wp != wd
-    padded = np.empty((c_count, hp, wp) if pad else (0, 0, 0), np.float32)
     um = np.empty(unit_count(granularity, group * mg, p_count), np.uint8)
+    npk = np.zeros(group, np.int64)
     computed = 0
     for n in range(n_count):
         keep_units(seed, 0 if fixed else first + n, layer, threshold, um)
-        if pad:
-            pad_image(x[n], pt, pl, padded)
-            xp = padded.ravel()
-        else:
-            xp = x[n].ravel()
-        if granularity == PIXEL:
+        ln = lanes
+        if granularity == CHANNEL:
+            ln, npk, items = channel_items(um, group, p_count)
+        elif granularity == PIXEL:
             pix = np.flatnonzero(um)
             pixoff = pixel_offsets(pix, ow, sh, sw, wp)
-        for g in range(group):
-            y = out[n, g * mg:(g + 1) * mg]
-            x0 = g * cg * hp * wp
-            if granularity == CHANNEL:
-                ln, npk, items = channel_items(um[g * mg:(g + 1) * mg], p_count)
-                pack_panels(w2[g], ln[:npk], scratch[:npk])
-                computed += conv_panels(xp, x0, koff, pixoff, scratch, ln, items, pix, bias, g * mg, has_bias, act,
-                                        p0, p1, scale, y, workers)
-                continue
-            ln = lanes[g, :npanel[g]]
-            if granularity == PIXEL:
-                items = pixel_items(pix, p_count, npanel[g])
-            else:
-                items = tile_items(um, g * mg, npanel[g], p_count)
-            computed += conv_panels(xp, x0, koff, pixoff, panels[g], ln, items, pix, bias, g * mg, has_bias, act,
-                                    p0, p1, scale, y, workers)
+            items = pixel_items(pix, p_count, npanel)
+        else:
+            items = tile_items(um, mg, npanel, p_count)
+        computed += conv_image(x[n], xp, pt, pl, w2, panels, ln, npk, koff, pixoff, items, pix, bias, has_bias, act,
+                               p0, p1, scale, out[n], workers)
     return computed
 
 
 def prepare_gemm(w: np.ndarray, group: int, granularity: int) -> tuple:
     """What :func:`conv_gemm_masked` needs besides the input, made once per layer.
 
-    (w2, panels, lanes, npanel, scratch): w2 the G x Mg x K weights; for the pixel and
-    tile granularities :func:`pack_conv_weights`; for channel, which packs its kept
-    rows per image, a scratch for them (ceil(Mg/16) x K x 16, 64-byte aligned: reused
-    from call to call, so one prepared conv must not run twice at once).
+    (w2, panels, lanes, npanel): w2 the G x Mg x K weights; for the pixel and tile
+    granularities all weight panels, G x NP x K x 16 (:func:`pack_panels`), their lanes
+    (G x NP x 16, :func:`group_lanes`) and counts (G); for channel, which packs its kept
+    rows per image, room for them (reused from call to call, so one prepared conv must
+    not run twice at once).
     """
-    mg = w.shape[0] // group
+    group_m = w.shape[0]
+    mg = group_m // group
     w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(group, mg, -1)
+    kdim = w2.shape[2]
     if granularity == CHANNEL:
-        scratch = aligned_empty((-(-mg // TILE_CHANNELS), w2.shape[2], TILE_CHANNELS))
-        return (w2, aligned_empty((1, 1, 1, TILE_CHANNELS)), np.full((1, 1, TILE_CHANNELS), -1, np.int64),
-                np.zeros(1, np.int64), scratch)
-    panels, lanes, npanel = _pack_groups(w2)
-    return w2, panels, lanes, npanel, panels[0]
+        # kept channels, then the dropped ones (their panels are never packed)
+        np_ = 2 * -(-mg // TILE_CHANNELS) + 1
+        return (w2, aligned_empty((group, -(-mg // TILE_CHANNELS), kdim, TILE_CHANNELS)),
+                np.full((group, np_, TILE_CHANNELS), -1, np.int64), np.zeros(group, np.int64))
+    lanes_g = [group_lanes(g * mg, mg) for g in range(group)]
+    npanel = np.array([ln.shape[0] for ln in lanes_g], np.int64)
+    lanes = np.full((group, int(npanel.max()), TILE_CHANNELS), -1, np.int64)
+    panels = aligned_empty((group, lanes.shape[1], kdim, TILE_CHANNELS))
+    for g in range(group):
+        lanes[g, :npanel[g]] = lanes_g[g]
+        pack_panels(w2[g], lanes[g], panels[g])
+    return w2, panels, lanes, npanel
 
 
 # -- the masked convolution -----------------------------------------------------------------
