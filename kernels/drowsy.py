@@ -575,7 +575,7 @@ def conv2d_drowsy(
     act_p0: float,
     act_p1: float,
     granularity: int,
-    mask: tuple[int, int, bool, int, int],
+    mask: tuple[int, int, int, int, int],
     scale: float = 1.0,
     prepared: tuple | None = None,
 ) -> tuple[np.ndarray, int, int]:
