@@ -427,6 +427,7 @@ def conv_image(x, xp, pt, pl, w2, panels, lanes, npk, koff, pixoff, items, pix, 
         acc = np.empty(tstride * TILE_CHANNELS, np.float32)
         acct = np.empty(TILE_CHANNELS * tstride, np.float32)
         ready = nprep == 0
+        computed = 0  # this thread's outputs (written to done once: no shared line per item)
         while True:
             task = fetch_add(queue, 0, 1)
             if task >= ntask:
@@ -474,7 +475,7 @@ def conv_image(x, xp, pt, pl, w2, panels, lanes, npk, koff, pixoff, items, pix, 
                 if ch < 0:
                     continue
                 ch += g * mg
-                done[wk] += nq
+                computed += nq
                 bv = bias[ch] if has_bias else np.float32(0.0)
                 yo = np.uint64(ch * p_count)
                 to = np.uint64(v * tstride)
@@ -487,6 +488,7 @@ def conv_image(x, xp, pt, pl, w2, panels, lanes, npk, koff, pixoff, items, pix, 
                     yf[yo + p] = 0.0
                 for i in range(nq):
                     yf[yo + np.uint64(pix[q0 + i])] = _apply(acct[to + np.uint64(i)] + bv, act, p0, p1) * scale
+        done[wk] = computed
     return done.sum()
 
 
