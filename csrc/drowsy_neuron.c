@@ -1,71 +1,115 @@
-/* DrowsyNet, neuron granularity (mirror of the neuron kernel in kernels/drowsy.py): masked
- * 2-D convolution that computes only the kept (channel, pixel) outputs of a random
+/* DrowsyNet, neuron granularity (mirror of the neuron kernel in kernels/drowsy_neuron.py):
+ * masked 2-D convolution that computes only the kept (channel, pixel) outputs of a random
  * per-neuron mask, eight dot products at a time. Called by conv2d_drowsy (drowsy.c) once per
  * image and group; the interface is in drowsy_internal.h. */
 #include <string.h>
 
 #include "drowsy_internal.h"
 
-/* -- neuron: eight kept outputs at a time ------------------------------------------------ */
-/* Layout. The input of the group is copied once into a zero-padded channels-last image xp
- * (Hp x Wp x cg, the padding made explicit), and the weights are reordered once per layer
- * to the same (tap row, tap column, channel) order, wn (M x Kn). Then the taps of output
- * pixel (oy, ox) on tap row i are the kw * cg contiguous floats at
- * xp + ((oy sh + i dh) Wp + ox sw) cg: a patch is kh contiguous segments of the image
- * itself, and no patch matrix is built ("direct" mode, when dw == 1 and kw * cg is a
- * multiple of 8). Otherwise (e.g. the 3-channel first layer) each patch is copied into a
- * row of Kn = K rounded up to 8 floats, zero-padded (one segment per pixel). Either way a
- * dot product is a whole number of 8-float vectors, no scalar tail.
+/* Layout. A dot product is vectorised over K, so a patch must be runs of floats whose
+ * lengths are multiples of 8, in the order of a reordered weight row wn (M x Kn):
+ * - direct (runs of 8k floats exist): the input of the group is copied once into a
+ *   zero-padded channels-last image xp (Hp x Wp x cg); the taps of output pixel (oy, ox) on
+ *   tap row i are the kw * cg contiguous floats at xp + ((oy sh + i dh) Wp + ox sw) cg
+ *   (dw == 1), or, dilated, kw runs of cg floats dw cg apart. Patches are read in place: no
+ *   patch matrix. wn is in (tap row, tap column, channel) order.
+ * - copy (e.g. the 3-channel first layer, kw cg = 33): xp is the zero-padded image itself
+ *   (cg x Hp x Wp) and each work item copies its pixels' patches, in the weights' own
+ *   (channel, tap row, tap column) order, into a small buffer of rows of at most CHK floats
+ *   (K chunks); wn rows are zero-padded to Kn = K rounded up to 8, and so are the rows.
  *
- * Work items: a run of at most NBP pixels of one output row x a chunk of NCN channels.
- * The item's kept outputs are listed in channel order and cut into groups of at most 8
- * outputs and at most 2 channels; one group is eight dot products vectorised over K that
- * share the loads of the two weight rows (10 vector loads per 8 FMAs), reduced once per
- * K chunk with a transpose-add. A K chunk is a few tap rows whose image region (the run's
- * pixels overlap on it) stays in L1 while the item's channels stream past it. */
-enum { NBP = 16, NCN = 64, NREGION = 20 * 1024 };
+ * Work items: a run of at most NBP pixels of one output row x a chunk of NCN channels. The
+ * item's kept outputs are cut into groups of eight dot products that share loads:
+ * - bicliques: two channels x four pixels kept in both (a channel pair's common pixels, in
+ *   fours): 2 weight and 4 patch loads per 8 FMAs;
+ * - singles: the other kept outputs, channel by channel in groups of 8, the rest of one
+ *   channel topped up from the next (at most 2 channels): 1 or 2 weight loads and 8 patch
+ *   loads per 8 FMAs.
+ * Groups go channel pair by channel pair, so that a pair's weight rows are read from L2 once
+ * and reused from L1. K is cut into chunks whose patch data (the region the run's pixels
+ * overlap on, or the copied rows) stays in L1 while the item's groups stream their weights
+ * past it; each group's eight sums are reduced into the item's accumulators once per chunk. */
+enum {
+    NBP = 32,          /* pixels per run at most (a bit set of 32) */
+    NCN = 64,          /* channels per item */
+    NREGION = 32768,   /* direct: bytes of image region per K chunk */
+    NBUF = 6144,       /* copy: floats of the per-thread row buffer */
+    CHK = 384,         /* copy: K chunk, floats per row at most */
+    CODE_BIC = 9,      /* group code of a biclique; codes 1..8 are single-channel splits */
+};
 
 typedef struct nlayout {
     int direct;
-    int64_t Kn, L, nseg, xs;   /* K rounded, segment length, segments per patch, stride between segments */
-    int64_t Hp, Wp, nbr;       /* padded image, runs per output row */
-    int64_t sc;                /* segments per K chunk */
-    const float *xp, *rows, *wn;
+    int64_t cg, K, Kn, Hp, Wp;
+    /* the item's pixels: nblk blocks of consecutive pixels, each nrw > 1 whole output rows,
+     * or (nrw == 1) one of the nbr runs of a row */
+    int64_t nrw, nbr, nblk;
+    /* direct: K chunks of sc tap rows x a part of the channels (ncs parts); a patch's tap
+     * row i is at i xs, its tap column jj at jj xj; copy: chunks of CHK floats of K, rows of
+     * stride rs (8 floats of room) */
+    int64_t xs, xj, sc, nts, ncs, nchunk, rs;
+    const float *xp, *wn;
 } nlayout;
+
+/* blocks of at most nbmax pixels: whole rows when two or more fit, else runs of a row */
+static void neuron_blocks(const conv_params *cp, nlayout *l, int64_t nbmax) {
+    l->nrw = nbmax / cp->ow;
+    if (l->nrw > 1) {
+        l->nbr = 1;
+        l->nblk = (cp->oh + l->nrw - 1) / l->nrw;
+    } else {
+        l->nrw = 1;
+        l->nbr = (cp->ow + nbmax - 1) / nbmax;
+        l->nblk = cp->oh * l->nbr;
+    }
+}
 
 static void neuron_layout(const conv_params *cp, nlayout *l) {
     int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw;
-    l->direct = cp->dw == 1 && (cp->kw * cg) % 8 == 0;
-    l->Kn = l->direct ? K : (K + 7) / 8 * 8;
+    l->cg = cg; l->K = K;
     l->Hp = (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh + 1;
     l->Wp = (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1;
-    l->nbr = (cp->ow + NBP - 1) / NBP;
-    int64_t nb = (cp->ow + l->nbr - 1) / l->nbr, bytes;
+    /* runs of 8k floats: whole tap rows (dw == 1), else taps */
+    l->direct = cp->dw == 1 ? cp->kw * cg % 8 == 0 : cg % 8 == 0;
     if (l->direct) {
-        l->L = cp->kw * cg; l->nseg = cp->kh; l->xs = cp->dh * l->Wp * cg;
-        bytes = ((nb - 1) * cp->sw + cp->kw) * cg * (int64_t)sizeof(float);
+        l->Kn = K;
+        l->xs = cp->dh * l->Wp * cg; l->xj = cp->dw * cg;
+        neuron_blocks(cp, l, NBP);
+        /* the image region of a block on one tap row: tap rows per chunk while it fits
+         * NREGION, else parts of the channels (of 8k floats each) */
+        int64_t nb = l->nrw > 1 ? cp->ow : (cp->ow + l->nbr - 1) / l->nbr;
+        int64_t rows = l->nrw > 1 ? (cp->oh + l->nblk - 1) / l->nblk : 1;
+        int64_t bytes = rows * ((nb - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1) * cg * (int64_t)sizeof(float);
+        l->sc = NREGION / bytes < 1 ? 1 : NREGION / bytes < cp->kh ? NREGION / bytes : cp->kh;
+        l->nts = (cp->kh + l->sc - 1) / l->sc;
+        l->sc = (cp->kh + l->nts - 1) / l->nts;   /* balanced */
+        l->ncs = cg % 8 ? 1 : (bytes + NREGION - 1) / NREGION;
+        if (l->ncs > cg / 8) l->ncs = cg / 8;
+        l->nchunk = l->nts * l->ncs;
     } else {
-        l->L = l->Kn; l->nseg = 1; l->xs = 0;
-        bytes = nb * l->Kn * (int64_t)sizeof(float);
+        l->Kn = (K + 7) / 8 * 8;
+        l->nchunk = (K + CHK - 1) / CHK;
+        l->rs = (l->nchunk > 1 ? CHK : l->Kn) + 8;
+        neuron_blocks(cp, l, NBUF / l->rs < NBP ? NBUF / l->rs : NBP);
     }
-    int64_t nchunk = (l->nseg * bytes + NREGION - 1) / NREGION;
-    if (nchunk < 1) nchunk = 1;
-    if (nchunk > l->nseg) nchunk = l->nseg;
-    l->sc = (l->nseg + nchunk - 1) / nchunk;
 }
 
-/* wn[m, (i kw + j) cg + c] = w[m, (c kh + i) kw + j], rows zero-padded to Kn */
-typedef struct nw_job { const conv_params *cp; const float *w; float *wn; int64_t Kn; } nw_job;
+/* direct: wn[m, (i kw + j) cg + c] = w[m, (c kh + i) kw + j]; copy: wn[m, k] = w[m, k];
+ * rows zero-padded to Kn */
+typedef struct nw_job { const conv_params *cp; const nlayout *l; const float *w; float *wn; } nw_job;
 static void neuron_weights_task(void *ctx, int64_t b, int64_t e) {
     const nw_job *j = ctx;
     const conv_params *cp = j->cp;
-    int64_t cg = cp->c / cp->group, kk = cp->kh * cp->kw, K = cg * kk;
+    int64_t cg = j->l->cg, kk = cp->kh * cp->kw, K = j->l->K, Kn = j->l->Kn;
     for (int64_t m = b; m < e; m++) {
         const float *src = j->w + m * K;
-        float *d = j->wn + m * j->Kn;
-        for (int64_t c = 0; c < cg; c++)
-            for (int64_t t = 0; t < kk; t++) d[t * cg + c] = src[c * kk + t];
-        for (int64_t k = K; k < j->Kn; k++) d[k] = 0.0f;
+        float *d = j->wn + m * Kn;
+        if (j->l->direct)
+            for (int64_t c = 0; c < cg; c++)
+                for (int64_t t = 0; t < kk; t++) d[t * cg + c] = src[c * kk + t];
+        else
+            memcpy(d, src, (size_t)K * sizeof(float));
+        for (int64_t k = K; k < Kn; k++) d[k] = 0.0f;
     }
 }
 
@@ -99,105 +143,241 @@ static void neuron_nhwc_task(void *ctx, int64_t b, int64_t e) {
     }
 }
 
-/* rows[q] = the patch of pixel q in wn's order, zero-padded to Kn (non-direct layouts) */
-typedef struct nr_job { const conv_params *cp; const nlayout *l; float *rows; } nr_job;
-static void neuron_rows_task(void *ctx, int64_t b, int64_t e) {
-    const nr_job *j = ctx;
-    const conv_params *cp = j->cp;
-    const nlayout *l = j->l;
-    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw;
-    for (int64_t q = b; q < e; q++) {
-        int64_t oy = q / cp->ow, ox = q % cp->ow;
-        float *d = j->rows + q * l->Kn;
-        for (int64_t i = 0; i < cp->kh; i++) {
-            const float *s = l->xp + ((oy * cp->sh + i * cp->dh) * l->Wp + ox * cp->sw) * cg;
-            if (cp->dw == 1) { memcpy(d, s, (size_t)(cp->kw * cg) * sizeof(float)); d += cp->kw * cg; }
-            else
-                for (int64_t jj = 0; jj < cp->kw; jj++, d += cg) memcpy(d, s + jj * cp->dw * cg, (size_t)cg * sizeof(float));
-        }
-        for (int64_t k = K; k < l->Kn; k++) *d++ = 0.0f;
-    }
+/* -- groups ------------------------------------------------------------------------------------ */
+/* up to 8 outputs: lane i < split of channel ca, the others of cb (channels relative to
+ * the item), lane i is pixel lq[i] and lands in the item's sums at at[i] (channel x NBP +
+ * pixel); lanes past cnt compute lane 0's pixel again and land in a spare slot */
+typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb; int8_t lq[8]; int16_t at[8]; } ngroup;
+/* groups of an item at most: all have 8 outputs but one partial group per channel */
+enum { MAXG = NCN * NBP / 8 + NCN, SPARE = NCN * NBP };
+
+INLINE int popcount32(uint32_t v) {   /* without the POPCNT instruction, which may be missing */
+    v -= (v >> 1) & 0x55555555u;
+    v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
+    return (int)((((v + (v >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24);
 }
 
-/* r[i] = sum over nseg segments s, k < L (a multiple of 8) of w_(i < N ? a : b)[s L + k] *
- * x_i[s xs + k] (8 lanes, reduced by the caller) */
-#define DOT8_BODY(N)                                                                               \
-    {                                                                                              \
-        v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
-        for (int64_t sg = 0; sg < nseg; sg++) {                                                    \
-            const float *pa = wa + sg * L, *pb = wb + sg * L;                                      \
-            const float *x0 = x[0] + sg * xs, *x1 = x[1] + sg * xs, *x2 = x[2] + sg * xs;          \
-            const float *x3 = x[3] + sg * xs, *x4 = x[4] + sg * xs, *x5 = x[5] + sg * xs;          \
-            const float *x6 = x[6] + sg * xs, *x7 = x[7] + sg * xs;                                \
-            for (int64_t k = 0; k < L; k += 8) {                                                   \
-                v8 va = *(const v8u *)(pa + k), vb = *(const v8u *)(pb + k);                       \
-                s0 += (0 < N ? va : vb) * *(const v8u *)(x0 + k);                                  \
-                s1 += (1 < N ? va : vb) * *(const v8u *)(x1 + k);                                  \
-                s2 += (2 < N ? va : vb) * *(const v8u *)(x2 + k);                                  \
-                s3 += (3 < N ? va : vb) * *(const v8u *)(x3 + k);                                  \
-                s4 += (4 < N ? va : vb) * *(const v8u *)(x4 + k);                                  \
-                s5 += (5 < N ? va : vb) * *(const v8u *)(x5 + k);                                  \
-                s6 += (6 < N ? va : vb) * *(const v8u *)(x6 + k);                                  \
-                s7 += (7 < N ? va : vb) * *(const v8u *)(x7 + k);                                  \
-            }                                                                                      \
-        }                                                                                          \
-        r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
-    }
-
-#define DEFINE_DOT8(NAME, ATTR)                                                                    \
-    ATTR static void NAME(int n, int64_t nseg, int64_t L, int64_t xs, const float *wa, const float *wb, \
-                          const float *const *x, v8 *r) {                                          \
-        switch (n) {                                                                               \
-        case 1: DOT8_BODY(1) break;                                                                \
-        case 2: DOT8_BODY(2) break;                                                                \
-        case 3: DOT8_BODY(3) break;                                                                \
-        case 4: DOT8_BODY(4) break;                                                                \
-        case 5: DOT8_BODY(5) break;                                                                \
-        case 6: DOT8_BODY(6) break;                                                                \
-        case 7: DOT8_BODY(7) break;                                                                \
-        default: DOT8_BODY(8) break;                                                               \
-        }                                                                                          \
-    }
-DEFINE_DOT8(dot8_base, )
-#ifdef HAVE_DISPATCH
-DEFINE_DOT8(dot8_avx2, AVX2_ATTR)
-#endif
-
-INLINE float hsum(const v8 *v) { v8 s = *v; return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])); }
-INLINE void reduce8_base(const v8 *r, float *out) { for (int i = 0; i < 8; i++) out[i] = hsum(&r[i]); }
-#ifdef HAVE_DISPATCH
-/* the eight horizontal sums at once (a transpose-add) */
-AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, float *out) {
-    __m256 h01 = _mm256_hadd_ps(r[0], r[1]), h23 = _mm256_hadd_ps(r[2], r[3]);
-    __m256 h45 = _mm256_hadd_ps(r[4], r[5]), h67 = _mm256_hadd_ps(r[6], r[7]);
-    __m256 a = _mm256_hadd_ps(h01, h23), b = _mm256_hadd_ps(h45, h67);
-    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31)));
-}
-#endif
-
-/* the kept pixels of a run of at most 16, as a bit set: bytes are 0 or 1, and the multiply
- * gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads 16 bytes when
- * they lie inside the mask, else byte by byte. */
-INLINE unsigned kept_bits(const uint8_t *u, int64_t nb, int inside16) {
-    unsigned bits = 0;
-    if (inside16) {
-        uint64_t lo, hi;
-        memcpy(&lo, u, 8);
-        memcpy(&hi, u + 8, 8);
-        bits = (unsigned)((lo * 0x0102040810204080ULL) >> 56) | (unsigned)((hi * 0x0102040810204080ULL) >> 56) << 8;
-    } else
-        for (int64_t t = 0; t < nb; t++) bits |= (unsigned)(u[t] != 0) << t;
-    return bits & ((1u << nb) - 1);
-}
 /* positions of the set bits of a nibble, one per byte, and their count */
 static const uint32_t nib_pos[16] = {0, 0, 0x01, 0x0100, 0x02, 0x0200, 0x0201, 0x020100, 0x03, 0x0300, 0x0301,
                                      0x030100, 0x0302, 0x030200, 0x030201, 0x03020100};
 static const uint8_t nib_cnt[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
 
-/* a group: up to 8 outputs, lanes < split of channel ca, the others of cb; lane i is
- * pixel lq[i] (lanes past cnt repeat lane 0 and are ignored) */
-typedef struct ngroup { int16_t cnt, split, ca, cb; int8_t lq[8]; } ngroup;
+/* pos[0 .. n) = the positions of the set bits of s, ascending (pos has room for 36); n */
+INLINE int list_bits(uint32_t s, int8_t *pos) {
+    int n = 0;
+    for (uint32_t h = 0; s; h += 4, s >>= 4) {
+        uint32_t p = nib_pos[s & 15] + 0x01010101u * h;
+        memcpy(pos + n, &p, 4);
+        n += nib_cnt[s & 15];
+    }
+    return n;
+}
 
+INLINE void set_lanes(ngroup *G, int c, const int8_t *pos, int k) {
+    for (int i = 0; i < k; i++, G->cnt++) {
+        G->lq[G->cnt] = pos[i];
+        G->at[G->cnt] = (int16_t)(c * NBP + pos[i]);
+    }
+}
+
+typedef struct gbuild { ngroup *gr; int ng, open; } gbuild;   /* open: a partial group, or -1 */
+
+/* the single outputs of channel c (pixels s): first the open group's top-up, then groups of
+ * 8, the last one left open */
+INLINE void feed_singles(gbuild *b, int c, uint32_t s) {
+    int8_t pos[36];
+    int n = list_bits(s, pos), o = 0;
+    if (n && b->open >= 0) {
+        ngroup *G = &b->gr[b->open];
+        o = 8 - G->cnt < n ? 8 - G->cnt : n;
+        G->cb = (int16_t)c;
+        G->split = G->cnt;
+        set_lanes(G, c, pos, o);
+        b->open = -1;
+    }
+    for (; o < n; o += 8) {
+        ngroup *G = &b->gr[b->ng++];
+        G->ca = G->cb = (int16_t)c;
+        G->code = 0;
+        G->split = 8;
+        G->cnt = 0;
+        set_lanes(G, c, pos + o, n - o < 8 ? n - o : 8);
+        if (G->cnt < 8) b->open = b->ng - 1;
+    }
+}
+
+/* the groups of channels 0 .. nc - 1 with kept pixel sets bits[]; returns their count */
+static int build_groups(const uint32_t *bits, int nc, ngroup *gr) {
+    gbuild b = {gr, 0, -1};
+    for (int a = 0; a < nc; a += 2) {
+        uint32_t A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B;
+        int8_t pos[36];
+        int nbic = list_bits(C, pos) / 4;
+        for (int t = 0; t < nbic; t++) {
+            ngroup *G = &gr[b.ng++];
+            G->code = CODE_BIC; G->cnt = 0; G->split = 4;
+            G->ca = (int16_t)a; G->cb = (int16_t)(a + 1);
+            set_lanes(G, a, pos + 4 * t, 4);
+            set_lanes(G, a + 1, pos + 4 * t, 4);
+            for (int i = 0; i < 4; i++) A &= ~(1u << pos[4 * t + i]);
+        }
+        B &= ~(bits[a] & ~A);   /* the bicliques' pixels */
+        feed_singles(&b, a, A);
+        if (a + 1 < nc) feed_singles(&b, a + 1, B);
+    }
+    for (int g = 0; g < b.ng; g++) {
+        ngroup *G = &gr[g];
+        if (G->code != CODE_BIC) G->code = G->split;
+        for (int i = G->cnt; i < 8; i++) {
+            G->lq[i] = G->lq[0];
+            G->at[i] = SPARE;
+        }
+    }
+    return b.ng;
+}
+
+/* -- the dot products ---------------------------------------------------------------------- */
+/* one K chunk of a group: ns x nj runs of L floats, run (i, jj) of a patch at i xs + jj xj
+ * from the pixel's base, of a weight row at i ws + jj wj */
+typedef struct nchunk { int64_t ns, nj, L, xs, xj, ws, wj; } nchunk;
+
+#define LD(p) (*(const v8u *)(p))
+#define DOT_RUNS(BODY)                                                                             \
+    for (int64_t sg = 0; sg < c->ns; sg++)                                                         \
+        for (int64_t jj = 0; jj < c->nj; jj++) {                                                   \
+            int64_t xo = sg * c->xs + jj * c->xj, wo = sg * c->ws + jj * c->wj;                   \
+            const float *pa = wa + wo, *pb = wb + wo;                                              \
+            const float *x0 = x[0] + xo, *x1 = x[1] + xo, *x2 = x[2] + xo, *x3 = x[3] + xo;        \
+            const float *x4 = x[4] + xo, *x5 = x[5] + xo, *x6 = x[6] + xo, *x7 = x[7] + xo;        \
+            (void)x4; (void)x5; (void)x6; (void)x7;   /* unused by bicliques */                    \
+            for (int64_t k = 0; k < c->L; k += 8) { BODY }                                         \
+        }
+/* singles: lane i < N with weight row a, the others with row b */
+#define DOT8_BODY(N)                                                                               \
+    {                                                                                              \
+        v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
+        DOT_RUNS(v8 va = LD(pa + k); v8 vb = LD(pb + k);                                           \
+                 s0 += (0 < N ? va : vb) * LD(x0 + k); s1 += (1 < N ? va : vb) * LD(x1 + k);       \
+                 s2 += (2 < N ? va : vb) * LD(x2 + k); s3 += (3 < N ? va : vb) * LD(x3 + k);       \
+                 s4 += (4 < N ? va : vb) * LD(x4 + k); s5 += (5 < N ? va : vb) * LD(x5 + k);       \
+                 s6 += (6 < N ? va : vb) * LD(x6 + k); s7 += (7 < N ? va : vb) * LD(x7 + k);)      \
+        r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
+    }
+/* biclique: rows a, b x patches 0..3; each patch loaded once into a register (KEEP stops
+ * the compiler from folding the load into both FMAs, which would make it two loads) */
+#define DOT24_BODY(KEEP)                                                                           \
+    {                                                                                              \
+        v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
+        DOT_RUNS(v8 va = LD(pa + k); v8 vb = LD(pb + k);                                           \
+                 v8 p0 = LD(x0 + k); KEEP(p0); v8 p1 = LD(x1 + k); KEEP(p1);                       \
+                 v8 p2 = LD(x2 + k); KEEP(p2); v8 p3 = LD(x3 + k); KEEP(p3);                       \
+                 s0 += va * p0; s1 += va * p1; s2 += va * p2; s3 += va * p3;                       \
+                 s4 += vb * p0; s5 += vb * p1; s6 += vb * p2; s7 += vb * p3;)                      \
+        r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
+    }
+
+INLINE float hsum(const v8 *v) { v8 s = *v; return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])); }
+INLINE void reduce8_base(const v8 *r, v8 *o) { for (int i = 0; i < 8; i++) (*o)[i] = hsum(&r[i]); }
+#define KEEP_NONE(v) ((void)0)
+#ifdef HAVE_DISPATCH
+/* the eight horizontal sums at once (a transpose-add) */
+AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, v8 *o) {
+    __m256 h01 = _mm256_hadd_ps(r[0], r[1]), h23 = _mm256_hadd_ps(r[2], r[3]);
+    __m256 h45 = _mm256_hadd_ps(r[4], r[5]), h67 = _mm256_hadd_ps(r[6], r[7]);
+    __m256 a = _mm256_hadd_ps(h01, h23), b = _mm256_hadd_ps(h45, h67);
+    *o = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+#define KEEP_REG(v) __asm__("" : "+x"(v))
+#endif
+
+/* one K chunk of the groups: gacc[g] += group g's eight dot products (code: CODE_BIC or
+ * the split 1..8), with the patch of pixel t at xq[t] and weight row ca at w0 + ca Kn; one
+ * function per ISA with the dot products inlined (a call per group costs too much) */
+typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float *const *xq, const float *w0,
+                          int64_t Kn, v8 *gacc);
+#define DEFINE_GROUPS(NAME, ATTR, REDUCE, KEEP)                                                    \
+    ATTR static void NAME(const ngroup *gr, int ng, const nchunk *c, const float *const *xq,       \
+                          const float *w0, int64_t Kn, v8 *gacc) {                                 \
+        for (int g = 0; g < ng; g++) {                                                             \
+            const ngroup *G = &gr[g];                                                              \
+            const float *x[8], *wa = w0 + G->ca * Kn, *wb = w0 + G->cb * Kn;                       \
+            for (int i = 0; i < 8; i++) x[i] = xq[G->lq[i]];                                       \
+            v8 r[8];                                                                               \
+            switch (G->code) {                                                                     \
+            case 1: DOT8_BODY(1) break;                                                            \
+            case 2: DOT8_BODY(2) break;                                                            \
+            case 3: DOT8_BODY(3) break;                                                            \
+            case 4: DOT8_BODY(4) break;                                                            \
+            case 5: DOT8_BODY(5) break;                                                            \
+            case 6: DOT8_BODY(6) break;                                                            \
+            case 7: DOT8_BODY(7) break;                                                            \
+            case 8: DOT8_BODY(8) break;                                                            \
+            default: DOT24_BODY(KEEP) break;                                                       \
+            }                                                                                      \
+            v8 t;                                                                                  \
+            REDUCE(r, &t);                                                                         \
+            gacc[g] += t;                                                                          \
+        }                                                                                          \
+    }
+DEFINE_GROUPS(groups_base, , reduce8_base, KEEP_NONE)
+#ifdef HAVE_DISPATCH
+DEFINE_GROUPS(groups_avx2, AVX2_ATTR, reduce8_avx2, KEEP_REG)
+#endif
+
+/* the kept pixels of a run of nb <= 32 as a bit set: bytes are 0 or 1, and the multiply
+ * gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads 32 bytes when
+ * they lie inside the mask, else byte by byte. */
+INLINE uint32_t kept_bits(const uint8_t *u, int64_t nb, int inside) {
+    uint32_t bits = 0;
+    if (inside)
+        for (int h = 0; h < 4; h++) {
+            uint64_t v;
+            memcpy(&v, u + 8 * h, 8);
+            bits |= (uint32_t)((v * 0x0102040810204080ULL) >> 56) << (8 * h);
+        }
+    else
+        for (int64_t t = 0; t < nb; t++) bits |= (uint32_t)(u[t] != 0) << t;
+    return nb == 32 ? bits : bits & ((1u << nb) - 1);
+}
+
+/* -- copy layout: patch rows ---------------------------------------------------------------- */
+/* elements [k0, k1) of a patch in (channel, tap row, tap column) order as runs: run r is
+ * len[r] consecutive floats of the padded image (cg planes Hp x Wp) at off[r] from the
+ * pixel's tap (0, 0) (taps kw apart, dw > 1: one tap per run); returns the count */
+static int patch_runs(const conv_params *cp, const nlayout *l, int64_t k0, int64_t k1, int64_t *off, int64_t *len) {
+    int64_t kw = cp->kw, r = k0 / kw, jj = k0 - r * kw, c = r / cp->kh, i = r - c * cp->kh;
+    int n = 0;
+    for (int64_t k = k0; k < k1; n++) {
+        int64_t m = cp->dw > 1 ? 1 : kw - jj < k1 - k ? kw - jj : k1 - k;
+        off[n] = (c * l->Hp + i * cp->dh) * l->Wp + jj * cp->dw;
+        len[n] = m;
+        k += m;
+        jj += m;
+        if (jj == kw) {
+            jj = 0;
+            if (++i == cp->kh) { i = 0; c++; }
+        }
+    }
+    return n;
+}
+
+/* d = the runs from s on, 8 floats at a time: a run's copy may read up to 7 floats past it
+ * (the image has 8 spare floats at its end) and write up to 7 past it (overwritten by the
+ * next run; the rows have room) */
+#define DEFINE_COPY(NAME, ATTR)                                                                    \
+    ATTR static void NAME(float *d, const float *s, const int64_t *off, const int64_t *len, int n) { \
+        for (int r = 0; r < n; r++) {                                                              \
+            const float *src = s + off[r];                                                         \
+            for (int64_t t = 0; t < len[r]; t += 8) *(v8u *)(d + t) = LD(src + t);                 \
+            d += len[r];                                                                           \
+        }                                                                                          \
+    }
+DEFINE_COPY(copy_base, )
+#ifdef HAVE_DISPATCH
+DEFINE_COPY(copy_avx2, AVX2_ATTR)
+#endif
+
+/* -- the items -------------------------------------------------------------------------------- */
 /* y[m, q0 .. q0 + nb) = kept ? act(acc + bias) * scale : 0, the switch outside the loop so
  * that it vectorises */
 #define ROW_OUT(ACT)                                                                               \
@@ -209,69 +389,14 @@ typedef struct ngroup { int16_t cnt, split, ca, cb; int8_t lq[8]; } ngroup;
         memcpy(yr + t, &vb, 4);                                                                    \
     }
 
-/* one item: pixels ox0 .. ox0 + nb - 1 of output row oy x channels [c0, c1) of the group.
- * Branch-free where the mask is read (it is random: a branch per output would be
- * mispredicted half the time at p = 0.5). */
-#define DEFINE_NEURON_ITEM(NAME, DOT8, REDUCE8, ATTR)                                              \
-    ATTR static uint64_t NAME(const djob *j, const nlayout *l, int64_t oy, int64_t ox0, int64_t nb, \
-                              int64_t c0, int64_t c1) {                                            \
-        const conv_params *cp = j->cp;                                                             \
-        int64_t P = j->P, cg = cp->c / cp->group, q0 = oy * cp->ow + ox0, Kn = l->Kn;              \
-        int8_t lq[NCN * NBP + 4];  /* the kept pixels, channel by channel */                       \
-        int end[NCN];              /* end of channel c0 + i's run in lq */                         \
-        float acc[NCN * NBP] __attribute__((aligned(32)));                                         \
-        ngroup gr[NCN * NBP];                                                                      \
-        const float *xq[NBP];                                                                      \
-        for (int64_t t = 0; t < nb; t++)                                                           \
-            xq[t] = l->direct ? l->xp + ((oy * cp->sh) * l->Wp + (ox0 + t) * cp->sw) * cg : l->rows + (q0 + t) * Kn; \
-        int n = 0;                                                                                 \
-        for (int64_t c = c0; c < c1; c++) {                                                        \
-            int64_t at = (j->row0 + c) * P + q0;                                                   \
-            unsigned bits = kept_bits(j->units + at, nb, at + 16 <= cp->m * P);                    \
-            for (int h = 0; h < 16; h += 4, bits >>= 4) {                                          \
-                uint32_t pos = nib_pos[bits & 15] + 0x01010101u * (uint32_t)h;                     \
-                memcpy(lq + n, &pos, 4);                                                           \
-                n += nib_cnt[bits & 15];                                                           \
-            }                                                                                      \
-            end[c - c0] = n;                                                                       \
-        }                                                                                          \
-        memset(acc, 0, (size_t)((c1 - c0) * NBP) * sizeof(float));                                 \
-        /* groups: the rest of one channel's run (at most 8), topped up from the next run */       \
-        int ng = 0, ca = 0;                                                                        \
-        for (int o = 0; o < n;) {                                                                  \
-            ngroup *G = &gr[ng++];                                                                 \
-            while (end[ca] <= o) ca++;                                                             \
-            int ea = end[ca], na = ea - o < 8 ? ea - o : 8, cnt = na;                              \
-            G->ca = G->cb = (int16_t)ca; G->split = 8;                                             \
-            if (na < 8 && ea < n) {                                                                \
-                int cb = ca + 1;                                                                   \
-                while (end[cb] == ea) cb++;                                                        \
-                int nb2 = end[cb] - ea;                                                            \
-                cnt = na + (nb2 < 8 - na ? nb2 : 8 - na);                                          \
-                G->cb = (int16_t)cb; G->split = (int16_t)na;                                       \
-            }                                                                                      \
-            G->cnt = (int16_t)cnt;                                                                 \
-            for (int i = 0; i < 8; i++) G->lq[i] = lq[o + (i < cnt ? i : 0)];                      \
-            o += cnt;                                                                              \
-        }                                                                                          \
-        const float *w0 = l->wn + (j->row0 + c0) * Kn, *x[8];                                      \
-        v8 r[8];                                                                                   \
-        float out[8] __attribute__((aligned(32)));                                                 \
-        for (int64_t s0 = 0; s0 < l->nseg; s0 += l->sc) {                                          \
-            int64_t ns = l->nseg - s0 < l->sc ? l->nseg - s0 : l->sc;                              \
-            for (int g = 0; g < ng; g++) {                                                         \
-                const ngroup *G = &gr[g];                                                          \
-                for (int i = 0; i < 8; i++) x[i] = xq[G->lq[i]] + s0 * l->xs;                      \
-                DOT8(G->split, ns, l->L, l->xs, w0 + G->ca * Kn + s0 * l->L, w0 + G->cb * Kn + s0 * l->L, x, r); \
-                REDUCE8(r, out);                                                                   \
-                for (int i = 0; i < G->cnt; i++) acc[(i < G->split ? G->ca : G->cb) * NBP + G->lq[i]] += out[i]; \
-            }                                                                                      \
-        }                                                                                          \
-        for (int64_t c = c0; c < c1; c++) {                                                        \
-            int64_t m = j->row0 + c;                                                               \
-            float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * P + q0;                       \
-            const float *a = acc + (c - c0) * NBP;                                                 \
-            const uint8_t *u = j->units + m * P + q0;                                              \
+/* y[m, q0 .. q0 + nb) for the item's channels m = row0 + c0 + cc from their sums acc[cc NBP + t] */
+#define DEFINE_OUT(NAME, ATTR)                                                                     \
+    ATTR static void NAME(const djob *j, const float *acc, int nc, int64_t c0, int64_t q0, int64_t nb) { \
+        for (int cc = 0; cc < nc; cc++) {                                                          \
+            int64_t m = j->row0 + c0 + cc;                                                         \
+            float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * j->P + q0;                    \
+            const float *a = acc + cc * NBP;                                                       \
+            const uint8_t *u = j->units + m * j->P + q0;                                           \
             switch (j->act) {                                                                      \
             case ACT_RELU: ROW_OUT(ACT_RELU) break;                                                \
             case ACT_CLIP: ROW_OUT(ACT_CLIP) break;                                                \
@@ -279,61 +404,137 @@ typedef struct ngroup { int16_t cnt, split, ca, cb; int8_t lq[8]; } ngroup;
             default: ROW_OUT(ACT_NONE) break;                                                      \
             }                                                                                      \
         }                                                                                          \
-        return (uint64_t)n;                                                                        \
     }
-DEFINE_NEURON_ITEM(neuron_item_base, dot8_base, reduce8_base, )
+DEFINE_OUT(out_base, )
 #ifdef HAVE_DISPATCH
-DEFINE_NEURON_ITEM(neuron_item_avx2, dot8_avx2, reduce8_avx2, AVX2_ATTR)
+DEFINE_OUT(out_avx2, AVX2_ATTR)
 #endif
 
-/* items channel-chunk major, so that one thread's consecutive items share their weights */
-typedef struct n_job { const djob *j; const nlayout *l; } n_job;
+/* the kernels of one ISA */
+typedef struct nisa {
+    groups_fn groups;
+    void (*out)(const djob *j, const float *acc, int nc, int64_t c0, int64_t q0, int64_t nb);
+    void (*copy)(float *d, const float *s, const int64_t *off, const int64_t *len, int n);
+} nisa;
+static const nisa isa_base = {groups_base, out_base, copy_base};
+#ifdef HAVE_DISPATCH
+static const nisa isa_avx2 = {groups_avx2, out_avx2, copy_avx2};
+#endif
+
+/* one item: output pixels q0 .. q0 + nb - 1 x channels [c0, c1) of the group;
+ * buf: the copy layout's rows. Branch-free where the mask is read (it is random: a branch
+ * per output would be mispredicted half the time at p = 0.5). */
+static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, float *buf, int64_t q0, int64_t nb,
+                            int64_t c0, int64_t c1) {
+    const conv_params *cp = j->cp;
+    int64_t P = j->P, Kn = l->Kn, cg = l->cg, oy[NBP], ox[NBP];
+    for (int64_t t = 0; t < nb; t++) {
+        oy[t] = (q0 + t) / cp->ow;
+        ox[t] = (q0 + t) - oy[t] * cp->ow;
+    }
+    int nc = (int)(c1 - c0);
+    uint32_t bits[NCN];
+    uint64_t n = 0;
+    for (int c = 0; c < nc; c++) {
+        int64_t at = (j->row0 + c0 + c) * P + q0;
+        bits[c] = kept_bits(j->units + at, nb, at + 32 <= cp->m * P);
+        n += (uint64_t)popcount32(bits[c]);
+        /* the output lines written at the end, fetched while the dot products run */
+        float *yr = j->y + (j->row0 + c0 + c) * P + q0;
+        __builtin_prefetch(yr, 1);
+        __builtin_prefetch(yr + nb - 1, 1);
+    }
+    ngroup gr[MAXG];
+    int ng = build_groups(bits, nc, gr);
+    v8 gacc[MAXG];
+    memset(gacc, 0, (size_t)ng * sizeof(v8));
+    const float *w0 = l->wn + (j->row0 + c0) * Kn, *xq[NBP];
+    for (int64_t ch = 0; ch < l->nchunk; ch++) {
+        nchunk c;
+        int64_t wofs;
+        if (l->direct) {
+            /* tap rows [s0, s0 + ns) x channels [a, b): the pixels' patches in place */
+            int64_t ti = ch / l->ncs, pi = ch % l->ncs, s0 = ti * l->sc, ns = cp->kh - s0 < l->sc ? cp->kh - s0 : l->sc;
+            int64_t a = pi * cg / l->ncs / 8 * 8, b = (pi + 1) * cg / l->ncs / 8 * 8, row = cp->kw * cg;
+            if (l->ncs == 1 && cp->dw == 1) c = (nchunk){ns, 1, row, l->xs, 0, row, 0};   /* whole tap rows */
+            else c = (nchunk){ns, cp->kw, b - a, l->xs, l->xj, row, cg};                     /* taps */
+            wofs = s0 * row + a;
+            for (int64_t t = 0; t < nb; t++)
+                xq[t] = l->xp + (oy[t] * cp->sh * l->Wp + ox[t] * cp->sw) * cg + s0 * l->xs + a;
+        } else {
+            /* K elements [k0, k1): copied rows, zero-padded to a multiple of 8 */
+            int64_t k0 = ch * CHK, k1 = l->K - k0 < CHK ? l->K : k0 + CHK, len = (k1 - k0 + 7) / 8 * 8;
+            c = (nchunk){1, 1, len, 0, 0, 0, 0};
+            wofs = k0;
+            int64_t off[CHK], rl[CHK];
+            int nrun = patch_runs(cp, l, k0, k1, off, rl);
+            for (int64_t t = 0; t < nb; t++) {
+                float *d = buf + t * l->rs;
+                isa->copy(d, l->xp + oy[t] * cp->sh * l->Wp + ox[t] * cp->sw, off, rl, nrun);
+                for (int64_t k = k1 - k0; k < len; k++) d[k] = 0.0f;
+                xq[t] = d;
+            }
+        }
+        isa->groups(gr, ng, &c, xq, w0 + wofs, Kn, gacc);
+    }
+    /* the sums into the item's outputs, then act(acc + bias) * scale where kept, 0 elsewhere */
+    float acc[NCN * NBP + 8] __attribute__((aligned(32)));
+    memset(acc, 0, (size_t)nc * NBP * sizeof(float));
+    for (int g = 0; g < ng; g++) {
+        const ngroup *G = &gr[g];
+        for (int i = 0; i < 8; i++) acc[G->at[i]] = gacc[g][i];
+    }
+    isa->out(j, acc, nc, c0, q0, nb);
+    return n;
+}
+
+/* items channel-chunk major, so that consecutive items share their weights; taken one at a
+ * time from a shared counter (dynamic, so that both threads finish together) */
+typedef struct n_job { const djob *j; const nlayout *l; const nisa *isa; int64_t nitems, next; } n_job;
 static void neuron_task(void *ctx, int64_t b, int64_t e) {
-    const n_job *nj = ctx;
+    n_job *nj = ctx;
     const djob *j = nj->j;
     const nlayout *l = nj->l;
     const conv_params *cp = j->cp;
-    int64_t nblocks = cp->oh * l->nbr;
+    float buf[NBUF] __attribute__((aligned(32)));
     uint64_t done = 0;
-    for (int64_t it = b; it < e; it++) {
-        int64_t ch = it / nblocks, blk = it % nblocks, oy = blk / l->nbr, bi = blk % l->nbr;
-        int64_t ox0 = bi * cp->ow / l->nbr, ox1 = (bi + 1) * cp->ow / l->nbr;
+    for (int64_t it; (it = __atomic_fetch_add(&nj->next, 1, __ATOMIC_RELAXED)) < nj->nitems;) {
+        int64_t ch = it / l->nblk, blk = it % l->nblk, q0, q1;
+        if (l->nrw > 1) {
+            q0 = blk * cp->oh / l->nblk * cp->ow;
+            q1 = (blk + 1) * cp->oh / l->nblk * cp->ow;
+        } else {
+            int64_t oy = blk / l->nbr, bi = blk % l->nbr;
+            q0 = oy * cp->ow + bi * cp->ow / l->nbr;
+            q1 = oy * cp->ow + (bi + 1) * cp->ow / l->nbr;
+        }
         int64_t c0 = ch * NCN, c1 = c0 + NCN < j->mg ? c0 + NCN : j->mg;
-#ifdef HAVE_DISPATCH
-        if (have_avx2()) done += neuron_item_avx2(j, l, oy, ox0, ox1 - ox0, c0, c1);
-        else
-#endif
-            done += neuron_item_base(j, l, oy, ox0, ox1 - ox0, c0, c1);
+        done += neuron_item(j, l, nj->isa, buf, q0, q1 - q0, c0, c1);
     }
     __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
+    (void)b; (void)e;
 }
 
 /* -- the entry points (drowsy_internal.h) ----------------------------------------------------- */
-/* scratch: xp (Hp x Wp x cg), wn (M x Kn), rows (P x Kn, non-direct layouts only) */
+/* scratch: xp (direct: Hp x Wp x cg; copy: cg x Hp x Wp and 8 spare floats), wn (M x Kn) */
+static size_t xp_bytes(const nlayout *l) { return ALIGN64((size_t)(l->Hp * l->Wp * l->cg + 8) * sizeof(float)); }
+
 size_t neuron_scratch_bytes(const conv_params *cp) {
     nlayout l;
     neuron_layout(cp, &l);
-    int64_t cg = cp->c / cp->group, P = cp->oh * cp->ow;
-    size_t n = ALIGN64((size_t)(l.Hp * l.Wp * cg) * sizeof(float)) + ALIGN64((size_t)(cp->m * l.Kn) * sizeof(float));
-    if (!l.direct) n += ALIGN64((size_t)(P * l.Kn) * sizeof(float));
-    return n;
+    return xp_bytes(&l) + ALIGN64((size_t)(cp->m * l.Kn) * sizeof(float));
 }
 
 static void neuron_bind(const conv_params *cp, void *scratch, nlayout *l) {
     neuron_layout(cp, l);
-    int64_t cg = cp->c / cp->group;
-    uint8_t *cur = scratch;
-    l->xp = (const float *)cur;
-    cur += ALIGN64((size_t)(l->Hp * l->Wp * cg) * sizeof(float));
-    l->wn = (const float *)cur;
-    cur += ALIGN64((size_t)(cp->m * l->Kn) * sizeof(float));
-    l->rows = l->direct ? NULL : (const float *)cur;
+    l->xp = (const float *)scratch;
+    l->wn = (const float *)((uint8_t *)scratch + xp_bytes(l));
 }
 
 void neuron_prepare_weights(pool *p, const conv_params *cp, const float *w, void *scratch) {
     nlayout l;
     neuron_bind(cp, scratch, &l);
-    nw_job wj = {cp, w, (float *)l.wn, l.Kn};
+    nw_job wj = {cp, &l, w, (float *)l.wn};
     pool_for(p, cp->m, 1, neuron_weights_task, &wj);
 }
 
@@ -341,12 +542,16 @@ void neuron_conv_group(pool *p, const djob *j, void *scratch) {
     const conv_params *cp = j->cp;
     nlayout l;
     neuron_bind(cp, scratch, &l);
-    nx_job xj = {cp, j->x, (float *)l.xp, l.Wp};
-    pool_for(p, l.Hp, 1, neuron_nhwc_task, &xj);
-    if (!l.direct) {
-        nr_job rj = {cp, &l, (float *)l.rows};
-        pool_for(p, j->P, 8, neuron_rows_task, &rj);
-    }
-    n_job nj = {j, &l};
-    pool_for(p, cp->oh * l.nbr * ((j->mg + NCN - 1) / NCN), 1, neuron_task, &nj);
+    float *xp = (float *)l.xp;
+    if (l.direct) {
+        nx_job xj = {cp, j->x, xp, l.Wp};
+        pool_for(p, l.Hp, 1, neuron_nhwc_task, &xj);
+    } else
+        conv_pad_input(p, cp, j->x, l.cg, l.Hp, l.Wp, xp);
+    memset(xp + l.Hp * l.Wp * l.cg, 0, 8 * sizeof(float));   /* the spare floats patch_copy may read */
+    n_job nj = {j, &l, &isa_base, l.nblk * ((j->mg + NCN - 1) / NCN), 0};
+#ifdef HAVE_DISPATCH
+    if (have_avx2()) nj.isa = &isa_avx2;
+#endif
+    pool_for(p, pool_threads(p), 1, neuron_task, &nj);
 }
