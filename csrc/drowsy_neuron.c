@@ -44,10 +44,10 @@ typedef struct nlayout {
     /* the item's pixels: nblk blocks of consecutive pixels, each nrw > 1 whole output rows,
      * or (nrw == 1) one of the nbr runs of a row */
     int64_t nrw, nbr, nblk;
-    /* direct: K chunks of sc tap rows x a part of the channels (ncs parts); a patch's tap
-     * row i is at i xs, its tap column jj at jj xj; copy: chunks of CHK floats of K, rows of
-     * stride rs (8 floats of room) */
-    int64_t xs, xj, sc, nts, ncs, nchunk, rs;
+    /* direct: the channels in ncb blocks of CB (the last one may be smaller), K chunks of sc
+     * tap rows of one block (nts per block); copy: chunks of CHK floats of K, rows of stride rs
+     * (8 floats of room) */
+    int64_t CB, ncb, sc, nts, nchunk, rs;
     const float *xp, *wn;
 } nlayout;
 
@@ -73,19 +73,26 @@ static void neuron_layout(const conv_params *cp, nlayout *l) {
     l->direct = cp->dw == 1 ? cp->kw * cg % 8 == 0 : cg % 8 == 0;
     if (l->direct) {
         l->Kn = K;
-        l->xs = cp->dh * l->Wp * cg; l->xj = cp->dw * cg;
         neuron_blocks(cp, l, NBP);
-        /* the image region of a block on one tap row: tap rows per chunk while it fits
-         * NREGION, else parts of the channels (of 8k floats each) */
+        /* the image region of a chunk: span pixels of rin input rows x CB channels, at most
+         * NREGION bytes when it can be: blocks of channels, then tap rows per chunk */
         int64_t nb = l->nrw > 1 ? cp->ow : (cp->ow + l->nbr - 1) / l->nbr;
+        int64_t span = ((nb - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1) * (int64_t)sizeof(float), sc;
         int64_t rows = l->nrw > 1 ? (cp->oh + l->nblk - 1) / l->nblk : 1;
-        int64_t bytes = rows * ((nb - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1) * cg * (int64_t)sizeof(float);
-        l->sc = NREGION / bytes < 1 ? 1 : NREGION / bytes < cp->kh ? NREGION / bytes : cp->kh;
-        l->nts = (cp->kh + l->sc - 1) / l->sc;
+#define RIN(sc) (rows * (sc) < (rows - 1) * cp->sh + ((sc) - 1) * cp->dh + 1 ? rows * (sc) : (rows - 1) * cp->sh + ((sc) - 1) * cp->dh + 1)
+        l->CB = cg;
+        if (cg % 8 == 0) {
+            int64_t fit = NREGION / (RIN(1) * span) / 8 * 8;
+            l->CB = fit < 8 ? 8 : fit < cg ? fit : cg;
+            l->ncb = (cg + l->CB - 1) / l->CB;
+            l->CB = ((cg + l->ncb - 1) / l->ncb + 7) / 8 * 8;
+        }
+        l->ncb = (cg + l->CB - 1) / l->CB;
+        for (sc = 1; sc < cp->kh && RIN(sc + 1) * span * l->CB <= NREGION; sc++) {}
+#undef RIN
+        l->nts = (cp->kh + sc - 1) / sc;
         l->sc = (cp->kh + l->nts - 1) / l->nts;   /* balanced */
-        l->ncs = cg % 8 ? 1 : (bytes + NREGION - 1) / NREGION;
-        if (l->ncs > cg / 8) l->ncs = cg / 8;
-        l->nchunk = l->nts * l->ncs;
+        l->nchunk = l->ncb * l->nts;
     } else {
         l->Kn = (K + 7) / 8 * 8;
         l->nchunk = (K + CHK - 1) / CHK;
@@ -94,8 +101,8 @@ static void neuron_layout(const conv_params *cp, nlayout *l) {
     }
 }
 
-/* direct: wn[m, (i kw + j) cg + c] = w[m, (c kh + i) kw + j]; copy: wn[m, k] = w[m, k];
- * rows zero-padded to Kn */
+/* direct: channel c = b CB + c' of block b (cb channels) at wn[m, b kh kw CB + (i kw + j) cb + c']
+ * = w[m, (c kh + i) kw + j]; copy: wn[m, k] = w[m, k]; rows zero-padded to Kn */
 typedef struct nw_job { const conv_params *cp; const nlayout *l; const float *w; float *wn; } nw_job;
 static void neuron_weights_task(void *ctx, int64_t b, int64_t e) {
     const nw_job *j = ctx;
@@ -105,43 +112,84 @@ static void neuron_weights_task(void *ctx, int64_t b, int64_t e) {
         const float *src = j->w + m * K;
         float *d = j->wn + m * Kn;
         if (j->l->direct)
-            for (int64_t c = 0; c < cg; c++)
-                for (int64_t t = 0; t < kk; t++) d[t * cg + c] = src[c * kk + t];
+            for (int64_t c = 0; c < cg; c++) {
+                int64_t b = c / j->l->CB, c0 = b * j->l->CB, cb = cg - c0 < j->l->CB ? cg - c0 : j->l->CB;
+                for (int64_t t = 0; t < kk; t++) d[c0 * kk + t * cb + c - c0] = src[c * kk + t];
+            }
         else
             memcpy(d, src, (size_t)K * sizeof(float));
         for (int64_t k = K; k < Kn; k++) d[k] = 0.0f;
     }
 }
 
-/* xp[yy, xx, c] = x[c, yy - pt, xx - pl], 0 outside the image; one task per padded row */
-typedef struct nx_job { const conv_params *cp; const float *x; float *xp; int64_t Wp; } nx_job;
-static void neuron_nhwc_task(void *ctx, int64_t b, int64_t e) {
-    const nx_job *j = ctx;
-    const conv_params *cp = j->cp;
-    int64_t cg = cp->c / cp->group, Wp = j->Wp;
-    for (int64_t yy = b; yy < e; yy++) {
-        float *d = j->xp + yy * Wp * cg;
-        int64_t iy = yy - cp->pt;
-        if (iy < 0 || iy >= cp->h) { memset(d, 0, (size_t)(Wp * cg) * sizeof(float)); continue; }
-        /* columns xx with 0 <= xx - pl < w */
-        int64_t x0 = cp->pl < 0 ? 0 : cp->pl, x1 = cp->pl + cp->w < Wp ? cp->pl + cp->w : Wp;
-        if (x0 > x1) x0 = x1;
-        memset(d, 0, (size_t)(x0 * cg) * sizeof(float));
-        memset(d + x1 * cg, 0, (size_t)((Wp - x1) * cg) * sizeof(float));
-        /* a transpose in 8 x 8 blocks: both the reads (8 columns of a row) and the writes
-         * (8 channels of a pixel) stay in few cache lines */
-        const float *s = j->x + iy * cp->w;   /* channel c, image column xx - pl: s[c hw + xx - pl] */
-        int64_t hw = cp->h * cp->w;
-        for (int64_t c8 = 0; c8 < cg; c8 += 8) {
-            int64_t ce = c8 + 8 < cg ? c8 + 8 : cg;
-            for (int64_t x8 = x0; x8 < x1; x8 += 8) {
-                int64_t xe = x8 + 8 < x1 ? x8 + 8 : x1;
-                for (int64_t xx = x8; xx < xe; xx++)
-                    for (int64_t c = c8; c < ce; c++) d[xx * cg + c] = s[c * hw + xx - cp->pl];
-            }
-        }
+/* d[xx cb + c] = s[c hw + xx] for xx < n, c < 8 (8 channels of n pixels); the AVX2 version
+ * transposes 8 x 8 blocks in registers */
+INLINE void nhwc8_base(float *d, const float *s, int64_t hw, int64_t n, int64_t cb) {
+    for (int64_t xx = 0; xx < n; xx++)
+        for (int64_t c = 0; c < 8; c++) d[xx * cb + c] = s[c * hw + xx];
+}
+#ifdef HAVE_DISPATCH
+AVX2_ATTR INLINE void nhwc8_avx2(float *d, const float *s, int64_t hw, int64_t n, int64_t cb) {
+    for (int64_t x8 = 0; x8 < n; x8 += 8) {
+        /* the last block: columns past n masked off (not read) and not stored */
+        int64_t r = n - x8 < 8 ? n - x8 : 8;
+        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 r0 = _mm256_maskload_ps(s + x8, m), r1 = _mm256_maskload_ps(s + hw + x8, m);
+        __m256 r2 = _mm256_maskload_ps(s + 2 * hw + x8, m), r3 = _mm256_maskload_ps(s + 3 * hw + x8, m);
+        __m256 r4 = _mm256_maskload_ps(s + 4 * hw + x8, m), r5 = _mm256_maskload_ps(s + 5 * hw + x8, m);
+        __m256 r6 = _mm256_maskload_ps(s + 6 * hw + x8, m), r7 = _mm256_maskload_ps(s + 7 * hw + x8, m);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+        __m256 o[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                       _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                       _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                       _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+        for (int64_t i = 0; i < r; i++) _mm256_storeu_ps(d + (x8 + i) * cb, o[i]);
     }
 }
+#endif
+
+/* xp[b][yy, xx, c'] = x[b CB + c', yy - pt, xx - pl] (block b of cb channels at b Hp Wp CB),
+ * 0 outside the image; one task per padded row */
+typedef struct nx_job { const conv_params *cp; const nlayout *l; const float *x; float *xp; } nx_job;
+#define DEFINE_NHWC(NAME, ATTR, NHWC8)                                                             \
+    ATTR static void NAME(void *ctx, int64_t b, int64_t e) {                                       \
+        const nx_job *j = ctx;                                                                     \
+        const conv_params *cp = j->cp;                                                             \
+        int64_t cg = j->l->cg, Wp = j->l->Wp, CB = j->l->CB, hw = cp->h * cp->w;                   \
+        /* columns xx with 0 <= xx - pl < w */                                                     \
+        int64_t x0 = cp->pl < 0 ? 0 : cp->pl, x1 = cp->pl + cp->w < Wp ? cp->pl + cp->w : Wp;      \
+        if (x0 > x1) x0 = x1;                                                                      \
+        for (int64_t yy = b; yy < e; yy++) {                                                       \
+            int64_t iy = yy - cp->pt;                                                              \
+            for (int64_t c0 = 0; c0 < cg; c0 += CB) {                                              \
+                int64_t cb = cg - c0 < CB ? cg - c0 : CB;                                          \
+                float *d = j->xp + (c0 * j->l->Hp + yy * cb) * Wp;                                 \
+                if (iy < 0 || iy >= cp->h) {                                                       \
+                    memset(d, 0, (size_t)(Wp * cb) * sizeof(float));                               \
+                    continue;                                                                      \
+                }                                                                                  \
+                memset(d, 0, (size_t)(x0 * cb) * sizeof(float));                                   \
+                memset(d + x1 * cb, 0, (size_t)((Wp - x1) * cb) * sizeof(float));                  \
+                /* channel c0 + c, image column xx - pl at s[c hw + xx - pl] */                    \
+                const float *s = j->x + c0 * hw + iy * cp->w - cp->pl;                             \
+                int64_t c = 0;                                                                     \
+                for (; c + 8 <= cb; c += 8) NHWC8(d + x0 * cb + c, s + c * hw + x0, hw, x1 - x0, cb); \
+                for (int64_t xx = x0; xx < x1; xx++)                                               \
+                    for (int64_t cc = c; cc < cb; cc++) d[xx * cb + cc] = s[cc * hw + xx];         \
+            }                                                                                      \
+        }                                                                                          \
+    }
+DEFINE_NHWC(nhwc_base, , nhwc8_base)
+#ifdef HAVE_DISPATCH
+DEFINE_NHWC(nhwc_avx2, AVX2_ATTR, nhwc8_avx2)
+#endif
 
 /* -- groups ------------------------------------------------------------------------------------ */
 /* up to 8 outputs: lane i < split of channel ca, the others of cb (channels relative to
@@ -250,13 +298,18 @@ typedef struct nchunk { int64_t ns, nj, L, xs, xj, ws, wj; } nchunk;
             const float *x0 = x[0] + xo, *x1 = x[1] + xo, *x2 = x[2] + xo, *x3 = x[3] + xo;        \
             const float *x4 = x[4] + xo, *x5 = x[5] + xo, *x6 = x[6] + xo, *x7 = x[7] + xo;        \
             (void)x4; (void)x5; (void)x6; (void)x7;   /* unused by bicliques */                    \
-            for (int64_t k = 0; k < c->L; k += 8) { BODY }                                         \
+            for (int64_t k = 0; k < c->L; k += 8) {                                                \
+                if (!(k & 8)) __builtin_prefetch(pf + wo + k);   /* a line every other step */     \
+                BODY                                                                               \
+            }                                                                                      \
         }
-/* singles: lane i < N with weight row a, the others with row b */
-#define DOT8_BODY(N)                                                                               \
+/* singles: lane i < N with weight row a, the others with row b; the weights loaded once into
+ * registers (KEEP: else the compiler may fold a weight load into several FMAs instead of the
+ * patch loads, one load more per step) */
+#define DOT8_BODY(N, KEEP)                                                                         \
     {                                                                                              \
         v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
-        DOT_RUNS(v8 va = LD(pa + k); v8 vb = LD(pb + k);                                           \
+        DOT_RUNS(v8 va = LD(pa + k); KEEP(va); v8 vb = LD(pb + k); KEEP(vb);                       \
                  s0 += (0 < N ? va : vb) * LD(x0 + k); s1 += (1 < N ? va : vb) * LD(x1 + k);       \
                  s2 += (2 < N ? va : vb) * LD(x2 + k); s3 += (3 < N ? va : vb) * LD(x3 + k);       \
                  s4 += (4 < N ? va : vb) * LD(x4 + k); s5 += (5 < N ? va : vb) * LD(x5 + k);       \
@@ -301,17 +354,21 @@ typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float
         for (int g = 0; g < ng; g++) {                                                             \
             const ngroup *G = &gr[g];                                                              \
             const float *x[8], *wa = w0 + G->ca * Kn, *wb = w0 + G->cb * Kn;                       \
+            /* the next group's new weight row, fetched while this group runs: left to the         \
+             * hardware, its first lines stall every group (~5% on the 3x3 layers) */               \
+            const ngroup *GN = &gr[g + 1 < ng ? g + 1 : g];                                        \
+            const float *pf = w0 + (GN->cb != G->cb ? GN->cb : GN->ca) * Kn;                       \
             for (int i = 0; i < 8; i++) x[i] = xq[G->lq[i]];                                       \
             v8 r[8];                                                                               \
             switch (G->code) {                                                                     \
-            case 1: DOT8_BODY(1) break;                                                            \
-            case 2: DOT8_BODY(2) break;                                                            \
-            case 3: DOT8_BODY(3) break;                                                            \
-            case 4: DOT8_BODY(4) break;                                                            \
-            case 5: DOT8_BODY(5) break;                                                            \
-            case 6: DOT8_BODY(6) break;                                                            \
-            case 7: DOT8_BODY(7) break;                                                            \
-            case 8: DOT8_BODY(8) break;                                                            \
+            case 1: DOT8_BODY(1, KEEP) break;                                                      \
+            case 2: DOT8_BODY(2, KEEP) break;                                                      \
+            case 3: DOT8_BODY(3, KEEP) break;                                                      \
+            case 4: DOT8_BODY(4, KEEP) break;                                                      \
+            case 5: DOT8_BODY(5, KEEP) break;                                                      \
+            case 6: DOT8_BODY(6, KEEP) break;                                                      \
+            case 7: DOT8_BODY(7, KEEP) break;                                                      \
+            case 8: DOT8_BODY(8, KEEP) break;                                                      \
             default: DOT24_BODY(KEEP) break;                                                       \
             }                                                                                      \
             v8 t;                                                                                  \
@@ -453,14 +510,15 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
         nchunk c;
         int64_t wofs;
         if (l->direct) {
-            /* tap rows [s0, s0 + ns) x channels [a, b): the pixels' patches in place */
-            int64_t ti = ch / l->ncs, pi = ch % l->ncs, s0 = ti * l->sc, ns = cp->kh - s0 < l->sc ? cp->kh - s0 : l->sc;
-            int64_t a = pi * cg / l->ncs / 8 * 8, b = (pi + 1) * cg / l->ncs / 8 * 8, row = cp->kw * cg;
-            if (l->ncs == 1 && cp->dw == 1) c = (nchunk){ns, 1, row, l->xs, 0, row, 0};   /* whole tap rows */
-            else c = (nchunk){ns, cp->kw, b - a, l->xs, l->xj, row, cg};                     /* taps */
-            wofs = s0 * row + a;
-            for (int64_t t = 0; t < nb; t++)
-                xq[t] = l->xp + (oy[t] * cp->sh * l->Wp + ox[t] * cp->sw) * cg + s0 * l->xs + a;
+            /* tap rows [s0, s0 + ns) of the channel block at c0 (cb channels): the pixels'
+             * patches in place, runs of whole tap rows (or of single taps, dilated) */
+            int64_t c0 = ch / l->nts * l->CB, s0 = ch % l->nts * l->sc, ns = cp->kh - s0 < l->sc ? cp->kh - s0 : l->sc;
+            int64_t cb = cg - c0 < l->CB ? cg - c0 : l->CB, row = cp->kw * cb, xs = cp->dh * l->Wp * cb;
+            if (cp->dw == 1) c = (nchunk){ns, 1, row, xs, 0, row, 0};
+            else c = (nchunk){ns, cp->kw, cb, xs, cp->dw * cb, row, cb};
+            wofs = c0 * cp->kh * cp->kw + s0 * row;
+            const float *xb = l->xp + c0 * l->Hp * l->Wp + s0 * xs;
+            for (int64_t t = 0; t < nb; t++) xq[t] = xb + (oy[t] * cp->sh * l->Wp + ox[t] * cp->sw) * cb;
         } else {
             /* K elements [k0, k1): copied rows, zero-padded to a multiple of 8 */
             int64_t k0 = ch * CHK, k1 = l->K - k0 < CHK ? l->K : k0 + CHK, len = (k1 - k0 + 7) / 8 * 8;
@@ -516,7 +574,8 @@ static void neuron_task(void *ctx, int64_t b, int64_t e) {
 }
 
 /* -- the entry points (drowsy_internal.h) ----------------------------------------------------- */
-/* scratch: xp (direct: Hp x Wp x cg; copy: cg x Hp x Wp and 8 spare floats), wn (M x Kn) */
+/* scratch: xp (direct: blocks of Hp x Wp x CB; copy: cg x Hp x Wp; and 8 spare floats), wn
+ * (M x Kn) */
 static size_t xp_bytes(const nlayout *l) { return ALIGN64((size_t)(l->Hp * l->Wp * l->cg + 8) * sizeof(float)); }
 
 size_t neuron_scratch_bytes(const conv_params *cp) {
@@ -544,8 +603,12 @@ void neuron_conv_group(pool *p, const djob *j, void *scratch) {
     neuron_bind(cp, scratch, &l);
     float *xp = (float *)l.xp;
     if (l.direct) {
-        nx_job xj = {cp, j->x, xp, l.Wp};
-        pool_for(p, l.Hp, 1, neuron_nhwc_task, &xj);
+        nx_job xj = {cp, &l, j->x, xp};
+        task_fn nhwc = nhwc_base;
+#ifdef HAVE_DISPATCH
+        if (have_avx2()) nhwc = nhwc_avx2;
+#endif
+        pool_for(p, l.Hp, 1, nhwc, &xj);
     } else
         conv_pad_input(p, cp, j->x, l.cg, l.Hp, l.Wp, xp);
     memset(xp + l.Hp * l.Wp * l.cg, 0, 8 * sizeof(float));   /* the spare floats patch_copy may read */
