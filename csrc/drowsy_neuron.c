@@ -49,6 +49,10 @@ typedef struct nlayout {
      * (8 floats of room) */
     int64_t CB, ncb, sc, nts, nchunk, rs;
     const float *xp, *wn;
+    /* copy: the image the patches are copied from (xp, or the input itself when no tap falls
+     * outside it), planes of xr rows of xc floats */
+    const float *src;
+    int64_t xr, xc;
 } nlayout;
 
 /* blocks of at most nbmax pixels: whole rows when two or more fit, else runs of a row */
@@ -193,9 +197,9 @@ DEFINE_NHWC(nhwc_avx2, AVX2_ATTR, nhwc8_avx2)
 
 /* -- groups ------------------------------------------------------------------------------------ */
 /* up to 8 outputs: lane i < split of channel ca, the others of cb (channels relative to
- * the item), lane i is pixel lq[i] and lands in the item's sums at at[i] (channel x NBP +
- * pixel); lanes past cnt compute lane 0's pixel again and land in a spare slot */
-typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb; int8_t lq[8]; int16_t at[8]; } ngroup;
+ * the item), lane i is pixel lq[i]; lanes past cnt compute pixel 0 (their result is dropped);
+ * lq has room for 8-byte copies */
+typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb; int8_t lq[16]; } ngroup;
 /* groups of an item at most: all have 8 outputs but one partial group per channel */
 enum { MAXG = NCN * NBP / 8 + NCN, SPARE = NCN * NBP };
 
@@ -210,76 +214,63 @@ static const uint32_t nib_pos[16] = {0, 0, 0x01, 0x0100, 0x02, 0x0200, 0x0201, 0
                                      0x030100, 0x0302, 0x030200, 0x030201, 0x03020100};
 static const uint8_t nib_cnt[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
 
-/* pos[0 .. n) = the positions of the set bits of s, ascending (pos has room for 36); n */
-INLINE int list_bits(uint32_t s, int8_t *pos) {
+/* pos[0 .. n) = the positions of the set bits of s (nn nibbles), ascending; n. pos has room
+ * for 40, and pos[n .. n + 8) = 0 (lanes are copied 8 bytes at a time: those past a group's
+ * count are pixel 0) */
+INLINE int list_bits(uint32_t s, int nn, int8_t *pos) {
     int n = 0;
-    for (uint32_t h = 0; s; h += 4, s >>= 4) {
-        uint32_t p = nib_pos[s & 15] + 0x01010101u * h;
+    for (int h = 0; h < nn; h++, s >>= 4) {
+        uint32_t p = nib_pos[s & 15] + 0x01010101u * (uint32_t)(4 * h);
         memcpy(pos + n, &p, 4);
         n += nib_cnt[s & 15];
     }
+    memset(pos + n, 0, 8);
     return n;
 }
 
-INLINE void set_lanes(ngroup *G, int c, const int8_t *pos, int k) {
-    for (int i = 0; i < k; i++, G->cnt++) {
-        G->lq[G->cnt] = pos[i];
-        G->at[G->cnt] = (int16_t)(c * NBP + pos[i]);
-    }
-}
-
-typedef struct gbuild { ngroup *gr; int ng, open; } gbuild;   /* open: a partial group, or -1 */
+typedef struct gbuild { ngroup *gr; int ng, open, nn; } gbuild;   /* open: a partial group, or -1 */
 
 /* the single outputs of channel c (pixels s): first the open group's top-up, then groups of
  * 8, the last one left open */
 INLINE void feed_singles(gbuild *b, int c, uint32_t s) {
-    int8_t pos[36];
-    int n = list_bits(s, pos), o = 0;
+    int8_t pos[40];
+    int n = list_bits(s, b->nn, pos), o = 0;
     if (n && b->open >= 0) {
         ngroup *G = &b->gr[b->open];
         o = 8 - G->cnt < n ? 8 - G->cnt : n;
         G->cb = (int16_t)c;
-        G->split = G->cnt;
-        set_lanes(G, c, pos, o);
+        G->split = G->code = G->cnt;
+        memcpy(G->lq + G->cnt, pos, 8);
+        G->cnt = (int8_t)(G->cnt + o);
         b->open = -1;
     }
     for (; o < n; o += 8) {
         ngroup *G = &b->gr[b->ng++];
         G->ca = G->cb = (int16_t)c;
-        G->code = 0;
-        G->split = 8;
-        G->cnt = 0;
-        set_lanes(G, c, pos + o, n - o < 8 ? n - o : 8);
+        G->code = G->split = 8;
+        G->cnt = (int8_t)(n - o < 8 ? n - o : 8);
+        memcpy(G->lq, pos + o, 8);
         if (G->cnt < 8) b->open = b->ng - 1;
     }
 }
 
-/* the groups of channels 0 .. nc - 1 with kept pixel sets bits[]; returns their count */
-static int build_groups(const uint32_t *bits, int nc, ngroup *gr) {
-    gbuild b = {gr, 0, -1};
+/* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count */
+static int build_groups(const uint32_t *bits, int nc, int nb, ngroup *gr) {
+    gbuild b = {gr, 0, -1, (nb + 3) / 4};
     for (int a = 0; a < nc; a += 2) {
-        uint32_t A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B;
-        int8_t pos[36];
-        int nbic = list_bits(C, pos) / 4;
+        uint32_t A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B, T = 0;
+        int8_t pos[40];
+        int nbic = list_bits(C, b.nn, pos) / 4;
         for (int t = 0; t < nbic; t++) {
             ngroup *G = &gr[b.ng++];
-            G->code = CODE_BIC; G->cnt = 0; G->split = 4;
+            G->code = CODE_BIC; G->cnt = 8; G->split = 4;
             G->ca = (int16_t)a; G->cb = (int16_t)(a + 1);
-            set_lanes(G, a, pos + 4 * t, 4);
-            set_lanes(G, a + 1, pos + 4 * t, 4);
-            for (int i = 0; i < 4; i++) A &= ~(1u << pos[4 * t + i]);
+            memcpy(G->lq, pos + 4 * t, 4);
+            memcpy(G->lq + 4, pos + 4 * t, 4);
         }
-        B &= ~(bits[a] & ~A);   /* the bicliques' pixels */
-        feed_singles(&b, a, A);
-        if (a + 1 < nc) feed_singles(&b, a + 1, B);
-    }
-    for (int g = 0; g < b.ng; g++) {
-        ngroup *G = &gr[g];
-        if (G->code != CODE_BIC) G->code = G->split;
-        for (int i = G->cnt; i < 8; i++) {
-            G->lq[i] = G->lq[0];
-            G->at[i] = SPARE;
-        }
+        for (int i = 0; i < 4 * nbic; i++) T |= 1u << pos[i];   /* the bicliques' pixels */
+        feed_singles(&b, a, A & ~T);
+        if (a + 1 < nc) feed_singles(&b, a + 1, B & ~T);
     }
     return b.ng;
 }
@@ -406,7 +397,7 @@ static int patch_runs(const conv_params *cp, const nlayout *l, int64_t k0, int64
     int n = 0;
     for (int64_t k = k0; k < k1; n++) {
         int64_t m = cp->dw > 1 ? 1 : kw - jj < k1 - k ? kw - jj : k1 - k;
-        off[n] = (c * l->Hp + i * cp->dh) * l->Wp + jj * cp->dw;
+        off[n] = (c * l->xr + i * cp->dh) * l->xc + jj * cp->dw;
         len[n] = m;
         k += m;
         jj += m;
@@ -435,30 +426,38 @@ DEFINE_COPY(copy_avx2, AVX2_ATTR)
 #endif
 
 /* -- the items -------------------------------------------------------------------------------- */
-/* y[m, q0 .. q0 + nb) = kept ? act(acc + bias) * scale : 0, the switch outside the loop so
- * that it vectorises */
+/* a[t] = kept (bit t of bm) ? act(a[t] + bias) * scale : 0 for all NBP slots (a fixed count,
+ * the switch outside the loop: it vectorises) */
 #define ROW_OUT(ACT)                                                                               \
-    for (int64_t t = 0; t < nb; t++) {                                                             \
+    for (int t = 0; t < NBP; t++) {                                                                \
         float v = apply(a[t] + bb, ACT, j->p0, j->p1) * j->scale;                                  \
         uint32_t vb;                                                                               \
         memcpy(&vb, &v, 4);                                                                        \
-        vb &= 0u - (uint32_t)u[t];  /* the mask byte is 0 or 1 */                                  \
-        memcpy(yr + t, &vb, 4);                                                                    \
+        vb &= 0u - ((bm >> t) & 1u);                                                               \
+        memcpy(a + t, &vb, 4);                                                                     \
     }
 
-/* y[m, q0 .. q0 + nb) for the item's channels m = row0 + c0 + cc from their sums acc[cc NBP + t] */
+/* y[m, q0 .. q0 + nb) for the item's channels m = row0 + c0 + cc from their sums acc[cc NBP + t]
+ * and kept pixels bits[cc], 8 floats at a time (the last 8 overlapping, so that nothing past
+ * q0 + nb is written) */
 #define DEFINE_OUT(NAME, ATTR)                                                                     \
-    ATTR static void NAME(const djob *j, const float *acc, int nc, int64_t c0, int64_t q0, int64_t nb) { \
+    ATTR static void NAME(const djob *j, float *acc, const uint32_t *bits, int nc, int64_t c0, int64_t q0, \
+                          int64_t nb) {                                                            \
         for (int cc = 0; cc < nc; cc++) {                                                          \
             int64_t m = j->row0 + c0 + cc;                                                         \
-            float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * j->P + q0;                    \
-            const float *a = acc + cc * NBP;                                                       \
-            const uint8_t *u = j->units + m * j->P + q0;                                           \
+            float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * j->P + q0, *a = acc + cc * NBP; \
+            uint32_t bm = bits[cc];                                                                \
             switch (j->act) {                                                                      \
             case ACT_RELU: ROW_OUT(ACT_RELU) break;                                                \
             case ACT_CLIP: ROW_OUT(ACT_CLIP) break;                                                \
             case ACT_LEAKY: ROW_OUT(ACT_LEAKY) break;                                              \
             default: ROW_OUT(ACT_NONE) break;                                                      \
+            }                                                                                      \
+            if (nb < 8)                                                                            \
+                for (int64_t t = 0; t < nb; t++) yr[t] = a[t];                                     \
+            else {                                                                                 \
+                for (int64_t t = 0; t + 8 < nb; t += 8) *(v8u *)(yr + t) = LD(a + t);              \
+                *(v8u *)(yr + nb - 8) = LD(a + nb - 8);                                            \
             }                                                                                      \
         }                                                                                          \
     }
@@ -470,7 +469,7 @@ DEFINE_OUT(out_avx2, AVX2_ATTR)
 /* the kernels of one ISA */
 typedef struct nisa {
     groups_fn groups;
-    void (*out)(const djob *j, const float *acc, int nc, int64_t c0, int64_t q0, int64_t nb);
+    void (*out)(const djob *j, float *acc, const uint32_t *bits, int nc, int64_t c0, int64_t q0, int64_t nb);
     void (*copy)(float *d, const float *s, const int64_t *off, const int64_t *len, int n);
 } nisa;
 static const nisa isa_base = {groups_base, out_base, copy_base};
@@ -502,7 +501,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
         __builtin_prefetch(yr + nb - 1, 1);
     }
     ngroup gr[MAXG];
-    int ng = build_groups(bits, nc, gr);
+    int ng = build_groups(bits, nc, (int)nb, gr);
     v8 gacc[MAXG];
     memset(gacc, 0, (size_t)ng * sizeof(v8));
     const float *w0 = l->wn + (j->row0 + c0) * Kn, *xq[NBP];
@@ -528,7 +527,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
             int nrun = patch_runs(cp, l, k0, k1, off, rl);
             for (int64_t t = 0; t < nb; t++) {
                 float *d = buf + t * l->rs;
-                isa->copy(d, l->xp + oy[t] * cp->sh * l->Wp + ox[t] * cp->sw, off, rl, nrun);
+                isa->copy(d, l->src + oy[t] * cp->sh * l->xc + ox[t] * cp->sw, off, rl, nrun);
                 for (int64_t k = k1 - k0; k < len; k++) d[k] = 0.0f;
                 xq[t] = d;
             }
@@ -540,9 +539,10 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
     memset(acc, 0, (size_t)nc * NBP * sizeof(float));
     for (int g = 0; g < ng; g++) {
         const ngroup *G = &gr[g];
-        for (int i = 0; i < 8; i++) acc[G->at[i]] = gacc[g][i];
+        int ca = G->ca * NBP, cb = G->cb * NBP;
+        for (int i = 0; i < 8; i++) acc[i < G->cnt ? (i < G->split ? ca : cb) + G->lq[i] : SPARE] = gacc[g][i];
     }
-    isa->out(j, acc, nc, c0, q0, nb);
+    isa->out(j, acc, bits, nc, c0, q0, nb);
     return n;
 }
 
@@ -609,9 +609,19 @@ void neuron_conv_group(pool *p, const djob *j, void *scratch) {
         if (have_avx2()) nhwc = nhwc_avx2;
 #endif
         pool_for(p, l.Hp, 1, nhwc, &xj);
-    } else
-        conv_pad_input(p, cp, j->x, l.cg, l.Hp, l.Wp, xp);
-    memset(xp + l.Hp * l.Wp * l.cg, 0, 8 * sizeof(float));   /* the spare floats patch_copy may read */
+    } else {
+        /* the input itself when no tap falls outside it and the copies' overreach (up to 8
+         * floats past the last tap of the last pixel) stays inside it */
+        int64_t last = ((l.cg - 1) * cp->h + (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh) * cp->w +
+                       (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw;
+        if (cp->pt == 0 && cp->pl == 0 && l.Hp <= cp->h && l.Wp <= cp->w && last + 8 <= l.cg * cp->h * cp->w) {
+            l.src = j->x; l.xr = cp->h; l.xc = cp->w;
+        } else {
+            conv_pad_input(p, cp, j->x, l.cg, l.Hp, l.Wp, xp);
+            l.src = xp; l.xr = l.Hp; l.xc = l.Wp;
+        }
+    }
+    memset(xp + l.Hp * l.Wp * l.cg, 0, 8 * sizeof(float));   /* the spare floats a copy may read */
     n_job nj = {j, &l, &isa_base, l.nblk * ((j->mg + NCN - 1) / NCN), 0};
 #ifdef HAVE_DISPATCH
     if (have_avx2()) nj.isa = &isa_avx2;
