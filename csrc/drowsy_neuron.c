@@ -30,10 +30,10 @@
  * overlap on, or the copied rows) stays in L1 while the item's groups stream their weights
  * past it; each group's eight sums are reduced into the item's accumulators once per chunk. */
 enum {
-    NBP = 32,          /* pixels per run at most (a bit set of 32) */
+    NBP = 64,          /* pixels per item at most (a bit set of 64) */
     NCN = 64,          /* channels per item */
     NREGION = 32768,   /* direct: bytes of image region per K chunk */
-    NBUF = 6144,       /* copy: floats of the per-thread row buffer */
+    NBUF = 12288,      /* copy: floats of the per-thread row buffer */
     CHK = 384,         /* copy: K chunk, floats per row at most */
     CODE_BIC = 9,      /* group code of a biclique; codes 1..8 are single-channel splits */
 };
@@ -203,10 +203,11 @@ typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb; int8_t lq[
 /* groups of an item at most: all have 8 outputs but one partial group per channel */
 enum { MAXG = NCN * NBP / 8 + NCN, SPARE = NCN * NBP };
 
-INLINE int popcount32(uint32_t v) {   /* without the POPCNT instruction, which may be missing */
-    v -= (v >> 1) & 0x55555555u;
-    v = (v & 0x33333333u) + ((v >> 2) & 0x33333333u);
-    return (int)((((v + (v >> 4)) & 0x0f0f0f0fu) * 0x01010101u) >> 24);
+typedef uint64_t pixset;   /* a set of the item's pixels, bit t: pixel t */
+INLINE int popcount64(pixset v) {   /* without the POPCNT instruction, which may be missing */
+    v -= (v >> 1) & 0x5555555555555555u;
+    v = (v & 0x3333333333333333u) + ((v >> 2) & 0x3333333333333333u);
+    return (int)((((v + (v >> 4)) & 0x0f0f0f0f0f0f0f0fu) * 0x0101010101010101u) >> 56);
 }
 
 /* positions of the set bits of a nibble, one per byte, and their count */
@@ -215,9 +216,9 @@ static const uint32_t nib_pos[16] = {0, 0, 0x01, 0x0100, 0x02, 0x0200, 0x0201, 0
 static const uint8_t nib_cnt[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
 
 /* pos[0 .. n) = the positions of the set bits of s (nn nibbles), ascending; n. pos has room
- * for 40, and pos[n .. n + 8) = 0 (lanes are copied 8 bytes at a time: those past a group's
- * count are pixel 0) */
-INLINE int list_bits(uint32_t s, int nn, int8_t *pos) {
+ * for NBP + 8, and pos[n .. n + 8) = 0 (lanes are copied 8 bytes at a time: those past a
+ * group's count are pixel 0) */
+INLINE int list_bits(pixset s, int nn, int8_t *pos) {
     int n = 0;
     for (int h = 0; h < nn; h++, s >>= 4) {
         uint32_t p = nib_pos[s & 15] + 0x01010101u * (uint32_t)(4 * h);
@@ -232,8 +233,8 @@ typedef struct gbuild { ngroup *gr; int ng, open, nn; } gbuild;   /* open: a par
 
 /* the single outputs of channel c (pixels s): first the open group's top-up, then groups of
  * 8, the last one left open */
-INLINE void feed_singles(gbuild *b, int c, uint32_t s) {
-    int8_t pos[40];
+INLINE void feed_singles(gbuild *b, int c, pixset s) {
+    int8_t pos[NBP + 8];
     int n = list_bits(s, b->nn, pos), o = 0;
     if (n && b->open >= 0) {
         ngroup *G = &b->gr[b->open];
@@ -255,11 +256,11 @@ INLINE void feed_singles(gbuild *b, int c, uint32_t s) {
 }
 
 /* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count */
-static int build_groups(const uint32_t *bits, int nc, int nb, ngroup *gr) {
+static int build_groups(const pixset *bits, int nc, int nb, ngroup *gr) {
     gbuild b = {gr, 0, -1, (nb + 3) / 4};
     for (int a = 0; a < nc; a += 2) {
-        uint32_t A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B, T = 0;
-        int8_t pos[40];
+        pixset A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B, T = 0;
+        int8_t pos[NBP + 8];
         int nbic = list_bits(C, b.nn, pos) / 4;
         for (int t = 0; t < nbic; t++) {
             ngroup *G = &gr[b.ng++];
@@ -268,7 +269,7 @@ static int build_groups(const uint32_t *bits, int nc, int nb, ngroup *gr) {
             memcpy(G->lq, pos + 4 * t, 4);
             memcpy(G->lq + 4, pos + 4 * t, 4);
         }
-        for (int i = 0; i < 4 * nbic; i++) T |= 1u << pos[i];   /* the bicliques' pixels */
+        for (int i = 0; i < 4 * nbic; i++) T |= (pixset)1 << pos[i];   /* the bicliques' pixels */
         feed_singles(&b, a, A & ~T);
         if (a + 1 < nc) feed_singles(&b, a + 1, B & ~T);
     }
@@ -372,20 +373,20 @@ DEFINE_GROUPS(groups_base, , reduce8_base, KEEP_NONE)
 DEFINE_GROUPS(groups_avx2, AVX2_ATTR, reduce8_avx2, KEEP_REG)
 #endif
 
-/* the kept pixels of a run of nb <= 32 as a bit set: bytes are 0 or 1, and the multiply
- * gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads 32 bytes when
- * they lie inside the mask, else byte by byte. */
-INLINE uint32_t kept_bits(const uint8_t *u, int64_t nb, int inside) {
-    uint32_t bits = 0;
+/* the kept pixels of nb <= 64 consecutive pixels as a bit set: bytes are 0 or 1, and the
+ * multiply gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads 64
+ * bytes when they lie inside the mask, else byte by byte. */
+INLINE pixset kept_bits(const uint8_t *u, int64_t nb, int inside) {
+    pixset bits = 0;
     if (inside)
-        for (int h = 0; h < 4; h++) {
+        for (int h = 0; h < 8; h++) {
             uint64_t v;
             memcpy(&v, u + 8 * h, 8);
-            bits |= (uint32_t)((v * 0x0102040810204080ULL) >> 56) << (8 * h);
+            bits |= ((v * 0x0102040810204080ULL) >> 56) << (8 * h);
         }
     else
-        for (int64_t t = 0; t < nb; t++) bits |= (uint32_t)(u[t] != 0) << t;
-    return nb == 32 ? bits : bits & ((1u << nb) - 1);
+        for (int64_t t = 0; t < nb; t++) bits |= (pixset)(u[t] != 0) << t;
+    return nb == 64 ? bits : bits & (((pixset)1 << nb) - 1);
 }
 
 /* -- copy layout: patch rows ---------------------------------------------------------------- */
@@ -426,27 +427,31 @@ DEFINE_COPY(copy_avx2, AVX2_ATTR)
 #endif
 
 /* -- the items -------------------------------------------------------------------------------- */
-/* a[t] = kept (bit t of bm) ? act(a[t] + bias) * scale : 0 for all NBP slots (a fixed count,
- * the switch outside the loop: it vectorises) */
+/* a[t] = kept (bit t of bm) ? act(a[t] + bias) * scale : 0 for the 32 slots of each half
+ * holding pixels (a fixed count, the switch outside the loop: it vectorises) */
 #define ROW_OUT(ACT)                                                                               \
-    for (int t = 0; t < NBP; t++) {                                                                \
-        float v = apply(a[t] + bb, ACT, j->p0, j->p1) * j->scale;                                  \
-        uint32_t vb;                                                                               \
-        memcpy(&vb, &v, 4);                                                                        \
-        vb &= 0u - ((bm >> t) & 1u);                                                               \
-        memcpy(a + t, &vb, 4);                                                                     \
+    for (int h = 0; h < (nb + 31) / 32; h++) {                                                     \
+        uint32_t bh = (uint32_t)(bm >> (32 * h));                                                  \
+        float *ah = a + 32 * h;                                                                    \
+        for (int t = 0; t < 32; t++) {                                                             \
+            float v = apply(ah[t] + bb, ACT, j->p0, j->p1) * j->scale;                             \
+            uint32_t vb;                                                                           \
+            memcpy(&vb, &v, 4);                                                                    \
+            vb &= 0u - ((bh >> t) & 1u);                                                           \
+            memcpy(ah + t, &vb, 4);                                                                \
+        }                                                                                          \
     }
 
 /* y[m, q0 .. q0 + nb) for the item's channels m = row0 + c0 + cc from their sums acc[cc NBP + t]
  * and kept pixels bits[cc], 8 floats at a time (the last 8 overlapping, so that nothing past
  * q0 + nb is written) */
 #define DEFINE_OUT(NAME, ATTR)                                                                     \
-    ATTR static void NAME(const djob *j, float *acc, const uint32_t *bits, int nc, int64_t c0, int64_t q0, \
+    ATTR static void NAME(const djob *j, float *acc, const pixset *bits, int nc, int64_t c0, int64_t q0,   \
                           int64_t nb) {                                                            \
         for (int cc = 0; cc < nc; cc++) {                                                          \
             int64_t m = j->row0 + c0 + cc;                                                         \
             float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * j->P + q0, *a = acc + cc * NBP; \
-            uint32_t bm = bits[cc];                                                                \
+            pixset bm = bits[cc];                                                                  \
             switch (j->act) {                                                                      \
             case ACT_RELU: ROW_OUT(ACT_RELU) break;                                                \
             case ACT_CLIP: ROW_OUT(ACT_CLIP) break;                                                \
@@ -469,7 +474,7 @@ DEFINE_OUT(out_avx2, AVX2_ATTR)
 /* the kernels of one ISA */
 typedef struct nisa {
     groups_fn groups;
-    void (*out)(const djob *j, float *acc, const uint32_t *bits, int nc, int64_t c0, int64_t q0, int64_t nb);
+    void (*out)(const djob *j, float *acc, const pixset *bits, int nc, int64_t c0, int64_t q0, int64_t nb);
     void (*copy)(float *d, const float *s, const int64_t *off, const int64_t *len, int n);
 } nisa;
 static const nisa isa_base = {groups_base, out_base, copy_base};
@@ -489,12 +494,12 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
         ox[t] = (q0 + t) - oy[t] * cp->ow;
     }
     int nc = (int)(c1 - c0);
-    uint32_t bits[NCN];
+    pixset bits[NCN];
     uint64_t n = 0;
     for (int c = 0; c < nc; c++) {
         int64_t at = (j->row0 + c0 + c) * P + q0;
-        bits[c] = kept_bits(j->units + at, nb, at + 32 <= cp->m * P);
-        n += (uint64_t)popcount32(bits[c]);
+        bits[c] = kept_bits(j->units + at, nb, at + 64 <= cp->m * P);
+        n += (uint64_t)popcount64(bits[c]);
         /* the output lines written at the end, fetched while the dot products run */
         float *yr = j->y + (j->row0 + c0 + c) * P + q0;
         __builtin_prefetch(yr, 1);
