@@ -337,14 +337,17 @@ AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, v8 *o) {
 
 /* one K chunk of the groups: gacc[g] += group g's eight dot products (code: CODE_BIC or
  * the split 1..8), with the patch of pixel t at xq[t] and weight row ca at w0 + ca Kn; one
- * function per ISA with the dot products inlined (a call per group costs too much) */
+ * function per ISA with the dot products inlined (a call per group costs too much). Group g
+ * also fetches the output lines ypf[2 g], ypf[2 g + 1] (of npf) that the item writes at its
+ * end: fetched all at once, they would stall on the misses in flight */
 typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float *const *xq, const float *w0,
-                          int64_t Kn, v8 *gacc);
+                          int64_t Kn, v8 *gacc, float *const *ypf, int npf);
 #define DEFINE_GROUPS(NAME, ATTR, REDUCE, KEEP)                                                    \
     ATTR static void NAME(const ngroup *gr, int ng, const nchunk *c, const float *const *xq,       \
-                          const float *w0, int64_t Kn, v8 *gacc) {                                 \
+                          const float *w0, int64_t Kn, v8 *gacc, float *const *ypf, int npf) {     \
         for (int g = 0; g < ng; g++) {                                                             \
             const ngroup *G = &gr[g];                                                              \
+            for (int q = 2 * g; q < npf && q < 2 * g + 2; q++) __builtin_prefetch(ypf[q], 1);      \
             const float *x[8], *wa = w0 + G->ca * Kn, *wb = w0 + G->cb * Kn;                       \
             /* the next group's new weight row, fetched while this group runs: left to the         \
              * hardware, its first lines stall every group (~5% on the 3x3 layers) */               \
@@ -495,6 +498,8 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
     }
     int nc = (int)(c1 - c0);
     pixset bits[NCN];
+    float *ypf[NCN * (NBP / 16 + 1)];
+    int npf = 0;
     uint64_t n = 0;
     for (int c = 0; c < nc; c++) {
         int64_t at = (j->row0 + c0 + c) * P + q0;
@@ -502,8 +507,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
         n += (uint64_t)popcount64(bits[c]);
         /* the output lines written at the end, fetched while the dot products run */
         float *yr = j->y + (j->row0 + c0 + c) * P + q0;
-        __builtin_prefetch(yr, 1);
-        __builtin_prefetch(yr + nb - 1, 1);
+        for (uintptr_t a = (uintptr_t)yr / 64 * 64; a < (uintptr_t)(yr + nb); a += 64) ypf[npf++] = (float *)a;
     }
     ngroup gr[MAXG];
     int ng = build_groups(bits, nc, (int)nb, gr);
@@ -537,7 +541,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
                 xq[t] = d;
             }
         }
-        isa->groups(gr, ng, &c, xq, w0 + wofs, Kn, gacc);
+        isa->groups(gr, ng, &c, xq, w0 + wofs, Kn, gacc, ypf, ch ? 0 : npf);
     }
     /* the sums into the item's outputs, then act(acc + bias) * scale where kept, 0 elsewhere */
     float acc[NCN * NBP + 8] __attribute__((aligned(32)));
