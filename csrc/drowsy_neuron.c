@@ -445,15 +445,16 @@ DEFINE_COPY(copy_avx2, AVX2_ATTR)
         }                                                                                          \
     }
 
-/* y[m, q0 .. q0 + nb) for the item's channels m = row0 + c0 + cc from their sums acc[cc NBP + t]
- * and kept pixels bits[cc], 8 floats at a time (the last 8 overlapping, so that nothing past
- * q0 + nb is written) */
+/* y[m, q0 .. q0 + nb) for the item's channels m = row0 + c0 + cc from their sums acc[cc as + t]
+ * (as: nb rounded up to 32) and kept pixels bits[cc], 8 floats at a time (the last 8
+ * overlapping, so that nothing past q0 + nb is written) */
 #define DEFINE_OUT(NAME, ATTR)                                                                     \
     ATTR static void NAME(const djob *j, float *acc, const pixset *bits, int nc, int64_t c0, int64_t q0,   \
                           int64_t nb) {                                                            \
+        int64_t as = (nb + 31) / 32 * 32;                                                          \
         for (int cc = 0; cc < nc; cc++) {                                                          \
             int64_t m = j->row0 + c0 + cc;                                                         \
-            float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * j->P + q0, *a = acc + cc * NBP; \
+            float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * j->P + q0, *a = acc + cc * as;  \
             pixset bm = bits[cc];                                                                  \
             switch (j->act) {                                                                      \
             case ACT_RELU: ROW_OUT(ACT_RELU) break;                                                \
@@ -544,11 +545,12 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
         isa->groups(gr, ng, &c, xq, w0 + wofs, Kn, gacc, ypf, ch ? 0 : npf);
     }
     /* the sums into the item's outputs, then act(acc + bias) * scale where kept, 0 elsewhere */
+    int as = (int)(nb + 31) / 32 * 32;   /* row stride of the sums */
     float acc[NCN * NBP + 8] __attribute__((aligned(32)));
-    memset(acc, 0, (size_t)nc * NBP * sizeof(float));
+    memset(acc, 0, (size_t)(nc * as) * sizeof(float));
     for (int g = 0; g < ng; g++) {
         const ngroup *G = &gr[g];
-        int ca = G->ca * NBP, cb = G->cb * NBP;
+        int ca = G->ca * as, cb = G->cb * as;
         for (int i = 0; i < 8; i++) acc[i < G->cnt ? (i < G->split ? ca : cb) + G->lq[i] : SPARE] = gacc[g][i];
     }
     isa->out(j, acc, bits, nc, c0, q0, nb);
@@ -620,7 +622,7 @@ void neuron_conv_group(pool *p, const djob *j, void *scratch) {
         pool_for(p, l.Hp, 1, nhwc, &xj);
     } else {
         /* the input itself when no tap falls outside it and the copies' overreach (up to 8
-         * floats past the last tap of the last pixel) stays inside it */
+         * floats from the last tap of the last pixel) stays inside it */
         int64_t last = ((l.cg - 1) * cp->h + (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh) * cp->w +
                        (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw;
         if (cp->pt == 0 && cp->pl == 0 && l.Hp <= cp->h && l.Wp <= cp->w && last + 8 <= l.cg * cp->h * cp->w) {
