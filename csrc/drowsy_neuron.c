@@ -9,26 +9,32 @@
 /* Layout. A dot product is vectorised over K, so a patch must be runs of floats whose
  * lengths are multiples of 8, in the order of a reordered weight row wn (M x Kn):
  * - direct (runs of 8k floats exist): the input of the group is copied once into a
- *   zero-padded channels-last image xp (Hp x Wp x cg); the taps of output pixel (oy, ox) on
- *   tap row i are the kw * cg contiguous floats at xp + ((oy sh + i dh) Wp + ox sw) cg
- *   (dw == 1), or, dilated, kw runs of cg floats dw cg apart. Patches are read in place: no
- *   patch matrix. wn is in (tap row, tap column, channel) order.
- * - copy (e.g. the 3-channel first layer, kw cg = 33): xp is the zero-padded image itself
- *   (cg x Hp x Wp) and each work item copies its pixels' patches, in the weights' own
- *   (channel, tap row, tap column) order, into a small buffer of rows of at most CHK floats
- *   (K chunks); wn rows are zero-padded to Kn = K rounded up to 8, and so are the rows.
+ *   zero-padded channels-last image xp, in blocks of CB channels (Hp x Wp x CB each); the
+ *   taps of output pixel (oy, ox) on tap row i in a block of cb channels are the kw cb
+ *   contiguous floats at ((oy sh + i dh) Wp + ox sw) cb (dw == 1), or, dilated, kw runs of
+ *   cb floats dw cb apart. Patches are read in place: no patch matrix. wn is in (channel
+ *   block, tap row, tap column, channel) order.
+ * - copy (e.g. the 3-channel first layer, kw cg = 33): patches are copied per work item, in
+ *   the weights' own (channel, tap row, tap column) order, into a per-thread buffer of rows
+ *   of at most CHK floats (K chunks), from the input itself when no tap falls outside it,
+ *   else from a zero-padded copy; wn rows and the copied rows are zero-padded to K rounded
+ *   up to 8.
  *
- * Work items: a run of at most NBP pixels of one output row x a chunk of NCN channels. The
- * item's kept outputs are cut into groups of eight dot products that share loads:
+ * Work items: up to NBP consecutive output pixels (whole rows when two or more fit, else a
+ * run of a row) x a chunk of NCN channels; the item's kept pixels are a 64-bit set per
+ * channel. Its kept outputs are cut into groups of eight dot products that share loads:
  * - bicliques: two channels x four pixels kept in both (a channel pair's common pixels, in
  *   fours): 2 weight and 4 patch loads per 8 FMAs;
  * - singles: the other kept outputs, channel by channel in groups of 8, the rest of one
  *   channel topped up from the next (at most 2 channels): 1 or 2 weight loads and 8 patch
  *   loads per 8 FMAs.
  * Groups go channel pair by channel pair, so that a pair's weight rows are read from L2 once
- * and reused from L1. K is cut into chunks whose patch data (the region the run's pixels
- * overlap on, or the copied rows) stays in L1 while the item's groups stream their weights
- * past it; each group's eight sums are reduced into the item's accumulators once per chunk. */
+ * and reused from L1 (the next group's new row is prefetched). K is cut into chunks whose
+ * patch data (the image region the item's pixels overlap on, or the copied rows) stays in
+ * or near L1 (NREGION) while the groups stream their weights past it; each group's eight
+ * sums are reduced once per chunk, and scattered into the item's outputs at its end. The
+ * sizes were tuned on a Zen 4 (32 KB L1d, 1 MB L2): larger items (fewer partial groups and
+ * weight fetches) win over a region that fits L1 with room to spare. */
 enum {
     NBP = 64,          /* pixels per item at most (a bit set of 64) */
     NCN = 64,          /* channels per item */
@@ -68,6 +74,12 @@ static void neuron_blocks(const conv_params *cp, nlayout *l, int64_t nbmax) {
     }
 }
 
+/* the input rows that `rows` consecutive output rows meet on sc consecutive tap rows */
+static int64_t input_rows(const conv_params *cp, int64_t rows, int64_t sc) {
+    int64_t span = (rows - 1) * cp->sh + (sc - 1) * cp->dh + 1;
+    return rows * sc < span ? rows * sc : span;
+}
+
 static void neuron_layout(const conv_params *cp, nlayout *l) {
     int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw;
     l->cg = cg; l->K = K;
@@ -78,22 +90,21 @@ static void neuron_layout(const conv_params *cp, nlayout *l) {
     if (l->direct) {
         l->Kn = K;
         neuron_blocks(cp, l, NBP);
-        /* the image region of a chunk: span pixels of rin input rows x CB channels, at most
-         * NREGION bytes when it can be: blocks of channels, then tap rows per chunk */
-        int64_t nb = l->nrw > 1 ? cp->ow : (cp->ow + l->nbr - 1) / l->nbr;
-        int64_t span = ((nb - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1) * (int64_t)sizeof(float), sc;
+        /* the image region of a chunk: span bytes per channel of each of the input rows its
+         * tap rows and the block's output rows meet, x CB channels; at most NREGION when it
+         * can be: blocks of channels (of 8k), then as many tap rows per chunk as fit */
+        int64_t nb = l->nrw > 1 ? cp->ow : (cp->ow + l->nbr - 1) / l->nbr, sc;
+        int64_t span = ((nb - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1) * (int64_t)sizeof(float);
         int64_t rows = l->nrw > 1 ? (cp->oh + l->nblk - 1) / l->nblk : 1;
-#define RIN(sc) (rows * (sc) < (rows - 1) * cp->sh + ((sc) - 1) * cp->dh + 1 ? rows * (sc) : (rows - 1) * cp->sh + ((sc) - 1) * cp->dh + 1)
         l->CB = cg;
         if (cg % 8 == 0) {
-            int64_t fit = NREGION / (RIN(1) * span) / 8 * 8;
+            int64_t fit = NREGION / (input_rows(cp, rows, 1) * span) / 8 * 8;
             l->CB = fit < 8 ? 8 : fit < cg ? fit : cg;
             l->ncb = (cg + l->CB - 1) / l->CB;
-            l->CB = ((cg + l->ncb - 1) / l->ncb + 7) / 8 * 8;
+            l->CB = ((cg + l->ncb - 1) / l->ncb + 7) / 8 * 8;   /* balanced */
         }
         l->ncb = (cg + l->CB - 1) / l->CB;
-        for (sc = 1; sc < cp->kh && RIN(sc + 1) * span * l->CB <= NREGION; sc++) {}
-#undef RIN
+        for (sc = 1; sc < cp->kh && input_rows(cp, rows, sc + 1) * span * l->CB <= NREGION; sc++) {}
         l->nts = (cp->kh + sc - 1) / sc;
         l->sc = (cp->kh + l->nts - 1) / l->nts;   /* balanced */
         l->nchunk = l->ncb * l->nts;
@@ -117,7 +128,7 @@ static void neuron_weights_task(void *ctx, int64_t b, int64_t e) {
         float *d = j->wn + m * Kn;
         if (j->l->direct)
             for (int64_t c = 0; c < cg; c++) {
-                int64_t b = c / j->l->CB, c0 = b * j->l->CB, cb = cg - c0 < j->l->CB ? cg - c0 : j->l->CB;
+                int64_t c0 = c / j->l->CB * j->l->CB, cb = cg - c0 < j->l->CB ? cg - c0 : j->l->CB;
                 for (int64_t t = 0; t < kk; t++) d[c0 * kk + t * cb + c - c0] = src[c * kk + t];
             }
         else
@@ -182,11 +193,11 @@ typedef struct nx_job { const conv_params *cp; const nlayout *l; const float *x;
                 memset(d, 0, (size_t)(x0 * cb) * sizeof(float));                                   \
                 memset(d + x1 * cb, 0, (size_t)((Wp - x1) * cb) * sizeof(float));                  \
                 /* channel c0 + c, image column xx - pl at s[c hw + xx - pl] */                    \
-                const float *s = j->x + c0 * hw + iy * cp->w - cp->pl;                             \
+                const float *s = j->x + c0 * hw + iy * cp->w;                                      \
                 int64_t c = 0;                                                                     \
-                for (; c + 8 <= cb; c += 8) NHWC8(d + x0 * cb + c, s + c * hw + x0, hw, x1 - x0, cb); \
+                for (; c + 8 <= cb; c += 8) NHWC8(d + x0 * cb + c, s + c * hw + x0 - cp->pl, hw, x1 - x0, cb); \
                 for (int64_t xx = x0; xx < x1; xx++)                                               \
-                    for (int64_t cc = c; cc < cb; cc++) d[xx * cb + cc] = s[cc * hw + xx];         \
+                    for (int64_t cc = c; cc < cb; cc++) d[xx * cb + cc] = s[cc * hw + xx - cp->pl]; \
             }                                                                                      \
         }                                                                                          \
     }
@@ -394,8 +405,8 @@ INLINE pixset kept_bits(const uint8_t *u, int64_t nb, int inside) {
 
 /* -- copy layout: patch rows ---------------------------------------------------------------- */
 /* elements [k0, k1) of a patch in (channel, tap row, tap column) order as runs: run r is
- * len[r] consecutive floats of the padded image (cg planes Hp x Wp) at off[r] from the
- * pixel's tap (0, 0) (taps kw apart, dw > 1: one tap per run); returns the count */
+ * len[r] consecutive floats of the source image (cg planes of xr rows of xc) at off[r] from
+ * the pixel's tap (0, 0) (up to kw taps, one when dilated: dw > 1); returns the count */
 static int patch_runs(const conv_params *cp, const nlayout *l, int64_t k0, int64_t k1, int64_t *off, int64_t *len) {
     int64_t kw = cp->kw, r = k0 / kw, jj = k0 - r * kw, c = r / cp->kh, i = r - c * cp->kh;
     int n = 0;
