@@ -301,6 +301,7 @@ typedef struct nchunk { int64_t ns, nj, L, xs, xj, ws, wj; } nchunk;
             const float *x0 = x[0] + xo, *x1 = x[1] + xo, *x2 = x[2] + xo, *x3 = x[3] + xo;        \
             const float *x4 = x[4] + xo, *x5 = x[5] + xo, *x6 = x[6] + xo, *x7 = x[7] + xo;        \
             (void)x4; (void)x5; (void)x6; (void)x7;   /* unused by bicliques */                    \
+            _Pragma("GCC unroll 2")   /* the prefetch test then goes (~2% on 3x3) */           \
             for (int64_t k = 0; k < c->L; k += 8) {                                                \
                 if (!(k & 8)) __builtin_prefetch(pf + wo + k);   /* a line every other step */     \
                 BODY                                                                               \
