@@ -41,6 +41,7 @@ enum {
     NREGION = 32768,   /* direct: bytes of image region per K chunk */
     NBUF = 12288,      /* copy: floats of the per-thread row buffer */
     CHK = 384,         /* copy: K chunk, floats per row at most */
+    WROWS = 524288,    /* bytes of an item's weight rows past which groups prefetch further ahead */
     CODE_BIC = 9,      /* group code of a biclique; codes 1..8 are single-channel splits */
 };
 
@@ -54,6 +55,10 @@ typedef struct nlayout {
      * tap rows of one block (nts per block); copy: chunks of CHK floats of K, rows of stride rs
      * (8 floats of room) */
     int64_t CB, ncb, sc, nts, nchunk, rs;
+    /* groups prefetch the next weight rows (left to the hardware, the first lines of a new
+     * row stall its first group) used up to look groups later: 4 when an item's rows may not
+     * stay in L2 (~4% on the 3x3 layers), else 1 */
+    int look;
     const float *xp, *wn;
     /* copy: the image the patches are copied from (xp, or the input itself when no tap falls
      * outside it), planes of xr rows of xc floats */
@@ -81,7 +86,7 @@ static int64_t input_rows(const conv_params *cp, int64_t rows, int64_t sc) {
 }
 
 static void neuron_layout(const conv_params *cp, nlayout *l) {
-    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw;
+    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw, mg = cp->m / cp->group;
     l->cg = cg; l->K = K;
     l->Hp = (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh + 1;
     l->Wp = (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1;
@@ -114,6 +119,7 @@ static void neuron_layout(const conv_params *cp, nlayout *l) {
         l->rs = (l->nchunk > 1 ? CHK : l->Kn) + 8;
         neuron_blocks(cp, l, NBUF / l->rs < NBP ? NBUF / l->rs : NBP);
     }
+    l->look = (mg < NCN ? mg : NCN) * l->Kn * (int64_t)sizeof(float) > WROWS ? 4 : 1;
 }
 
 /* direct: channel c = b CB + c' of block b (cb channels) at wn[m, b kh kw CB + (i kw + j) cb + c']
@@ -209,8 +215,8 @@ DEFINE_NHWC(nhwc_avx2, AVX2_ATTR, nhwc8_avx2)
 /* -- groups ------------------------------------------------------------------------------------ */
 /* up to 8 outputs: lane i < split of channel ca, the others of cb (channels relative to
  * the item), lane i is pixel lq[i]; lanes past cnt compute pixel 0 (their result is dropped);
- * lq has room for 8-byte copies */
-typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb; int8_t lq[16]; } ngroup;
+ * lq has room for 8-byte copies; pf: the weight row the group prefetches */
+typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, pf, pad2; int8_t lq[16]; } ngroup;
 /* groups of an item at most: all have 8 outputs but one partial group per channel */
 enum { MAXG = NCN * NBP / 8 + NCN, SPARE = NCN * NBP };
 
@@ -266,8 +272,10 @@ INLINE void feed_singles(gbuild *b, int c, pixset s) {
     }
 }
 
-/* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count */
-static int build_groups(const pixset *bits, int nc, int nb, ngroup *gr) {
+/* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count.
+ * Each group also names a weight row to prefetch: one of the next new rows used up to look
+ * groups later */
+static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr) {
     gbuild b = {gr, 0, -1, (nb + 3) / 4};
     for (int a = 0; a < nc; a += 2) {
         pixset A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B, T = 0;
@@ -283,6 +291,18 @@ static int build_groups(const pixset *bits, int nc, int nb, ngroup *gr) {
         for (int i = 0; i < 4 * nbic; i++) T |= (pixset)1 << pos[i];   /* the bicliques' pixels */
         feed_singles(&b, a, A & ~T);
         if (a + 1 < nc) feed_singles(&b, a + 1, B & ~T);
+    }
+    /* channels come in order: hi[g], the highest row used up to group g; group g prefetches
+     * one of the two rows after it (alternately), if a group up to look later uses it */
+    int16_t hi[MAXG];
+    for (int g = 0, h = 0; g < b.ng; g++) {
+        h = gr[g].ca > h ? gr[g].ca : h;
+        h = gr[g].cb > h ? gr[g].cb : h;
+        hi[g] = (int16_t)h;
+    }
+    for (int g = 0; g < b.ng; g++) {
+        int ahead = hi[g + look < b.ng ? g + look : b.ng - 1], want = hi[g] + 1 + (g & 1);
+        gr[g].pf = (int16_t)(want <= ahead ? want : ahead);
     }
     return b.ng;
 }
@@ -361,10 +381,7 @@ typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float
             const ngroup *G = &gr[g];                                                              \
             for (int q = 2 * g; q < npf && q < 2 * g + 2; q++) __builtin_prefetch(ypf[q], 1);      \
             const float *x[8], *wa = w0 + G->ca * Kn, *wb = w0 + G->cb * Kn;                       \
-            /* the next group's new weight row, fetched while this group runs: left to the         \
-             * hardware, its first lines stall every group (~5% on the 3x3 layers) */               \
-            const ngroup *GN = &gr[g + 1 < ng ? g + 1 : g];                                        \
-            const float *pf = w0 + (GN->cb != G->cb ? GN->cb : GN->ca) * Kn;                       \
+            const float *pf = w0 + G->pf * Kn;                                                     \
             for (int i = 0; i < 8; i++) x[i] = xq[G->lq[i]];                                       \
             v8 r[8];                                                                               \
             switch (G->code) {                                                                     \
@@ -523,7 +540,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
         for (uintptr_t a = (uintptr_t)yr / 64 * 64; a < (uintptr_t)(yr + nb); a += 64) ypf[npf++] = (float *)a;
     }
     ngroup gr[MAXG];
-    int ng = build_groups(bits, nc, (int)nb, gr);
+    int ng = build_groups(bits, nc, (int)nb, l->look, gr);
     v8 gacc[MAXG];
     memset(gacc, 0, (size_t)ng * sizeof(v8));
     const float *w0 = l->wn + (j->row0 + c0) * Kn, *xq[NBP];
