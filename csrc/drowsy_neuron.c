@@ -406,12 +406,12 @@ DEFINE_GROUPS(groups_avx2, AVX2_ATTR, reduce8_avx2, KEEP_REG)
 #endif
 
 /* the kept pixels of nb <= 64 consecutive pixels as a bit set: bytes are 0 or 1, and the
- * multiply gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads 64
- * bytes when they lie inside the mask, else byte by byte. */
+ * multiply gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads nb
+ * rounded up to 8 bytes when they lie inside the mask, else byte by byte. */
 INLINE pixset kept_bits(const uint8_t *u, int64_t nb, int inside) {
     pixset bits = 0;
     if (inside)
-        for (int h = 0; h < 8; h++) {
+        for (int h = 0; h < (nb + 7) / 8; h++) {
             uint64_t v;
             memcpy(&v, u + 8 * h, 8);
             bits |= ((v * 0x0102040810204080ULL) >> 56) << (8 * h);
@@ -533,7 +533,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
     uint64_t n = 0;
     for (int c = 0; c < nc; c++) {
         int64_t at = (j->row0 + c0 + c) * P + q0;
-        bits[c] = kept_bits(j->units + at, nb, at + 64 <= cp->m * P);
+        bits[c] = kept_bits(j->units + at, nb, at + (nb + 7) / 8 * 8 <= cp->m * P);
         n += (uint64_t)popcount64(bits[c]);
         /* the output lines written at the end, fetched while the dot products run */
         float *yr = j->y + (j->row0 + c0 + c) * P + q0;
