@@ -1,339 +1,639 @@
-/* DrowsyNet, neuron granularity (mirror of the neuron kernel in kernels/drowsy.py): masked
- * 2-D convolution that computes only the kept (channel, pixel) outputs of a random
+/* DrowsyNet, neuron granularity (mirror of the neuron kernel in kernels/drowsy_neuron.py):
+ * masked 2-D convolution that computes only the kept (channel, pixel) outputs of a random
  * per-neuron mask, eight dot products at a time. Called by conv2d_drowsy (drowsy.c) once per
  * image and group; the interface is in drowsy_internal.h. */
 #include <string.h>
 
 #include "drowsy_internal.h"
 
-/* -- neuron: eight kept outputs at a time ------------------------------------------------ */
-/* Layout. The input of the group is copied once into a zero-padded channels-last image xp
- * (Hp x Wp x cg, the padding made explicit), and the weights are reordered once per layer
- * to the same (tap row, tap column, channel) order, wn (M x Kn). Then the taps of output
- * pixel (oy, ox) on tap row i are the kw * cg contiguous floats at
- * xp + ((oy sh + i dh) Wp + ox sw) cg: a patch is kh contiguous segments of the image
- * itself, and no patch matrix is built ("direct" mode, when dw == 1 and kw * cg is a
- * multiple of 8). Otherwise (e.g. the 3-channel first layer) each patch is copied into a
- * row of Kn = K rounded up to 8 floats, zero-padded (one segment per pixel). Either way a
- * dot product is a whole number of 8-float vectors, no scalar tail.
+/* Layout. A dot product is vectorised over K, so a patch must be runs of floats whose
+ * lengths are multiples of 8, in the order of a reordered weight row wn (M x Kn):
+ * - direct (runs of 8k floats exist): the input of the group is copied once into a
+ *   zero-padded channels-last image xp, in blocks of CB channels (Hp x Wp x CB each); the
+ *   taps of output pixel (oy, ox) on tap row i in a block of cb channels are the kw cb
+ *   contiguous floats at ((oy sh + i dh) Wp + ox sw) cb (dw == 1), or, dilated, kw runs of
+ *   cb floats dw cb apart. Patches are read in place: no patch matrix. wn is in (channel
+ *   block, tap row, tap column, channel) order.
+ * - copy (e.g. the 3-channel first layer, kw cg = 33): patches are copied per work item, in
+ *   the weights' own (channel, tap row, tap column) order, into a per-thread buffer of rows
+ *   of at most CHK floats (K chunks), from the input itself when no tap falls outside it,
+ *   else from a zero-padded copy; wn rows and the copied rows are zero-padded to K rounded
+ *   up to 8.
  *
- * Work items: a run of at most NBP pixels of one output row x a chunk of NCN channels.
- * The item's kept outputs are listed in channel order and cut into groups of at most 8
- * outputs and at most 2 channels; one group is eight dot products vectorised over K that
- * share the loads of the two weight rows (10 vector loads per 8 FMAs), reduced once per
- * K chunk with a transpose-add. A K chunk is a few tap rows whose image region (the run's
- * pixels overlap on it) stays in L1 while the item's channels stream past it. */
-enum { NBP = 16, NCN = 64, NREGION = 20 * 1024 };
+ * Work items: up to NBP consecutive output pixels (whole rows when two or more fit, else a
+ * run of a row) x a chunk of NCN channels; the item's kept pixels are a 64-bit set per
+ * channel. Its kept outputs are cut into groups of eight dot products that share loads:
+ * - bicliques: two channels x four pixels kept in both (a channel pair's common pixels, in
+ *   fours): 2 weight and 4 patch loads per 8 FMAs;
+ * - singles: the other kept outputs, channel by channel in groups of 8, the rest of one
+ *   channel topped up from the next (at most 2 channels): 1 or 2 weight loads and 8 patch
+ *   loads per 8 FMAs.
+ * Groups go channel pair by channel pair, so that a pair's weight rows are read from L2 once
+ * and reused from L1 (the next group's new row is prefetched). K is cut into chunks whose
+ * patch data (the image region the item's pixels overlap on, or the copied rows) stays in
+ * or near L1 (NREGION) while the groups stream their weights past it; each group's eight
+ * sums are reduced once per chunk, and scattered into the item's outputs at its end. The
+ * sizes were tuned on a Zen 4 (32 KB L1d, 1 MB L2): larger items (fewer partial groups and
+ * weight fetches) win over a region that fits L1 with room to spare. */
+enum {
+    NBP = 64,          /* pixels per item at most (a bit set of 64) */
+    NCN = 64,          /* channels per item */
+    NREGION = 32768,   /* direct: bytes of image region per K chunk */
+    NBUF = 12288,      /* copy: floats of the per-thread row buffer */
+    CHK = 384,         /* copy: K chunk, floats per row at most */
+    WROWS = 524288,    /* bytes of an item's weight rows past which groups prefetch further ahead */
+    CODE_BIC = 9,      /* group code of a biclique; codes 1..8 are single-channel splits */
+};
 
 typedef struct nlayout {
     int direct;
-    int64_t Kn, L, nseg, xs;   /* K rounded, segment length, segments per patch, stride between segments */
-    int64_t Hp, Wp, nbr;       /* padded image, runs per output row */
-    int64_t sc;                /* segments per K chunk */
-    const float *xp, *rows, *wn;
+    int64_t cg, K, Kn, Hp, Wp;
+    /* the item's pixels: nblk blocks of consecutive pixels, each nrw > 1 whole output rows,
+     * or (nrw == 1) one of the nbr runs of a row */
+    int64_t nrw, nbr, nblk;
+    /* direct: the channels in ncb blocks of CB (the last one may be smaller), K chunks of sc
+     * tap rows of one block (nts per block); copy: chunks of CHK floats of K, rows of stride rs
+     * (8 floats of room) */
+    int64_t CB, ncb, sc, nts, nchunk, rs;
+    /* groups prefetch the next weight rows (left to the hardware, the first lines of a new
+     * row stall its first group) used up to look groups later: 4 when an item's rows may not
+     * stay in L2 (~4% on the 3x3 layers), else 1 */
+    int look;
+    const float *xp, *wn;
+    /* copy: the image the patches are copied from (xp, or the input itself when no tap falls
+     * outside it), planes of xr rows of xc floats */
+    const float *src;
+    int64_t xr, xc;
 } nlayout;
 
-static void neuron_layout(const conv_params *cp, nlayout *l) {
-    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw;
-    l->direct = cp->dw == 1 && (cp->kw * cg) % 8 == 0;
-    l->Kn = l->direct ? K : (K + 7) / 8 * 8;
-    l->Hp = (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh + 1;
-    l->Wp = (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1;
-    l->nbr = (cp->ow + NBP - 1) / NBP;
-    int64_t nb = (cp->ow + l->nbr - 1) / l->nbr, bytes;
-    if (l->direct) {
-        l->L = cp->kw * cg; l->nseg = cp->kh; l->xs = cp->dh * l->Wp * cg;
-        bytes = ((nb - 1) * cp->sw + cp->kw) * cg * (int64_t)sizeof(float);
+/* blocks of at most nbmax pixels: whole rows when two or more fit, else runs of a row */
+static void neuron_blocks(const conv_params *cp, nlayout *l, int64_t nbmax) {
+    l->nrw = nbmax / cp->ow;
+    if (l->nrw > 1) {
+        l->nbr = 1;
+        l->nblk = (cp->oh + l->nrw - 1) / l->nrw;
     } else {
-        l->L = l->Kn; l->nseg = 1; l->xs = 0;
-        bytes = nb * l->Kn * (int64_t)sizeof(float);
+        l->nrw = 1;
+        l->nbr = (cp->ow + nbmax - 1) / nbmax;
+        l->nblk = cp->oh * l->nbr;
     }
-    int64_t nchunk = (l->nseg * bytes + NREGION - 1) / NREGION;
-    if (nchunk < 1) nchunk = 1;
-    if (nchunk > l->nseg) nchunk = l->nseg;
-    l->sc = (l->nseg + nchunk - 1) / nchunk;
 }
 
-/* wn[m, (i kw + j) cg + c] = w[m, (c kh + i) kw + j], rows zero-padded to Kn */
-typedef struct nw_job { const conv_params *cp; const float *w; float *wn; int64_t Kn; } nw_job;
+/* the input rows that `rows` consecutive output rows meet on sc consecutive tap rows */
+static int64_t input_rows(const conv_params *cp, int64_t rows, int64_t sc) {
+    int64_t span = (rows - 1) * cp->sh + (sc - 1) * cp->dh + 1;
+    return rows * sc < span ? rows * sc : span;
+}
+
+static void neuron_layout(const conv_params *cp, nlayout *l) {
+    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw, mg = cp->m / cp->group;
+    l->cg = cg; l->K = K;
+    l->Hp = (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh + 1;
+    l->Wp = (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1;
+    /* runs of 8k floats: whole tap rows (dw == 1), else taps */
+    l->direct = cp->dw == 1 ? cp->kw * cg % 8 == 0 : cg % 8 == 0;
+    if (l->direct) {
+        l->Kn = K;
+        neuron_blocks(cp, l, NBP);
+        /* the image region of a chunk: span bytes per channel of each of the input rows its
+         * tap rows and the block's output rows meet, x CB channels; at most NREGION when it
+         * can be: blocks of channels (of 8k), then as many tap rows per chunk as fit */
+        int64_t nb = l->nrw > 1 ? cp->ow : (cp->ow + l->nbr - 1) / l->nbr, sc;
+        int64_t span = ((nb - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1) * (int64_t)sizeof(float);
+        int64_t rows = l->nrw > 1 ? (cp->oh + l->nblk - 1) / l->nblk : 1;
+        l->CB = cg;
+        if (cg % 8 == 0) {
+            int64_t fit = NREGION / (input_rows(cp, rows, 1) * span) / 8 * 8;
+            l->CB = fit < 8 ? 8 : fit < cg ? fit : cg;
+            l->ncb = (cg + l->CB - 1) / l->CB;
+            l->CB = ((cg + l->ncb - 1) / l->ncb + 7) / 8 * 8;   /* balanced */
+        }
+        l->ncb = (cg + l->CB - 1) / l->CB;
+        for (sc = 1; sc < cp->kh && input_rows(cp, rows, sc + 1) * span * l->CB <= NREGION; sc++) {}
+        l->nts = (cp->kh + sc - 1) / sc;
+        l->sc = (cp->kh + l->nts - 1) / l->nts;   /* balanced */
+        l->nchunk = l->ncb * l->nts;
+    } else {
+        l->Kn = (K + 7) / 8 * 8;
+        l->nchunk = (K + CHK - 1) / CHK;
+        l->rs = (l->nchunk > 1 ? CHK : l->Kn) + 8;
+        neuron_blocks(cp, l, NBUF / l->rs < NBP ? NBUF / l->rs : NBP);
+    }
+    l->look = (mg < NCN ? mg : NCN) * l->Kn * (int64_t)sizeof(float) > WROWS ? 4 : 1;
+}
+
+/* direct: channel c = b CB + c' of block b (cb channels) at wn[m, b kh kw CB + (i kw + j) cb + c']
+ * = w[m, (c kh + i) kw + j]; copy: wn[m, k] = w[m, k]; rows zero-padded to Kn */
+typedef struct nw_job { const conv_params *cp; const nlayout *l; const float *w; float *wn; } nw_job;
 static void neuron_weights_task(void *ctx, int64_t b, int64_t e) {
     const nw_job *j = ctx;
     const conv_params *cp = j->cp;
-    int64_t cg = cp->c / cp->group, kk = cp->kh * cp->kw, K = cg * kk;
+    int64_t cg = j->l->cg, kk = cp->kh * cp->kw, K = j->l->K, Kn = j->l->Kn;
     for (int64_t m = b; m < e; m++) {
         const float *src = j->w + m * K;
-        float *d = j->wn + m * j->Kn;
-        for (int64_t c = 0; c < cg; c++)
-            for (int64_t t = 0; t < kk; t++) d[t * cg + c] = src[c * kk + t];
-        for (int64_t k = K; k < j->Kn; k++) d[k] = 0.0f;
-    }
-}
-
-/* xp[yy, xx, c] = x[c, yy - pt, xx - pl], 0 outside the image; one task per padded row */
-typedef struct nx_job { const conv_params *cp; const float *x; float *xp; int64_t Wp; } nx_job;
-static void neuron_nhwc_task(void *ctx, int64_t b, int64_t e) {
-    const nx_job *j = ctx;
-    const conv_params *cp = j->cp;
-    int64_t cg = cp->c / cp->group, Wp = j->Wp;
-    for (int64_t yy = b; yy < e; yy++) {
-        float *d = j->xp + yy * Wp * cg;
-        int64_t iy = yy - cp->pt;
-        if (iy < 0 || iy >= cp->h) { memset(d, 0, (size_t)(Wp * cg) * sizeof(float)); continue; }
-        /* columns xx with 0 <= xx - pl < w */
-        int64_t x0 = cp->pl < 0 ? 0 : cp->pl, x1 = cp->pl + cp->w < Wp ? cp->pl + cp->w : Wp;
-        if (x0 > x1) x0 = x1;
-        memset(d, 0, (size_t)(x0 * cg) * sizeof(float));
-        memset(d + x1 * cg, 0, (size_t)((Wp - x1) * cg) * sizeof(float));
-        /* a transpose in 8 x 8 blocks: both the reads (8 columns of a row) and the writes
-         * (8 channels of a pixel) stay in few cache lines */
-        const float *s = j->x + iy * cp->w;   /* channel c, image column xx - pl: s[c hw + xx - pl] */
-        int64_t hw = cp->h * cp->w;
-        for (int64_t c8 = 0; c8 < cg; c8 += 8) {
-            int64_t ce = c8 + 8 < cg ? c8 + 8 : cg;
-            for (int64_t x8 = x0; x8 < x1; x8 += 8) {
-                int64_t xe = x8 + 8 < x1 ? x8 + 8 : x1;
-                for (int64_t xx = x8; xx < xe; xx++)
-                    for (int64_t c = c8; c < ce; c++) d[xx * cg + c] = s[c * hw + xx - cp->pl];
+        float *d = j->wn + m * Kn;
+        if (j->l->direct)
+            for (int64_t c = 0; c < cg; c++) {
+                int64_t c0 = c / j->l->CB * j->l->CB, cb = cg - c0 < j->l->CB ? cg - c0 : j->l->CB;
+                for (int64_t t = 0; t < kk; t++) d[c0 * kk + t * cb + c - c0] = src[c * kk + t];
             }
-        }
+        else
+            memcpy(d, src, (size_t)K * sizeof(float));
+        for (int64_t k = K; k < Kn; k++) d[k] = 0.0f;
     }
 }
 
-/* rows[q] = the patch of pixel q in wn's order, zero-padded to Kn (non-direct layouts) */
-typedef struct nr_job { const conv_params *cp; const nlayout *l; float *rows; } nr_job;
-static void neuron_rows_task(void *ctx, int64_t b, int64_t e) {
-    const nr_job *j = ctx;
-    const conv_params *cp = j->cp;
-    const nlayout *l = j->l;
-    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw;
-    for (int64_t q = b; q < e; q++) {
-        int64_t oy = q / cp->ow, ox = q % cp->ow;
-        float *d = j->rows + q * l->Kn;
-        for (int64_t i = 0; i < cp->kh; i++) {
-            const float *s = l->xp + ((oy * cp->sh + i * cp->dh) * l->Wp + ox * cp->sw) * cg;
-            if (cp->dw == 1) { memcpy(d, s, (size_t)(cp->kw * cg) * sizeof(float)); d += cp->kw * cg; }
-            else
-                for (int64_t jj = 0; jj < cp->kw; jj++, d += cg) memcpy(d, s + jj * cp->dw * cg, (size_t)cg * sizeof(float));
-        }
-        for (int64_t k = K; k < l->Kn; k++) *d++ = 0.0f;
+/* d[xx cb + c] = s[c hw + xx] for xx < n, c < 8 (8 channels of n pixels); the AVX2 version
+ * transposes 8 x 8 blocks in registers */
+INLINE void nhwc8_base(float *d, const float *s, int64_t hw, int64_t n, int64_t cb) {
+    for (int64_t xx = 0; xx < n; xx++)
+        for (int64_t c = 0; c < 8; c++) d[xx * cb + c] = s[c * hw + xx];
+}
+#ifdef HAVE_DISPATCH
+AVX2_ATTR INLINE void nhwc8_avx2(float *d, const float *s, int64_t hw, int64_t n, int64_t cb) {
+    for (int64_t x8 = 0; x8 < n; x8 += 8) {
+        /* the last block: columns past n masked off (not read) and not stored */
+        int64_t r = n - x8 < 8 ? n - x8 : 8;
+        __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)r), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 r0 = _mm256_maskload_ps(s + x8, m), r1 = _mm256_maskload_ps(s + hw + x8, m);
+        __m256 r2 = _mm256_maskload_ps(s + 2 * hw + x8, m), r3 = _mm256_maskload_ps(s + 3 * hw + x8, m);
+        __m256 r4 = _mm256_maskload_ps(s + 4 * hw + x8, m), r5 = _mm256_maskload_ps(s + 5 * hw + x8, m);
+        __m256 r6 = _mm256_maskload_ps(s + 6 * hw + x8, m), r7 = _mm256_maskload_ps(s + 7 * hw + x8, m);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+        __m256 o[8] = {_mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                       _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                       _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                       _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31)};
+        for (int64_t i = 0; i < r; i++) _mm256_storeu_ps(d + (x8 + i) * cb, o[i]);
     }
 }
+#endif
 
-/* r[i] = sum over nseg segments s, k < L (a multiple of 8) of w_(i < N ? a : b)[s L + k] *
- * x_i[s xs + k] (8 lanes, reduced by the caller) */
-#define DOT8_BODY(N)                                                                               \
-    {                                                                                              \
-        v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
-        for (int64_t sg = 0; sg < nseg; sg++) {                                                    \
-            const float *pa = wa + sg * L, *pb = wb + sg * L;                                      \
-            const float *x0 = x[0] + sg * xs, *x1 = x[1] + sg * xs, *x2 = x[2] + sg * xs;          \
-            const float *x3 = x[3] + sg * xs, *x4 = x[4] + sg * xs, *x5 = x[5] + sg * xs;          \
-            const float *x6 = x[6] + sg * xs, *x7 = x[7] + sg * xs;                                \
-            for (int64_t k = 0; k < L; k += 8) {                                                   \
-                v8 va = *(const v8u *)(pa + k), vb = *(const v8u *)(pb + k);                       \
-                s0 += (0 < N ? va : vb) * *(const v8u *)(x0 + k);                                  \
-                s1 += (1 < N ? va : vb) * *(const v8u *)(x1 + k);                                  \
-                s2 += (2 < N ? va : vb) * *(const v8u *)(x2 + k);                                  \
-                s3 += (3 < N ? va : vb) * *(const v8u *)(x3 + k);                                  \
-                s4 += (4 < N ? va : vb) * *(const v8u *)(x4 + k);                                  \
-                s5 += (5 < N ? va : vb) * *(const v8u *)(x5 + k);                                  \
-                s6 += (6 < N ? va : vb) * *(const v8u *)(x6 + k);                                  \
-                s7 += (7 < N ? va : vb) * *(const v8u *)(x7 + k);                                  \
+/* xp[b][yy, xx, c'] = x[b CB + c', yy - pt, xx - pl] (block b of cb channels at b Hp Wp CB),
+ * 0 outside the image; one task per padded row */
+typedef struct nx_job { const conv_params *cp; const nlayout *l; const float *x; float *xp; } nx_job;
+#define DEFINE_NHWC(NAME, ATTR, NHWC8)                                                             \
+    ATTR static void NAME(void *ctx, int64_t b, int64_t e) {                                       \
+        const nx_job *j = ctx;                                                                     \
+        const conv_params *cp = j->cp;                                                             \
+        int64_t cg = j->l->cg, Wp = j->l->Wp, CB = j->l->CB, hw = cp->h * cp->w;                   \
+        /* columns xx with 0 <= xx - pl < w */                                                     \
+        int64_t x0 = cp->pl < 0 ? 0 : cp->pl, x1 = cp->pl + cp->w < Wp ? cp->pl + cp->w : Wp;      \
+        if (x0 > x1) x0 = x1;                                                                      \
+        for (int64_t yy = b; yy < e; yy++) {                                                       \
+            int64_t iy = yy - cp->pt;                                                              \
+            for (int64_t c0 = 0; c0 < cg; c0 += CB) {                                              \
+                int64_t cb = cg - c0 < CB ? cg - c0 : CB;                                          \
+                float *d = j->xp + (c0 * j->l->Hp + yy * cb) * Wp;                                 \
+                if (iy < 0 || iy >= cp->h) {                                                       \
+                    memset(d, 0, (size_t)(Wp * cb) * sizeof(float));                               \
+                    continue;                                                                      \
+                }                                                                                  \
+                memset(d, 0, (size_t)(x0 * cb) * sizeof(float));                                   \
+                memset(d + x1 * cb, 0, (size_t)((Wp - x1) * cb) * sizeof(float));                  \
+                /* channel c0 + c, image column xx - pl at s[c hw + xx - pl] */                    \
+                const float *s = j->x + c0 * hw + iy * cp->w;                                      \
+                int64_t c = 0;                                                                     \
+                for (; c + 8 <= cb; c += 8) NHWC8(d + x0 * cb + c, s + c * hw + x0 - cp->pl, hw, x1 - x0, cb); \
+                for (int64_t xx = x0; xx < x1; xx++)                                               \
+                    for (int64_t cc = c; cc < cb; cc++) d[xx * cb + cc] = s[cc * hw + xx - cp->pl]; \
             }                                                                                      \
         }                                                                                          \
-        r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
     }
-
-#define DEFINE_DOT8(NAME, ATTR)                                                                    \
-    ATTR static void NAME(int n, int64_t nseg, int64_t L, int64_t xs, const float *wa, const float *wb, \
-                          const float *const *x, v8 *r) {                                          \
-        switch (n) {                                                                               \
-        case 1: DOT8_BODY(1) break;                                                                \
-        case 2: DOT8_BODY(2) break;                                                                \
-        case 3: DOT8_BODY(3) break;                                                                \
-        case 4: DOT8_BODY(4) break;                                                                \
-        case 5: DOT8_BODY(5) break;                                                                \
-        case 6: DOT8_BODY(6) break;                                                                \
-        case 7: DOT8_BODY(7) break;                                                                \
-        default: DOT8_BODY(8) break;                                                               \
-        }                                                                                          \
-    }
-DEFINE_DOT8(dot8_base, )
+DEFINE_NHWC(nhwc_base, , nhwc8_base)
 #ifdef HAVE_DISPATCH
-DEFINE_DOT8(dot8_avx2, AVX2_ATTR)
+DEFINE_NHWC(nhwc_avx2, AVX2_ATTR, nhwc8_avx2)
 #endif
 
-INLINE float hsum(const v8 *v) { v8 s = *v; return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])); }
-INLINE void reduce8_base(const v8 *r, float *out) { for (int i = 0; i < 8; i++) out[i] = hsum(&r[i]); }
-#ifdef HAVE_DISPATCH
-/* the eight horizontal sums at once (a transpose-add) */
-AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, float *out) {
-    __m256 h01 = _mm256_hadd_ps(r[0], r[1]), h23 = _mm256_hadd_ps(r[2], r[3]);
-    __m256 h45 = _mm256_hadd_ps(r[4], r[5]), h67 = _mm256_hadd_ps(r[6], r[7]);
-    __m256 a = _mm256_hadd_ps(h01, h23), b = _mm256_hadd_ps(h45, h67);
-    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31)));
-}
-#endif
+/* -- groups ------------------------------------------------------------------------------------ */
+/* up to 8 outputs: lane i < split of channel ca, the others of cb (channels relative to
+ * the item), lane i is pixel lq[i]; lanes past cnt compute pixel 0 (their result is dropped);
+ * lq has room for 8-byte copies; pf: the weight row the group prefetches */
+typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, pf, pad2; int8_t lq[16]; } ngroup;
+/* groups of an item at most: all have 8 outputs but one partial group per channel */
+enum { MAXG = NCN * NBP / 8 + NCN, SPARE = NCN * NBP };
 
-/* the kept pixels of a run of at most 16, as a bit set: bytes are 0 or 1, and the multiply
- * gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads 16 bytes when
- * they lie inside the mask, else byte by byte. */
-INLINE unsigned kept_bits(const uint8_t *u, int64_t nb, int inside16) {
-    unsigned bits = 0;
-    if (inside16) {
-        uint64_t lo, hi;
-        memcpy(&lo, u, 8);
-        memcpy(&hi, u + 8, 8);
-        bits = (unsigned)((lo * 0x0102040810204080ULL) >> 56) | (unsigned)((hi * 0x0102040810204080ULL) >> 56) << 8;
-    } else
-        for (int64_t t = 0; t < nb; t++) bits |= (unsigned)(u[t] != 0) << t;
-    return bits & ((1u << nb) - 1);
+typedef uint64_t pixset;   /* a set of the item's pixels, bit t: pixel t */
+INLINE int popcount64(pixset v) {   /* without the POPCNT instruction, which may be missing */
+    v -= (v >> 1) & 0x5555555555555555u;
+    v = (v & 0x3333333333333333u) + ((v >> 2) & 0x3333333333333333u);
+    return (int)((((v + (v >> 4)) & 0x0f0f0f0f0f0f0f0fu) * 0x0101010101010101u) >> 56);
 }
+
 /* positions of the set bits of a nibble, one per byte, and their count */
 static const uint32_t nib_pos[16] = {0, 0, 0x01, 0x0100, 0x02, 0x0200, 0x0201, 0x020100, 0x03, 0x0300, 0x0301,
                                      0x030100, 0x0302, 0x030200, 0x030201, 0x03020100};
 static const uint8_t nib_cnt[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
 
-/* a group: up to 8 outputs, lanes < split of channel ca, the others of cb; lane i is
- * pixel lq[i] (lanes past cnt repeat lane 0 and are ignored) */
-typedef struct ngroup { int16_t cnt, split, ca, cb; int8_t lq[8]; } ngroup;
+/* pos[0 .. n) = the positions of the set bits of s (nn nibbles), ascending; n. pos has room
+ * for NBP + 8, and pos[n .. n + 8) = 0 (lanes are copied 8 bytes at a time: those past a
+ * group's count are pixel 0) */
+INLINE int list_bits(pixset s, int nn, int8_t *pos) {
+    int n = 0;
+    for (int h = 0; h < nn; h++, s >>= 4) {
+        uint32_t p = nib_pos[s & 15] + 0x01010101u * (uint32_t)(4 * h);
+        memcpy(pos + n, &p, 4);
+        n += nib_cnt[s & 15];
+    }
+    memset(pos + n, 0, 8);
+    return n;
+}
 
-/* y[m, q0 .. q0 + nb) = kept ? act(acc + bias) * scale : 0, the switch outside the loop so
- * that it vectorises */
-#define ROW_OUT(ACT)                                                                               \
-    for (int64_t t = 0; t < nb; t++) {                                                             \
-        float v = apply(a[t] + bb, ACT, j->p0, j->p1) * j->scale;                                  \
-        uint32_t vb;                                                                               \
-        memcpy(&vb, &v, 4);                                                                        \
-        vb &= 0u - (uint32_t)u[t];  /* the mask byte is 0 or 1 */                                  \
-        memcpy(yr + t, &vb, 4);                                                                    \
+typedef struct gbuild { ngroup *gr; int ng, open, nn; } gbuild;   /* open: a partial group, or -1 */
+
+/* the single outputs of channel c (pixels s): first the open group's top-up, then groups of
+ * 8, the last one left open */
+INLINE void feed_singles(gbuild *b, int c, pixset s) {
+    int8_t pos[NBP + 8];
+    int n = list_bits(s, b->nn, pos), o = 0;
+    if (n && b->open >= 0) {
+        ngroup *G = &b->gr[b->open];
+        o = 8 - G->cnt < n ? 8 - G->cnt : n;
+        G->cb = (int16_t)c;
+        G->split = G->code = G->cnt;
+        memcpy(G->lq + G->cnt, pos, 8);
+        G->cnt = (int8_t)(G->cnt + o);
+        b->open = -1;
+    }
+    for (; o < n; o += 8) {
+        ngroup *G = &b->gr[b->ng++];
+        G->ca = G->cb = (int16_t)c;
+        G->code = G->split = 8;
+        G->cnt = (int8_t)(n - o < 8 ? n - o : 8);
+        memcpy(G->lq, pos + o, 8);
+        if (G->cnt < 8) b->open = b->ng - 1;
+    }
+}
+
+/* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count.
+ * Each group also names a weight row to prefetch: one of the next new rows used up to look
+ * groups later */
+static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr) {
+    gbuild b = {gr, 0, -1, (nb + 3) / 4};
+    for (int a = 0; a < nc; a += 2) {
+        pixset A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B, T = 0;
+        int8_t pos[NBP + 8];
+        int nbic = list_bits(C, b.nn, pos) / 4;
+        for (int t = 0; t < nbic; t++) {
+            ngroup *G = &gr[b.ng++];
+            G->code = CODE_BIC; G->cnt = 8; G->split = 4;
+            G->ca = (int16_t)a; G->cb = (int16_t)(a + 1);
+            memcpy(G->lq, pos + 4 * t, 4);
+            memcpy(G->lq + 4, pos + 4 * t, 4);
+        }
+        for (int i = 0; i < 4 * nbic; i++) T |= (pixset)1 << pos[i];   /* the bicliques' pixels */
+        feed_singles(&b, a, A & ~T);
+        if (a + 1 < nc) feed_singles(&b, a + 1, B & ~T);
+    }
+    /* channels come in order: hi[g], the highest row used up to group g; group g prefetches
+     * one of the two rows after it (alternately), if a group up to look later uses it */
+    int16_t hi[MAXG];
+    for (int g = 0, h = 0; g < b.ng; g++) {
+        h = gr[g].ca > h ? gr[g].ca : h;
+        h = gr[g].cb > h ? gr[g].cb : h;
+        hi[g] = (int16_t)h;
+    }
+    for (int g = 0; g < b.ng; g++) {
+        int ahead = hi[g + look < b.ng ? g + look : b.ng - 1], want = hi[g] + 1 + (g & 1);
+        gr[g].pf = (int16_t)(want <= ahead ? want : ahead);
+    }
+    return b.ng;
+}
+
+/* -- the dot products ---------------------------------------------------------------------- */
+/* one K chunk of a group: ns x nj runs of L floats, run (i, jj) of a patch at i xs + jj xj
+ * from the pixel's base, of a weight row at i ws + jj wj */
+typedef struct nchunk { int64_t ns, nj, L, xs, xj, ws, wj; } nchunk;
+
+#define LD(p) (*(const v8u *)(p))
+#define DOT_RUNS(BODY)                                                                             \
+    for (int64_t sg = 0; sg < c->ns; sg++)                                                         \
+        for (int64_t jj = 0; jj < c->nj; jj++) {                                                   \
+            int64_t xo = sg * c->xs + jj * c->xj, wo = sg * c->ws + jj * c->wj;                   \
+            const float *pa = wa + wo, *pb = wb + wo;                                              \
+            const float *x0 = x[0] + xo, *x1 = x[1] + xo, *x2 = x[2] + xo, *x3 = x[3] + xo;        \
+            const float *x4 = x[4] + xo, *x5 = x[5] + xo, *x6 = x[6] + xo, *x7 = x[7] + xo;        \
+            (void)x4; (void)x5; (void)x6; (void)x7;   /* unused by bicliques */                    \
+            _Pragma("GCC unroll 2")   /* the prefetch test then goes (~2% on 3x3) */           \
+            for (int64_t k = 0; k < c->L; k += 8) {                                                \
+                if (!(k & 8)) __builtin_prefetch(pf + wo + k);   /* a line every other step */     \
+                BODY                                                                               \
+            }                                                                                      \
+        }
+/* singles: lane i < N with weight row a, the others with row b; the weights loaded once into
+ * registers (KEEP: else the compiler may fold a weight load into several FMAs instead of the
+ * patch loads, one load more per step) */
+#define DOT8_BODY(N, KEEP)                                                                         \
+    {                                                                                              \
+        v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
+        DOT_RUNS(v8 va = LD(pa + k); KEEP(va); v8 vb = LD(pb + k); KEEP(vb);                       \
+                 s0 += (0 < N ? va : vb) * LD(x0 + k); s1 += (1 < N ? va : vb) * LD(x1 + k);       \
+                 s2 += (2 < N ? va : vb) * LD(x2 + k); s3 += (3 < N ? va : vb) * LD(x3 + k);       \
+                 s4 += (4 < N ? va : vb) * LD(x4 + k); s5 += (5 < N ? va : vb) * LD(x5 + k);       \
+                 s6 += (6 < N ? va : vb) * LD(x6 + k); s7 += (7 < N ? va : vb) * LD(x7 + k);)      \
+        r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
+    }
+/* biclique: rows a, b x patches 0..3; each patch loaded once into a register (KEEP stops
+ * the compiler from folding the load into both FMAs, which would make it two loads) */
+#define DOT24_BODY(KEEP)                                                                           \
+    {                                                                                              \
+        v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
+        DOT_RUNS(v8 va = LD(pa + k); v8 vb = LD(pb + k);                                           \
+                 v8 p0 = LD(x0 + k); KEEP(p0); v8 p1 = LD(x1 + k); KEEP(p1);                       \
+                 v8 p2 = LD(x2 + k); KEEP(p2); v8 p3 = LD(x3 + k); KEEP(p3);                       \
+                 s0 += va * p0; s1 += va * p1; s2 += va * p2; s3 += va * p3;                       \
+                 s4 += vb * p0; s5 += vb * p1; s6 += vb * p2; s7 += vb * p3;)                      \
+        r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
     }
 
-/* one item: pixels ox0 .. ox0 + nb - 1 of output row oy x channels [c0, c1) of the group.
- * Branch-free where the mask is read (it is random: a branch per output would be
- * mispredicted half the time at p = 0.5). */
-#define DEFINE_NEURON_ITEM(NAME, DOT8, REDUCE8, ATTR)                                              \
-    ATTR static uint64_t NAME(const djob *j, const nlayout *l, int64_t oy, int64_t ox0, int64_t nb, \
-                              int64_t c0, int64_t c1) {                                            \
-        const conv_params *cp = j->cp;                                                             \
-        int64_t P = j->P, cg = cp->c / cp->group, q0 = oy * cp->ow + ox0, Kn = l->Kn;              \
-        int8_t lq[NCN * NBP + 4];  /* the kept pixels, channel by channel */                       \
-        int end[NCN];              /* end of channel c0 + i's run in lq */                         \
-        float acc[NCN * NBP] __attribute__((aligned(32)));                                         \
-        ngroup gr[NCN * NBP];                                                                      \
-        const float *xq[NBP];                                                                      \
-        for (int64_t t = 0; t < nb; t++)                                                           \
-            xq[t] = l->direct ? l->xp + ((oy * cp->sh) * l->Wp + (ox0 + t) * cp->sw) * cg : l->rows + (q0 + t) * Kn; \
-        int n = 0;                                                                                 \
-        for (int64_t c = c0; c < c1; c++) {                                                        \
-            int64_t at = (j->row0 + c) * P + q0;                                                   \
-            unsigned bits = kept_bits(j->units + at, nb, at + 16 <= cp->m * P);                    \
-            for (int h = 0; h < 16; h += 4, bits >>= 4) {                                          \
-                uint32_t pos = nib_pos[bits & 15] + 0x01010101u * (uint32_t)h;                     \
-                memcpy(lq + n, &pos, 4);                                                           \
-                n += nib_cnt[bits & 15];                                                           \
+INLINE float hsum(const v8 *v) { v8 s = *v; return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])); }
+INLINE void reduce8_base(const v8 *r, v8 *o) { for (int i = 0; i < 8; i++) (*o)[i] = hsum(&r[i]); }
+#define KEEP_NONE(v) ((void)0)
+#ifdef HAVE_DISPATCH
+/* the eight horizontal sums at once (a transpose-add) */
+AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, v8 *o) {
+    __m256 h01 = _mm256_hadd_ps(r[0], r[1]), h23 = _mm256_hadd_ps(r[2], r[3]);
+    __m256 h45 = _mm256_hadd_ps(r[4], r[5]), h67 = _mm256_hadd_ps(r[6], r[7]);
+    __m256 a = _mm256_hadd_ps(h01, h23), b = _mm256_hadd_ps(h45, h67);
+    *o = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+}
+#define KEEP_REG(v) __asm__("" : "+x"(v))
+#endif
+
+/* one K chunk of the groups: gacc[g] += group g's eight dot products (code: CODE_BIC or
+ * the split 1..8), with the patch of pixel t at xq[t] and weight row ca at w0 + ca Kn; one
+ * function per ISA with the dot products inlined (a call per group costs too much). Group g
+ * also fetches the output lines ypf[2 g], ypf[2 g + 1] (of npf) that the item writes at its
+ * end: fetched all at once, they would stall on the misses in flight */
+typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float *const *xq, const float *w0,
+                          int64_t Kn, v8 *gacc, float *const *ypf, int npf);
+#define DEFINE_GROUPS(NAME, ATTR, REDUCE, KEEP)                                                    \
+    ATTR static void NAME(const ngroup *gr, int ng, const nchunk *c, const float *const *xq,       \
+                          const float *w0, int64_t Kn, v8 *gacc, float *const *ypf, int npf) {     \
+        for (int g = 0; g < ng; g++) {                                                             \
+            const ngroup *G = &gr[g];                                                              \
+            for (int q = 2 * g; q < npf && q < 2 * g + 2; q++) __builtin_prefetch(ypf[q], 1);      \
+            const float *x[8], *wa = w0 + G->ca * Kn, *wb = w0 + G->cb * Kn;                       \
+            const float *pf = w0 + G->pf * Kn;                                                     \
+            for (int i = 0; i < 8; i++) x[i] = xq[G->lq[i]];                                       \
+            v8 r[8];                                                                               \
+            switch (G->code) {                                                                     \
+            case 1: DOT8_BODY(1, KEEP) break;                                                      \
+            case 2: DOT8_BODY(2, KEEP) break;                                                      \
+            case 3: DOT8_BODY(3, KEEP) break;                                                      \
+            case 4: DOT8_BODY(4, KEEP) break;                                                      \
+            case 5: DOT8_BODY(5, KEEP) break;                                                      \
+            case 6: DOT8_BODY(6, KEEP) break;                                                      \
+            case 7: DOT8_BODY(7, KEEP) break;                                                      \
+            case 8: DOT8_BODY(8, KEEP) break;                                                      \
+            default: DOT24_BODY(KEEP) break;                                                       \
             }                                                                                      \
-            end[c - c0] = n;                                                                       \
+            v8 t;                                                                                  \
+            REDUCE(r, &t);                                                                         \
+            gacc[g] += t;                                                                          \
         }                                                                                          \
-        memset(acc, 0, (size_t)((c1 - c0) * NBP) * sizeof(float));                                 \
-        /* groups: the rest of one channel's run (at most 8), topped up from the next run */       \
-        int ng = 0, ca = 0;                                                                        \
-        for (int o = 0; o < n;) {                                                                  \
-            ngroup *G = &gr[ng++];                                                                 \
-            while (end[ca] <= o) ca++;                                                             \
-            int ea = end[ca], na = ea - o < 8 ? ea - o : 8, cnt = na;                              \
-            G->ca = G->cb = (int16_t)ca; G->split = 8;                                             \
-            if (na < 8 && ea < n) {                                                                \
-                int cb = ca + 1;                                                                   \
-                while (end[cb] == ea) cb++;                                                        \
-                int nb2 = end[cb] - ea;                                                            \
-                cnt = na + (nb2 < 8 - na ? nb2 : 8 - na);                                          \
-                G->cb = (int16_t)cb; G->split = (int16_t)na;                                       \
-            }                                                                                      \
-            G->cnt = (int16_t)cnt;                                                                 \
-            for (int i = 0; i < 8; i++) G->lq[i] = lq[o + (i < cnt ? i : 0)];                      \
-            o += cnt;                                                                              \
+    }
+DEFINE_GROUPS(groups_base, , reduce8_base, KEEP_NONE)
+#ifdef HAVE_DISPATCH
+DEFINE_GROUPS(groups_avx2, AVX2_ATTR, reduce8_avx2, KEEP_REG)
+#endif
+
+/* the kept pixels of nb <= 64 consecutive pixels as a bit set: bytes are 0 or 1, and the
+ * multiply gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads nb
+ * rounded up to 8 bytes when they lie inside the mask, else byte by byte. */
+INLINE pixset kept_bits(const uint8_t *u, int64_t nb, int inside) {
+    pixset bits = 0;
+    if (inside)
+        for (int h = 0; h < (nb + 7) / 8; h++) {
+            uint64_t v;
+            memcpy(&v, u + 8 * h, 8);
+            bits |= ((v * 0x0102040810204080ULL) >> 56) << (8 * h);
+        }
+    else
+        for (int64_t t = 0; t < nb; t++) bits |= (pixset)(u[t] != 0) << t;
+    return nb == 64 ? bits : bits & (((pixset)1 << nb) - 1);
+}
+
+/* -- copy layout: patch rows ---------------------------------------------------------------- */
+/* elements [k0, k1) of a patch in (channel, tap row, tap column) order as runs: run r is
+ * len[r] consecutive floats of the source image (cg planes of xr rows of xc) at off[r] from
+ * the pixel's tap (0, 0) (up to kw taps, one when dilated: dw > 1); returns the count */
+static int patch_runs(const conv_params *cp, const nlayout *l, int64_t k0, int64_t k1, int64_t *off, int64_t *len) {
+    int64_t kw = cp->kw, r = k0 / kw, jj = k0 - r * kw, c = r / cp->kh, i = r - c * cp->kh;
+    int n = 0;
+    for (int64_t k = k0; k < k1; n++) {
+        int64_t m = cp->dw > 1 ? 1 : kw - jj < k1 - k ? kw - jj : k1 - k;
+        off[n] = (c * l->xr + i * cp->dh) * l->xc + jj * cp->dw;
+        len[n] = m;
+        k += m;
+        jj += m;
+        if (jj == kw) {
+            jj = 0;
+            if (++i == cp->kh) { i = 0; c++; }
+        }
+    }
+    return n;
+}
+
+/* d = the runs from s on, 8 floats at a time: a run's copy may read up to 7 floats past it
+ * (the image has 8 spare floats at its end) and write up to 7 past it (overwritten by the
+ * next run; the rows have room) */
+#define DEFINE_COPY(NAME, ATTR)                                                                    \
+    ATTR static void NAME(float *d, const float *s, const int64_t *off, const int64_t *len, int n) { \
+        for (int r = 0; r < n; r++) {                                                              \
+            const float *src = s + off[r];                                                         \
+            for (int64_t t = 0; t < len[r]; t += 8) *(v8u *)(d + t) = LD(src + t);                 \
+            d += len[r];                                                                           \
         }                                                                                          \
-        const float *w0 = l->wn + (j->row0 + c0) * Kn, *x[8];                                      \
-        v8 r[8];                                                                                   \
-        float out[8] __attribute__((aligned(32)));                                                 \
-        for (int64_t s0 = 0; s0 < l->nseg; s0 += l->sc) {                                          \
-            int64_t ns = l->nseg - s0 < l->sc ? l->nseg - s0 : l->sc;                              \
-            for (int g = 0; g < ng; g++) {                                                         \
-                const ngroup *G = &gr[g];                                                          \
-                for (int i = 0; i < 8; i++) x[i] = xq[G->lq[i]] + s0 * l->xs;                      \
-                DOT8(G->split, ns, l->L, l->xs, w0 + G->ca * Kn + s0 * l->L, w0 + G->cb * Kn + s0 * l->L, x, r); \
-                REDUCE8(r, out);                                                                   \
-                for (int i = 0; i < G->cnt; i++) acc[(i < G->split ? G->ca : G->cb) * NBP + G->lq[i]] += out[i]; \
-            }                                                                                      \
+    }
+DEFINE_COPY(copy_base, )
+#ifdef HAVE_DISPATCH
+DEFINE_COPY(copy_avx2, AVX2_ATTR)
+#endif
+
+/* -- the items -------------------------------------------------------------------------------- */
+/* a[t] = kept (bit t of bm) ? act(a[t] + bias) * scale : 0 for the 32 slots of each half
+ * holding pixels (a fixed count, the switch outside the loop: it vectorises) */
+#define ROW_OUT(ACT)                                                                               \
+    for (int h = 0; h < (nb + 31) / 32; h++) {                                                     \
+        uint32_t bh = (uint32_t)(bm >> (32 * h));                                                  \
+        float *ah = a + 32 * h;                                                                    \
+        for (int t = 0; t < 32; t++) {                                                             \
+            float v = apply(ah[t] + bb, ACT, j->p0, j->p1) * j->scale;                             \
+            uint32_t vb;                                                                           \
+            memcpy(&vb, &v, 4);                                                                    \
+            vb &= 0u - ((bh >> t) & 1u);                                                           \
+            memcpy(ah + t, &vb, 4);                                                                \
         }                                                                                          \
-        for (int64_t c = c0; c < c1; c++) {                                                        \
-            int64_t m = j->row0 + c;                                                               \
-            float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * P + q0;                       \
-            const float *a = acc + (c - c0) * NBP;                                                 \
-            const uint8_t *u = j->units + m * P + q0;                                              \
+    }
+
+/* y[m, q0 .. q0 + nb) for the item's channels m = row0 + c0 + cc from their sums acc[cc as + t]
+ * (as: nb rounded up to 32) and kept pixels bits[cc], 8 floats at a time (the last 8
+ * overlapping, so that nothing past q0 + nb is written) */
+#define DEFINE_OUT(NAME, ATTR)                                                                     \
+    ATTR static void NAME(const djob *j, float *acc, const pixset *bits, int nc, int64_t c0, int64_t q0,   \
+                          int64_t nb) {                                                            \
+        int64_t as = (nb + 31) / 32 * 32;                                                          \
+        for (int cc = 0; cc < nc; cc++) {                                                          \
+            int64_t m = j->row0 + c0 + cc;                                                         \
+            float bb = j->bias ? j->bias[m] : 0.0f, *yr = j->y + m * j->P + q0, *a = acc + cc * as;  \
+            pixset bm = bits[cc];                                                                  \
             switch (j->act) {                                                                      \
             case ACT_RELU: ROW_OUT(ACT_RELU) break;                                                \
             case ACT_CLIP: ROW_OUT(ACT_CLIP) break;                                                \
             case ACT_LEAKY: ROW_OUT(ACT_LEAKY) break;                                              \
             default: ROW_OUT(ACT_NONE) break;                                                      \
             }                                                                                      \
+            if (nb < 8)                                                                            \
+                for (int64_t t = 0; t < nb; t++) yr[t] = a[t];                                     \
+            else {                                                                                 \
+                for (int64_t t = 0; t + 8 < nb; t += 8) *(v8u *)(yr + t) = LD(a + t);              \
+                *(v8u *)(yr + nb - 8) = LD(a + nb - 8);                                            \
+            }                                                                                      \
         }                                                                                          \
-        return (uint64_t)n;                                                                        \
     }
-DEFINE_NEURON_ITEM(neuron_item_base, dot8_base, reduce8_base, )
+DEFINE_OUT(out_base, )
 #ifdef HAVE_DISPATCH
-DEFINE_NEURON_ITEM(neuron_item_avx2, dot8_avx2, reduce8_avx2, AVX2_ATTR)
+DEFINE_OUT(out_avx2, AVX2_ATTR)
 #endif
 
-/* items channel-chunk major, so that one thread's consecutive items share their weights */
-typedef struct n_job { const djob *j; const nlayout *l; } n_job;
+/* the kernels of one ISA */
+typedef struct nisa {
+    groups_fn groups;
+    void (*out)(const djob *j, float *acc, const pixset *bits, int nc, int64_t c0, int64_t q0, int64_t nb);
+    void (*copy)(float *d, const float *s, const int64_t *off, const int64_t *len, int n);
+} nisa;
+static const nisa isa_base = {groups_base, out_base, copy_base};
+#ifdef HAVE_DISPATCH
+static const nisa isa_avx2 = {groups_avx2, out_avx2, copy_avx2};
+#endif
+
+/* one item: output pixels q0 .. q0 + nb - 1 x channels [c0, c1) of the group;
+ * buf: the copy layout's rows. Branch-free where the mask is read (it is random: a branch
+ * per output would be mispredicted half the time at p = 0.5). */
+static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, float *buf, int64_t q0, int64_t nb,
+                            int64_t c0, int64_t c1) {
+    const conv_params *cp = j->cp;
+    int64_t P = j->P, Kn = l->Kn, cg = l->cg, oy[NBP], ox[NBP];
+    for (int64_t t = 0; t < nb; t++) {
+        oy[t] = (q0 + t) / cp->ow;
+        ox[t] = (q0 + t) - oy[t] * cp->ow;
+    }
+    int nc = (int)(c1 - c0);
+    pixset bits[NCN];
+    float *ypf[NCN * (NBP / 16 + 1)];
+    int npf = 0;
+    uint64_t n = 0;
+    for (int c = 0; c < nc; c++) {
+        int64_t at = (j->row0 + c0 + c) * P + q0;
+        bits[c] = kept_bits(j->units + at, nb, at + (nb + 7) / 8 * 8 <= cp->m * P);
+        n += (uint64_t)popcount64(bits[c]);
+        /* the output lines written at the end, fetched while the dot products run */
+        float *yr = j->y + (j->row0 + c0 + c) * P + q0;
+        for (uintptr_t a = (uintptr_t)yr / 64 * 64; a < (uintptr_t)(yr + nb); a += 64) ypf[npf++] = (float *)a;
+    }
+    ngroup gr[MAXG];
+    int ng = build_groups(bits, nc, (int)nb, l->look, gr);
+    v8 gacc[MAXG];
+    memset(gacc, 0, (size_t)ng * sizeof(v8));
+    const float *w0 = l->wn + (j->row0 + c0) * Kn, *xq[NBP];
+    for (int64_t ch = 0; ch < l->nchunk; ch++) {
+        nchunk c;
+        int64_t wofs;
+        if (l->direct) {
+            /* tap rows [s0, s0 + ns) of the channel block at c0 (cb channels): the pixels'
+             * patches in place, runs of whole tap rows (or of single taps, dilated) */
+            int64_t c0 = ch / l->nts * l->CB, s0 = ch % l->nts * l->sc, ns = cp->kh - s0 < l->sc ? cp->kh - s0 : l->sc;
+            int64_t cb = cg - c0 < l->CB ? cg - c0 : l->CB, row = cp->kw * cb, xs = cp->dh * l->Wp * cb;
+            if (cp->dw == 1) c = (nchunk){ns, 1, row, xs, 0, row, 0};
+            else c = (nchunk){ns, cp->kw, cb, xs, cp->dw * cb, row, cb};
+            wofs = c0 * cp->kh * cp->kw + s0 * row;
+            const float *xb = l->xp + c0 * l->Hp * l->Wp + s0 * xs;
+            for (int64_t t = 0; t < nb; t++) xq[t] = xb + (oy[t] * cp->sh * l->Wp + ox[t] * cp->sw) * cb;
+        } else {
+            /* K elements [k0, k1): copied rows, zero-padded to a multiple of 8 */
+            int64_t k0 = ch * CHK, k1 = l->K - k0 < CHK ? l->K : k0 + CHK, len = (k1 - k0 + 7) / 8 * 8;
+            c = (nchunk){1, 1, len, 0, 0, 0, 0};
+            wofs = k0;
+            int64_t off[CHK], rl[CHK];
+            int nrun = patch_runs(cp, l, k0, k1, off, rl);
+            for (int64_t t = 0; t < nb; t++) {
+                float *d = buf + t * l->rs;
+                isa->copy(d, l->src + oy[t] * cp->sh * l->xc + ox[t] * cp->sw, off, rl, nrun);
+                for (int64_t k = k1 - k0; k < len; k++) d[k] = 0.0f;
+                xq[t] = d;
+            }
+        }
+        isa->groups(gr, ng, &c, xq, w0 + wofs, Kn, gacc, ypf, ch ? 0 : npf);
+    }
+    /* the sums into the item's outputs, then act(acc + bias) * scale where kept, 0 elsewhere */
+    int as = (int)(nb + 31) / 32 * 32;   /* row stride of the sums */
+    float acc[NCN * NBP + 8] __attribute__((aligned(32)));
+    memset(acc, 0, (size_t)(nc * as) * sizeof(float));
+    for (int g = 0; g < ng; g++) {
+        const ngroup *G = &gr[g];
+        int ca = G->ca * as, cb = G->cb * as;
+        for (int i = 0; i < 8; i++) acc[i < G->cnt ? (i < G->split ? ca : cb) + G->lq[i] : SPARE] = gacc[g][i];
+    }
+    isa->out(j, acc, bits, nc, c0, q0, nb);
+    return n;
+}
+
+/* items channel-chunk major, so that consecutive items share their weights; taken one at a
+ * time from a shared counter (dynamic, so that both threads finish together) */
+typedef struct n_job { const djob *j; const nlayout *l; const nisa *isa; int64_t nitems, next; } n_job;
 static void neuron_task(void *ctx, int64_t b, int64_t e) {
-    const n_job *nj = ctx;
+    n_job *nj = ctx;
     const djob *j = nj->j;
     const nlayout *l = nj->l;
     const conv_params *cp = j->cp;
-    int64_t nblocks = cp->oh * l->nbr;
+    float buf[NBUF] __attribute__((aligned(32)));
     uint64_t done = 0;
-    for (int64_t it = b; it < e; it++) {
-        int64_t ch = it / nblocks, blk = it % nblocks, oy = blk / l->nbr, bi = blk % l->nbr;
-        int64_t ox0 = bi * cp->ow / l->nbr, ox1 = (bi + 1) * cp->ow / l->nbr;
+    for (int64_t it; (it = __atomic_fetch_add(&nj->next, 1, __ATOMIC_RELAXED)) < nj->nitems;) {
+        int64_t ch = it / l->nblk, blk = it % l->nblk, q0, q1;
+        if (l->nrw > 1) {
+            q0 = blk * cp->oh / l->nblk * cp->ow;
+            q1 = (blk + 1) * cp->oh / l->nblk * cp->ow;
+        } else {
+            int64_t oy = blk / l->nbr, bi = blk % l->nbr;
+            q0 = oy * cp->ow + bi * cp->ow / l->nbr;
+            q1 = oy * cp->ow + (bi + 1) * cp->ow / l->nbr;
+        }
         int64_t c0 = ch * NCN, c1 = c0 + NCN < j->mg ? c0 + NCN : j->mg;
-#ifdef HAVE_DISPATCH
-        if (have_avx2()) done += neuron_item_avx2(j, l, oy, ox0, ox1 - ox0, c0, c1);
-        else
-#endif
-            done += neuron_item_base(j, l, oy, ox0, ox1 - ox0, c0, c1);
+        done += neuron_item(j, l, nj->isa, buf, q0, q1 - q0, c0, c1);
     }
     __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
+    (void)b; (void)e;
 }
 
 /* -- the entry points (drowsy_internal.h) ----------------------------------------------------- */
-/* scratch: xp (Hp x Wp x cg), wn (M x Kn), rows (P x Kn, non-direct layouts only) */
+/* scratch: xp (direct: blocks of Hp x Wp x CB; copy: cg x Hp x Wp; and 8 spare floats), wn
+ * (M x Kn) */
+static size_t xp_bytes(const nlayout *l) { return ALIGN64((size_t)(l->Hp * l->Wp * l->cg + 8) * sizeof(float)); }
+
 size_t neuron_scratch_bytes(const conv_params *cp) {
     nlayout l;
     neuron_layout(cp, &l);
-    int64_t cg = cp->c / cp->group, P = cp->oh * cp->ow;
-    size_t n = ALIGN64((size_t)(l.Hp * l.Wp * cg) * sizeof(float)) + ALIGN64((size_t)(cp->m * l.Kn) * sizeof(float));
-    if (!l.direct) n += ALIGN64((size_t)(P * l.Kn) * sizeof(float));
-    return n;
+    return xp_bytes(&l) + ALIGN64((size_t)(cp->m * l.Kn) * sizeof(float));
 }
 
 static void neuron_bind(const conv_params *cp, void *scratch, nlayout *l) {
     neuron_layout(cp, l);
-    int64_t cg = cp->c / cp->group;
-    uint8_t *cur = scratch;
-    l->xp = (const float *)cur;
-    cur += ALIGN64((size_t)(l->Hp * l->Wp * cg) * sizeof(float));
-    l->wn = (const float *)cur;
-    cur += ALIGN64((size_t)(cp->m * l->Kn) * sizeof(float));
-    l->rows = l->direct ? NULL : (const float *)cur;
+    l->xp = (const float *)scratch;
+    l->wn = (const float *)((uint8_t *)scratch + xp_bytes(l));
 }
 
 void neuron_prepare_weights(pool *p, const conv_params *cp, const float *w, void *scratch) {
     nlayout l;
     neuron_bind(cp, scratch, &l);
-    nw_job wj = {cp, w, (float *)l.wn, l.Kn};
+    nw_job wj = {cp, &l, w, (float *)l.wn};
     pool_for(p, cp->m, 1, neuron_weights_task, &wj);
 }
 
@@ -341,12 +641,30 @@ void neuron_conv_group(pool *p, const djob *j, void *scratch) {
     const conv_params *cp = j->cp;
     nlayout l;
     neuron_bind(cp, scratch, &l);
-    nx_job xj = {cp, j->x, (float *)l.xp, l.Wp};
-    pool_for(p, l.Hp, 1, neuron_nhwc_task, &xj);
-    if (!l.direct) {
-        nr_job rj = {cp, &l, (float *)l.rows};
-        pool_for(p, j->P, 8, neuron_rows_task, &rj);
+    float *xp = (float *)l.xp;
+    if (l.direct) {
+        nx_job xj = {cp, &l, j->x, xp};
+        task_fn nhwc = nhwc_base;
+#ifdef HAVE_DISPATCH
+        if (have_avx2()) nhwc = nhwc_avx2;
+#endif
+        pool_for(p, l.Hp, 1, nhwc, &xj);
+    } else {
+        /* the input itself when no tap falls outside it and the copies' overreach (up to 8
+         * floats from the last tap of the last pixel) stays inside it */
+        int64_t last = ((l.cg - 1) * cp->h + (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh) * cp->w +
+                       (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw;
+        if (cp->pt == 0 && cp->pl == 0 && l.Hp <= cp->h && l.Wp <= cp->w && last + 8 <= l.cg * cp->h * cp->w) {
+            l.src = j->x; l.xr = cp->h; l.xc = cp->w;
+        } else {
+            conv_pad_input(p, cp, j->x, l.cg, l.Hp, l.Wp, xp);
+            l.src = xp; l.xr = l.Hp; l.xc = l.Wp;
+        }
     }
-    n_job nj = {j, &l};
-    pool_for(p, cp->oh * l.nbr * ((j->mg + NCN - 1) / NCN), 1, neuron_task, &nj);
+    memset(xp + l.Hp * l.Wp * l.cg, 0, 8 * sizeof(float));   /* the spare floats a copy may read */
+    n_job nj = {j, &l, &isa_base, l.nblk * ((j->mg + NCN - 1) / NCN), 0};
+#ifdef HAVE_DISPATCH
+    if (have_avx2()) nj.isa = &isa_avx2;
+#endif
+    pool_for(p, pool_threads(p), 1, neuron_task, &nj);
 }

@@ -39,6 +39,22 @@ EXTRA = [
     conv_case("direct_dil_groups", 16, (15, 17), 20, 3, dilations=[2, 1], pads=[2, 1, 2, 1], group=2, strides=[1, 2]),
     conv_case("direct_k_chunks", 64, (9, 20), 8, 5, pads=[2, 2, 2, 2]),
 ]
+# the C neuron kernel's layouts and item shapes (csrc/drowsy_neuron.c): items of whole rows
+# (5 and 6 rows of 9), two runs of 35 pixels per row, channel blocks of 120 + 112 (a region
+# past its L1 budget), dilated tap runs (cg % 8 == 0), a run of 5 pixels, and the copy
+# layout: from the input itself (no pads, a spare row under the taps), from a padded copy, K
+# in two chunks, dilated single taps
+NEURON = [
+    conv_case("neuron_rows", 16, (11, 9), 20, 3, pads=[1, 1, 1, 1], act="relu"),
+    conv_case("neuron_wide", 8, (4, 70), 12, 3, pads=[1, 1, 1, 1]),
+    conv_case("neuron_cblocks", 232, (9, 10), 12, 3, pads=[1, 1, 1, 1]),
+    conv_case("neuron_dil_w", 16, (12, 14), 20, 3, dilations=[1, 2], pads=[1, 2, 1, 2]),
+    conv_case("neuron_narrow", 8, (3, 7), 10, 3),
+    conv_case("neuron_copy_alias", 3, (24, 23), 20, 5, strides=[2, 2], act="relu"),
+    conv_case("neuron_copy_pad", 5, (12, 12), 12, 3, pads=[1, 1, 1, 1], act="clip6"),
+    conv_case("neuron_copy_k_chunks", 45, (9, 9), 16, 3, pads=[1, 1, 1, 1]),
+    conv_case("neuron_copy_dil", 3, (13, 13), 10, 3, dilations=[2, 2], group=1),
+]
 
 
 def both(model, x, offset=0, **knobs):
@@ -76,6 +92,37 @@ def test_c_equals_numba_per_conv(case, gran):
         assert np.all(yb[~keep] == 0.0)
         conv = [rec for rec in sb["layers"] if rec["op"] == "Conv"][0]
         assert conv["outputs_computed"] == int(keep.sum())
+
+
+@pytest.mark.parametrize("case", NEURON, ids=lambda c: c.name)
+def test_c_neuron_layouts(case):
+    """The neuron kernel's layouts at rates near 0 (nearly every group full, bicliques) and
+    near 1 (nearly empty items), batch 3: outputs, zeros and counts as Numba's."""
+    model = aipnet.load(case.model())
+    x = case.feeds(3)["x"]
+    for p, seed in ((0.02, 5), (0.5, 6), (0.98, 7)):
+        ya, sa, yb, sb = both(model, x, 2, drowsy=p, drowsy_granularity="neuron", seed=seed)
+        assert_same(ya, sa, yb, sb)
+        keep = np.stack([ref_keep("neuron", seed, 2 + i, 0, yb.shape[1], int(np.prod(yb.shape[2:])), p)
+                         for i in range(3)]).reshape(yb.shape)
+        assert np.all(yb[~keep] == 0.0)
+
+
+@pytest.mark.parametrize("name", ["neuron_rows", "neuron_copy_alias"])
+def test_c_neuron_special_values(name):
+    """inf and NaN inputs: the same NaN and infinity positions as Numba (a sum's NaN or
+    infinity does not depend on its order), dropped outputs 0."""
+    from test_special_values import special_input
+
+    case = next(c for c in NEURON if c.name == name)
+    model = aipnet.load(case.model())
+    x = special_input(case.feeds(2)["x"].shape, 3)
+    ya = aipnet.Session(model, backend="numba", drowsy=0.5, drowsy_granularity="neuron").run(x)
+    yb = aipnet.Session(model, backend="c", drowsy=0.5, drowsy_granularity="neuron").run(x)
+    assert np.array_equal(np.isnan(ya), np.isnan(yb)) and np.array_equal(np.isinf(ya), np.isinf(yb))
+    assert np.array_equal(ya[np.isinf(ya)], yb[np.isinf(yb)])
+    fin = np.isfinite(ya)
+    np.testing.assert_allclose(yb[fin], ya[fin], rtol=1e-5, atol=1e-5 * max(float(np.max(np.abs(ya[fin]))), 1e-30))
 
 
 @pytest.mark.parametrize("gran", GRANS)
