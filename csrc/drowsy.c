@@ -109,7 +109,7 @@ void drowsy_keep_units(pool *p, uint64_t key, uint32_t thr, uint8_t *keep, int64
  * The weights are not packed: a 6 x 16 micro-kernel broadcasts its A operand from six
  * weight rows read in place through row pointers, so any subset of rows (the kept channels,
  * the rows of the kept tiles) is computed without copying them. Each block has a list of
- * output rows, the kept ones first (computed in groups of 6, the last group 1..5 rows),
+ * output rows, the kept ones first (computed in groups of at most 6),
  * then the dropped ones (zeroed). One item = a block x a range of row groups, K in chunks
  * of gemm_kstep(K) (both operands of a chunk stay in L1 / L2, as in the exact GEMM), the
  * partial sums accumulated in place and act(acc + bias) * scale applied in registers by the
@@ -127,6 +127,12 @@ enum { BLK = DROWSY_TILE_P, GMAX = 16 };
 typedef struct pseg { int32_t b0; int16_t s0, n; } pseg;
 typedef struct pitem { int32_t b, g0, g1; } pitem;   /* block b, row groups [g0, g1) */
 
+/* the last K chunk's epilogue: act(v + bias[i]) * scale */
+typedef struct ukepi { float bias[6]; int act; float p0, p1, scale; } ukepi;
+/* a micro-kernel (below) */
+typedef void (*ukfn)(int64_t kc, const float *const *a, const float *b, float *const *c, int64_t nr, int first,
+                     const ukepi *e);
+
 typedef struct pjob {
     const djob *d;
     const float *w;                        /* all weights, M x K */
@@ -141,6 +147,9 @@ typedef struct pjob {
     float *cbuf; int64_t ldc;              /* pixel: partial sums (row - row0) ldc + slot, else NULL */
     int64_t npix, kc;                      /* slots in all (pixel: the kept pixels); K chunk */
     uint64_t *done;
+    /* the work units of a pass (run_work): n of them, the next one to take, what one does */
+    int64_t nwork, next;
+    uint64_t (*work)(const struct pjob *, int64_t, const ukfn *);
 } pjob;
 
 /* -- gathers ---- */
@@ -189,9 +198,11 @@ AVX2_ATTR INLINE void copy8_avx2(float *d, const float *s, int64_t sw) { _mm256_
         const int32_t *bs = pj->base + b * BLK;                                                    \
         float *panel = pj->cols + b * 4 * K * 16, *last = panel + (bw - 1) / 16 * K * 16;          \
         int slots = 4 * nseg > bw;                                                                 \
+        /* row r = (c, ti, tj): tap (ti, tj) of channel c, stepped without divisions */           \
+        int64_t c = r0 / kk, ti = (r0 % kk) / cp->kw, tj = r0 % cp->kw;                           \
         for (int64_t r = r0; r < r1; r++) {                                                        \
-            int64_t c = r / kk, ti = (r % kk) / cp->kw, tj = r % cp->kw;                           \
             const float *xr = pj->xpad + c * pj->hw + ti * cp->dh * pj->Wp + tj * cp->dw;         \
+            if (++tj == cp->kw) { tj = 0; if (++ti == cp->kh) { ti = 0; c++; } }                   \
             if (slots) {                                                                           \
                 for (int64_t j = 0; j * 16 < bw; j++) GATHER16(panel + j * K * 16 + r * 16, xr, bs + 16 * j); \
                 continue;                                                                          \
@@ -249,8 +260,6 @@ static int32_t block_segs(const conv_params *cp, int64_t Wp, const int64_t *px, 
 }
 
 /* -- micro-kernels ---- */
-/* the last K chunk's epilogue: act(v + bias[i]) * scale */
-typedef struct ukepi { float bias[6]; int act; float p0, p1, scale; } ukepi;
 
 typedef int v8i __attribute__((vector_size(32)));
 /* m ? a : b lane by lane (m from a comparison) */
@@ -286,8 +295,6 @@ INLINE void uk_row(v8 *v, float *c, int64_t nr, int first, const ukepi *e, int i
 
 /* c[i][0 .. nr) (+)= sum_k a[i][k] b[16 k + 0 .. 15] for rows i < R (R = 1 .. 6); named
  * accumulators (GCC keeps arrays of them in memory) and rows past R compiled out */
-typedef void (*ukfn)(int64_t kc, const float *const *a, const float *b, float *const *c, int64_t nr, int first,
-                     const ukepi *e);
 #define UK_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define UK_OUT(i)                                                                                  \
     if (NROWS > i) {                                                                               \
@@ -333,29 +340,40 @@ static const ukfn uk_avx2[7] = {NULL, uk1_avx2, uk2_avx2, uk3_avx2, uk4_avx2, uk
 #endif
 
 /* -- items ---- */
+/* p[0 .. n) = 0 for short n (a few dozen floats): inline stores, not a memset call */
+NO_MEMCPY static void zero_short(float *p, int64_t n) {
+    int64_t q = 0;
+    for (; q + 8 <= n; q += 8) *(v8u *)(p + q) = (v8){0};
+    for (; q < n; q++) p[q] = 0.0f;
+}
+
 /* pixel: the results of panel j (c rows, nr slots from slot s) to their pixels, zeroing the
- * dropped pixels the panel owns (a few dozen floats a row: inline stores, not memset) */
-NO_MEMCPY static void scatter_rows(const pjob *pj, int64_t s, int64_t nr, const int32_t *rows, int64_t mr, float *const *c) {
+ * dropped pixels the panel owns */
+static void scatter_rows(const pjob *pj, int64_t s, int64_t nr, const int32_t *rows, int64_t mr, float *const *c) {
     const djob *d = pj->d;
     const int64_t *px = pj->pix + s;
     int64_t qa = s ? px[0] : 0, qb = s + 16 < pj->npix ? px[16] : d->P;
     for (int64_t i = 0; i < mr; i++) {
         float *yr = d->y + rows[i] * d->P;
-        int64_t q = qa;
-        for (; q + 8 <= qb; q += 8) *(v8u *)(yr + q) = (v8){0};
-        for (; q < qb; q++) yr[q] = 0.0f;
+        zero_short(yr + qa, qb - qa);
         for (int64_t l = 0; l < nr; l++) yr[px[l]] = c[i][l];
     }
 }
+
+/* block b's kept rows in ng = ceil(nkept / 6) groups of as even sizes as can be (5 or 6 rows
+ * once there are 20 or more: the 6-row micro-kernel's speed); group g is rows
+ * [g nkept / ng, (g + 1) nkept / ng) of the block's list */
+static int64_t ngroups(int64_t nk) { return (nk + 5) / 6; }
 
 static uint64_t run_item(const pjob *pj, const pitem *it, const ukfn *uk) {
     const djob *d = pj->d;
     int64_t K = d->K, P = d->P, b = it->b, bw = pj->bw[b], np = (bw + 15) / 16;
     const int32_t *rows = pj->rows + b * pj->rstride;
-    int64_t nk = pj->nkept[b], i0 = 6 * (int64_t)it->g0, i1 = 6 * (int64_t)it->g1 < nk ? 6 * (int64_t)it->g1 : nk;
+    int64_t nk = pj->nkept[b], ng = ngroups(nk);
     const int64_t *px = pj->pix + b * BLK;
     if (!pj->cbuf && it->g0 == 0)   /* tile, channel: the block's dropped rows */
-        for (int64_t i = nk; i < d->mg; i++) memset(d->y + rows[i] * P + px[0], 0, (size_t)bw * sizeof(float));
+        for (int64_t i = nk; i < d->mg; i++) zero_short(d->y + rows[i] * P + px[0], bw);
+    if (it->g0 == it->g1) return 0;
     ukepi e = {{0}, d->act, d->p0, d->p1, d->scale};
     for (int64_t pc = 0; pc < K; pc += pj->kc) {
         int64_t kc = K - pc < pj->kc ? K - pc : pj->kc;
@@ -363,8 +381,8 @@ static uint64_t run_item(const pjob *pj, const pitem *it, const ukfn *uk) {
         for (int64_t j = 0; j < np; j++) {
             const float *bp = pj->cols + (4 * b + j) * K * 16 + pc * 16;
             int64_t s = b * BLK + 16 * j, nr = bw - 16 * j < 16 ? bw - 16 * j : 16;
-            for (int64_t i = i0; i < i1; i += 6) {
-                int64_t mr = i1 - i < 6 ? i1 - i : 6;
+            for (int64_t g = it->g0; g < it->g1; g++) {
+                int64_t i = g * nk / ng, mr = (g + 1) * nk / ng - i;
                 const float *a[6];
                 float *c[6];
                 for (int64_t r = 0; r < mr; r++) {
@@ -378,7 +396,7 @@ static uint64_t run_item(const pjob *pj, const pitem *it, const ukfn *uk) {
             }
         }
     }
-    return (uint64_t)((i1 - i0) * bw);
+    return (uint64_t)((it->g1 * nk / ng - it->g0 * nk / ng) * bw);
 }
 
 static const ukfn *uk_table(void) {
@@ -388,46 +406,51 @@ static const ukfn *uk_table(void) {
     return uk_base;
 }
 
-static void items_task(void *ctx, int64_t b, int64_t e) {
-    const pjob *pj = ctx;
-    const ukfn *uk = uk_table();
+/* the three kinds of work unit: one item; one block (many blocks: its gather, then its
+ * items, the panels still in L2); one of GR chunks of K of a block's gather (few blocks: so
+ * that all threads have gathering to do) */
+static uint64_t item_unit(const pjob *pj, int64_t u, const ukfn *uk) { return run_item(pj, pj->items + u, uk); }
+
+static uint64_t block_unit(const pjob *pj, int64_t u, const ukfn *uk) {
     uint64_t done = 0;
-    for (int64_t it = b; it < e; it++) done += run_item(pj, pj->items + it, uk);
-    __atomic_fetch_add(pj->done, done, __ATOMIC_RELAXED);
+    if (pj->nkept[u]) gather_block(pj, u, 0, pj->d->K);
+    for (int64_t it = pj->istart[u]; it < pj->istart[u + 1]; it++) done += run_item(pj, pj->items + it, uk);
+    return done;
 }
 
-/* many blocks: one task a block, its gather then its items (the panels still in L2) */
-static void blocks_task(void *ctx, int64_t b, int64_t e) {
-    const pjob *pj = ctx;
-    const ukfn *uk = uk_table();
-    uint64_t done = 0;
-    for (int64_t i = b; i < e; i++) {
-        if (pj->nkept[i]) gather_block(pj, i, 0, pj->d->K);
-        for (int64_t it = pj->istart[i]; it < pj->istart[i + 1]; it++) done += run_item(pj, pj->items + it, uk);
-    }
-    __atomic_fetch_add(pj->done, done, __ATOMIC_RELAXED);
-}
-
-/* few blocks: the gathers cut in GR chunks of K each so that all threads have work */
 enum { GR = 8 };
-static void gathers_task(void *ctx, int64_t b, int64_t e) {
-    const pjob *pj = ctx;
-    int64_t K = pj->d->K, step = (K + GR - 1) / GR;
-    for (int64_t u = b; u < e; u++) {
-        int64_t i = u / GR, r0 = (u % GR) * step, r1 = r0 + step < K ? r0 + step : K;
-        if (r0 < r1 && pj->nkept[i]) gather_block(pj, i, r0, r1);
-    }
+static uint64_t gather_unit(const pjob *pj, int64_t u, const ukfn *uk) {
+    int64_t K = pj->d->K, step = (K + GR - 1) / GR, i = u / GR, r0 = (u % GR) * step, r1 = r0 + step < K ? r0 + step : K;
+    if (r0 < r1 && pj->nkept[i]) gather_block(pj, i, r0, r1);
+    return 0;
 }
 
-/* items of nblk blocks (block b: nkept[b] rows in groups of 6, cut in `parts` ranges of at
+/* every thread takes units one at a time from a shared counter (a few dozen units of unequal
+ * size: pool_for's chunks of n / 4T would leave a thread idle at the end) */
+static void work_task(void *ctx, int64_t b, int64_t e) {
+    pjob *pj = ctx;
+    const ukfn *uk = uk_table();
+    uint64_t done = 0;
+    for (int64_t u; (u = __atomic_fetch_add(&pj->next, 1, __ATOMIC_RELAXED)) < pj->nwork;) done += pj->work(pj, u, uk);
+    __atomic_fetch_add(pj->done, done, __ATOMIC_RELAXED);
+}
+
+static void run_work(pool *p, pjob *pj, int64_t n, uint64_t (*work)(const pjob *, int64_t, const ukfn *)) {
+    pj->next = 0;
+    pj->nwork = n;
+    pj->work = work;
+    pool_for(p, pool_threads(p) < n ? pool_threads(p) : n, 1, work_task, pj);
+}
+
+/* items of nblk blocks (block b: nkept[b] rows in ngroups() groups, cut in `parts` ranges of at
  * most GMAX groups; a block with no kept row gets one empty item, which zeroes its rows),
  * then the blocks' work: fused per block, or (few blocks, several threads) all gathers then
  * all items */
 static void run_panels(pool *p, pjob *pj, int64_t nblk, pitem *items, int64_t *istart) {
     int64_t T = pool_threads(p), fused = T == 1 || nblk >= 4 * T, nit = 0;
-    int64_t parts = fused ? 1 : (8 * T + nblk - 1) / nblk;
+    int64_t parts = fused ? 1 : (16 * T + nblk - 1) / nblk;
     for (int64_t b = 0; b < nblk; b++) {
-        int64_t ng = (pj->nkept[b] + 5) / 6, np = (ng + GMAX - 1) / GMAX;
+        int64_t ng = ngroups(pj->nkept[b]), np = (ng + GMAX - 1) / GMAX;
         if (np < parts) np = parts;
         if (np > ng) np = ng;
         istart[b] = nit;
@@ -438,10 +461,10 @@ static void run_panels(pool *p, pjob *pj, int64_t nblk, pitem *items, int64_t *i
     istart[nblk] = nit;
     pj->items = items;
     pj->istart = istart;
-    if (fused) pool_for(p, nblk, 1, blocks_task, pj);
+    if (fused) run_work(p, pj, nblk, block_unit);
     else {
-        pool_for(p, nblk * GR, 1, gathers_task, pj);
-        pool_for(p, nit, 1, items_task, pj);
+        run_work(p, pj, nblk * GR, gather_unit);
+        run_work(p, pj, nit, item_unit);
     }
 }
 
@@ -592,8 +615,9 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
             j.x = x + (n * cp->c + g * cg) * cp->h * cp->w;
             j.row0 = row0; j.mg = mg;
             if (!panels) { neuron_conv_group(p, &j, nscratch); continue; }
-            pjob pj = {&j, w, xpad, Hp * Wp, Wp, pix, segs, nsegs, bw, base, cols, rows, 0, nkept, NULL, NULL, NULL,
-                       (nblk * BLK + 15) / 16 * 16, npix, gemm_kstep(K), &done};
+            pjob pj = {.d = &j, .w = w, .xpad = xpad, .hw = Hp * Wp, .Wp = Wp, .pix = pix, .segs = segs,
+                       .nsegs = nsegs, .bw = bw, .base = base, .cols = cols, .rows = rows, .nkept = nkept,
+                       .npix = npix, .kc = gemm_kstep(K), .done = &done};
             int64_t any = 0;
             if (gran == DROWSY_PIXEL) {
                 if (!npix) { memset(yn + row0 * P, 0, (size_t)(mg * P) * sizeof(float)); continue; }

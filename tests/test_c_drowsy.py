@@ -38,6 +38,14 @@ EXTRA = [
     conv_case("direct_runs", 8, (13, 40), 72, 3, pads=[1, 2, 0, 1], strides=[1, 1], act="relu"),
     conv_case("direct_dil_groups", 16, (15, 17), 20, 3, dilations=[2, 1], pads=[2, 1, 2, 1], group=2, strides=[1, 2]),
     conv_case("direct_k_chunks", 64, (9, 20), 8, 5, pads=[2, 2, 2, 2]),
+    # the panel engine's gathers (unit stride, strides 2 and 4 by shuffles, others by a
+    # hardware gather; long and short segments), row groups of 1..6 rows (M not a multiple
+    # of 6 or 16, fewer than 6 rows, odd rows per group) and its two schedules at 2 threads
+    # (fused per block from 8 blocks on, else gathers then items)
+    conv_case("stride3_odd_rows", 5, (23, 26), 13, 3, strides=[3, 3], pads=[1, 0, 1, 2], act="relu"),
+    conv_case("stride2_long_rows", 4, (20, 70), 23, 3, strides=[2, 2], pads=[1, 1, 1, 1]),
+    conv_case("many_blocks_few_rows", 3, (20, 60), 5, 3, pads=[1, 1, 1, 1], act="clip6"),
+    conv_case("groups_odd_rows", 6, (12, 15), 10, 3, group=2, pads=[1, 1, 1, 1]),
 ]
 
 
@@ -125,6 +133,39 @@ def _two_convs():
     for i, n in enumerate(m.graph.node):
         n.name = f"conv{i}"
     return aipnet.load(m)
+
+
+@pytest.mark.parametrize("gran", GRANS)
+def test_leaky_and_no_activation(gran):
+    """The epilogue's activations applied in registers (16 lanes) and per lane (a last panel of
+    fewer than 16 pixels): LeakyRelu fused, and no activation."""
+    w = _rand((21, 4, 3, 3), 1)
+    for nodes in ([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                   helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.1)],
+                  [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]):
+        model = aipnet.load(graph(nodes, {"x": (4, 11, 13)}, "y", {"w": w}))
+        x = np.random.default_rng(0).standard_normal((2, 4, 11, 13)).astype(np.float32)
+        assert_same(*both(model, x, 2, drowsy=0.4, drowsy_granularity=gran, seed=4))
+
+
+@pytest.mark.parametrize("gran", GRANS)
+def test_nothing_kept(gran):
+    """p close to 1: masks that keep nothing (no pixel, no channel, no tile) give all zeros and
+    no work, in every group; masks that keep a few outputs match Numba."""
+    case = EXTRA[1]   # groups_straddle: 2 groups
+    model = aipnet.load(case.model())
+    x = case.feeds(2)["x"]
+    ya, sa, yb, sb = both(model, x, 0, drowsy=0.999, drowsy_granularity=gran, seed=2)
+    assert_same(ya, sa, yb, sb)
+    conv = [rec for rec in sb["layers"] if rec["op"] == "Conv"][0]
+    n, m = yb.shape[:2]
+    pc = int(np.prod(yb.shape[2:]))
+    keep = np.stack([ref_keep(gran, 2, i, 0, m, pc, 0.999) for i in range(n)])
+    assert conv["outputs_computed"] == int(keep.sum())
+    if not keep.any():
+        assert not yb.any() and conv["macs"] == 0
+    ya, sa, yb, sb = both(model, x, 0, drowsy=0.9, drowsy_granularity=gran, seed=2)
+    assert_same(ya, sa, yb, sb)
 
 
 def test_per_layer_rates_from_config():
