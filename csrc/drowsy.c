@@ -128,7 +128,8 @@ typedef struct pseg { int32_t b0; int16_t s0, n; } pseg;
 typedef struct pitem { int32_t b, g0, g1; } pitem;   /* block b, row groups [g0, g1) */
 
 /* the last K chunk's epilogue: act(v + bias[i]) * scale */
-typedef struct ukepi { float bias[6]; int act; float p0, p1, scale; } ukepi;
+typedef struct ukepi { float bias[12]; int act; float p0, p1, scale; } ukepi;
+struct ukset;   /* the micro-kernels of one ISA (below) */
 /* a micro-kernel (below) */
 typedef void (*ukfn)(int64_t kc, const float *const *a, const float *b, float *const *c, int64_t nr, int first,
                      const ukepi *e);
@@ -140,6 +141,7 @@ typedef struct pjob {
     const int64_t *pix;                    /* slot -> output pixel */
     const pseg *segs; const int32_t *nsegs, *bw;   /* block b: segs + b BLK, nsegs[b], bw[b] valid slots */
     const int32_t *base;                   /* slot -> xpad offset of its tap (0, 0), -1 past the last block's end */
+    const int64_t *roff;                   /* patch row r = (c, ti, tj) -> xpad offset of tap (ti, tj) of channel c */
     float *cols;                           /* block b: panel j at cols + (4 b + j) K 16 */
     const int32_t *rows; int64_t rstride;  /* block b's output rows: rows + b rstride, kept first */
     const int32_t *nkept;                  /* kept rows of block b */
@@ -149,10 +151,11 @@ typedef struct pjob {
     uint64_t *done;
     /* the work units of a pass (run_work): n of them, the next one to take, what one does */
     int64_t nwork, next;
-    uint64_t (*work)(const struct pjob *, int64_t, const ukfn *);
+    uint64_t (*work)(const struct pjob *, int64_t, const struct ukset *);
 } pjob;
 
 /* -- gathers ---- */
+enum { RC = 8 };
 /* Rows [r0, r1) of block b's panels, copied segment by segment: every store lies inside its
  * segment (8 floats at a time, the last 8 overlapping the previous ones; scalar below 8),
  * so the panel rows are written once, in place, with nothing to mend afterwards. Taps
@@ -190,34 +193,38 @@ AVX2_ATTR INLINE void copy8_avx2(float *d, const float *s, int64_t sw) { _mm256_
 /* a block of long segments (consecutive pixels: tile, channel) copied segment by segment;
  * of short ones (scattered kept pixels) slot by slot, 16 at a time (GATHER16, from each
  * slot's offset base[s], -1 past the block: 0) */
-#define DEFINE_GATHER(NAME, ATTR, COPY8, GATHER16)                                                  \
+#define DEFINE_GATHER(NAME, ATTR, COPY8, GATHER16)                                                 \
     NO_MEMCPY ATTR static void NAME(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {           \
-        const conv_params *cp = pj->d->cp;                                                         \
-        int64_t K = pj->d->K, kk = cp->kh * cp->kw, bw = pj->bw[b], nseg = pj->nsegs[b], sw = cp->sw; \
+        int64_t K = pj->d->K, bw = pj->bw[b], nseg = pj->nsegs[b], sw = pj->d->cp->sw;             \
         const pseg *sg = pj->segs + b * BLK;                                                       \
         const int32_t *bs = pj->base + b * BLK;                                                    \
         float *panel = pj->cols + b * 4 * K * 16, *last = panel + (bw - 1) / 16 * K * 16;          \
         int slots = 4 * nseg > bw;                                                                 \
-        /* row r = (c, ti, tj): tap (ti, tj) of channel c, stepped without divisions */           \
-        int64_t c = r0 / kk, ti = (r0 % kk) / cp->kw, tj = r0 % cp->kw;                           \
-        for (int64_t r = r0; r < r1; r++) {                                                        \
-            const float *xr = pj->xpad + c * pj->hw + ti * cp->dh * pj->Wp + tj * cp->dw;         \
-            if (++tj == cp->kw) { tj = 0; if (++ti == cp->kh) { ti = 0; c++; } }                   \
-            if (slots) {                                                                           \
-                for (int64_t j = 0; j * 16 < bw; j++) GATHER16(panel + j * K * 16 + r * 16, xr, bs + 16 * j); \
-                continue;                                                                          \
+        /* RC rows at a time (their panel lines stay in L1), one segment or panel at a time */    \
+        for (int64_t ra = r0; ra < r1; ra += RC) {                                                 \
+            int64_t rb = ra + RC < r1 ? ra + RC : r1;                                              \
+            if (slots)                                                                             \
+                for (int64_t j = 0; j * 16 < bw; j++)                                              \
+                    for (int64_t r = ra; r < rb; r++)                                              \
+                        GATHER16(panel + j * K * 16 + r * 16, pj->xpad + pj->roff[r], bs + 16 * j); \
+            else {                                                                                 \
+                for (int64_t q = 0; q < nseg; q++) {                                               \
+                    const float *s = pj->xpad + sg[q].b0;                                          \
+                    float *d = panel + (sg[q].s0 >> 4) * K * 16 + (sg[q].s0 & 15);                 \
+                    int64_t n = sg[q].n;                                                           \
+                    for (int64_t r = ra; r < rb; r++) {                                            \
+                        const float *sr = s + pj->roff[r];                                         \
+                        float *dr = d + r * 16;                                                    \
+                        if (n >= 8) {                                                              \
+                            for (int64_t t = 0; t + 8 < n; t += 8) COPY8(dr + t, sr + t * sw, sw); \
+                            COPY8(dr + n - 8, sr + (n - 8) * sw, sw);                              \
+                        } else                                                                     \
+                            for (int64_t t = 0; t < n; t++) dr[t] = sr[t * sw];                    \
+                    }                                                                              \
+                }                                                                                  \
+                for (int64_t r = ra; r < rb; r++)                                                  \
+                    for (int64_t l = (bw - 1) % 16 + 1; l < 16; l++) last[r * 16 + l] = 0.0f;      \
             }                                                                                      \
-            for (int64_t q = 0; q < nseg; q++) {                                                   \
-                const float *s = xr + sg[q].b0;                                                    \
-                float *d = panel + (sg[q].s0 >> 4) * K * 16 + r * 16 + (sg[q].s0 & 15);            \
-                int64_t n = sg[q].n;                                                               \
-                if (n >= 8) {                                                                      \
-                    for (int64_t t = 0; t + 8 < n; t += 8) COPY8(d + t, s + t * sw, sw);           \
-                    COPY8(d + n - 8, s + (n - 8) * sw, sw);                                        \
-                } else                                                                             \
-                    for (int64_t t = 0; t < n; t++) d[t] = s[t * sw];                              \
-            }                                                                                      \
-            for (int64_t l = (bw - 1) % 16 + 1; l < 16; l++) last[r * 16 + l] = 0.0f;              \
         }                                                                                          \
     }
 INLINE void gather16_base(float *d, const float *xr, const int32_t *bs) {
@@ -276,14 +283,15 @@ INLINE void epi8(v8 *v, const ukepi *e, int i) {
     *v = u * e->scale;
 }
 
-/* row i of a micro-tile, v[0..1] its 16 sums: c[0 .. nr) = (first ? 0 : c) + v, then the
+/* row i of a micro-tile, v[0 .. nv) its 8 nv sums: c[0 .. nr) = (first ? 0 : c) + v, then the
  * epilogue when e */
-INLINE void uk_row(v8 *v, float *c, int64_t nr, int first, const ukepi *e, int i) {
-    if (nr == 16) {
-        if (!first) { v[0] += *(const v8u *)c; v[1] += *(const v8u *)(c + 8); }
-        if (e) { epi8(v, e, i); epi8(v + 1, e, i); }
-        *(v8u *)c = v[0];
-        *(v8u *)(c + 8) = v[1];
+INLINE void uk_row(v8 *v, int nv, float *c, int64_t nr, int first, const ukepi *e, int i) {
+    if (nr == 8 * nv) {
+        for (int h = 0; h < nv; h++) {
+            if (!first) v[h] += *(const v8u *)(c + 8 * h);
+            if (e) epi8(v + h, e, i);
+            *(v8u *)(c + 8 * h) = v[h];
+        }
         return;
     }
     const float *t = (const float *)v;
@@ -292,14 +300,13 @@ INLINE void uk_row(v8 *v, float *c, int64_t nr, int first, const ukepi *e, int i
         c[l] = e ? apply(u + e->bias[i], e->act, e->p0, e->p1) * e->scale : u;
     }
 }
-
 /* c[i][0 .. nr) (+)= sum_k a[i][k] b[16 k + 0 .. 15] for rows i < R (R = 1 .. 6); named
  * accumulators (GCC keeps arrays of them in memory) and rows past R compiled out */
 #define UK_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define UK_OUT(i)                                                                                  \
     if (NROWS > i) {                                                                               \
         v8 v[2] = {(v8)s##i##0, (v8)s##i##1};                                                      \
-        uk_row(v, c[i], nr, first, e, i);                                                          \
+        uk_row(v, 2, c[i], nr, first, e, i);                                                       \
     }
 /* VT: the accumulator type, ZERO, LOADB(p), BCAST(p), FMA(a, b, c) = a b + c */
 #define DEFINE_UK(NAME, R, ATTR, VT, ZERO, LOADB, BCAST, FMA)                                      \
@@ -328,7 +335,43 @@ INLINE void uk_row(v8 *v, float *c, int64_t nr, int first, const ukepi *e, int i
 #define DEFINE_UK_BASE(NAME, R) DEFINE_UK(NAME, R, , v8, V8_ZERO, V8_LOAD, V8_BCAST, V8_FMA)
 DEFINE_UK_BASE(uk1_base, 1) DEFINE_UK_BASE(uk2_base, 2) DEFINE_UK_BASE(uk3_base, 3)
 DEFINE_UK_BASE(uk4_base, 4) DEFINE_UK_BASE(uk5_base, 5) DEFINE_UK_BASE(uk6_base, 6)
-static const ukfn uk_base[7] = {NULL, uk1_base, uk2_base, uk3_base, uk4_base, uk5_base, uk6_base};
+
+/* a last panel of at most 8 pixels: c[i][0 .. nr) (+)= sum_k a[i][k] b[16 k + 0 .. 7] for
+ * i < mr <= 12 (two row groups: 12 accumulators of 8 lanes, the register count of the 6 x 16
+ * kernel, half the work of a 16-wide panel); rows past mr repeat row 0, not stored */
+typedef void (*ukhfn)(int64_t kc, int64_t mr, const float *const *a, const float *b, float *const *c, int64_t nr,
+                      int first, const ukepi *e);
+#define UKH_OUT(i, S)                                                                              \
+    if (i < mr) {                                                                                  \
+        v8 v = (v8)S;                                                                              \
+        uk_row(&v, 1, c[i], nr, first, e, i);                                                      \
+    }
+#define DEFINE_UKH(NAME, ATTR, VT, ZERO, LOADB, BCAST, FMA)                                        \
+    ATTR static void NAME(int64_t kc, int64_t mr, const float *const *a, const float *b, float *const *c, \
+                          int64_t nr, int first, const ukepi *e) {                                 \
+        const float *a0 = a[0], *a1 = a[1 < mr], *a2 = a[2 * (2 < mr)], *a3 = a[3 * (3 < mr)];     \
+        const float *a4 = a[4 * (4 < mr)], *a5 = a[5 * (5 < mr)], *a6 = a[6 * (6 < mr)];           \
+        const float *a7 = a[7 * (7 < mr)], *a8 = a[8 * (8 < mr)], *a9 = a[9 * (9 < mr)];           \
+        const float *a10 = a[10 * (10 < mr)], *a11 = a[11 * (11 < mr)];                            \
+        VT s0 = ZERO, s1 = ZERO, s2 = ZERO, s3 = ZERO, s4 = ZERO, s5 = ZERO;                       \
+        VT s6 = ZERO, s7 = ZERO, s8 = ZERO, s9 = ZERO, s10 = ZERO, s11 = ZERO;                     \
+        for (int64_t k = 0; k < kc; k++, b += 16) {                                                \
+            VT b0 = LOADB(b);                                                                      \
+            s0 = FMA(BCAST(a0 + k), b0, s0); s1 = FMA(BCAST(a1 + k), b0, s1);                      \
+            s2 = FMA(BCAST(a2 + k), b0, s2); s3 = FMA(BCAST(a3 + k), b0, s3);                      \
+            s4 = FMA(BCAST(a4 + k), b0, s4); s5 = FMA(BCAST(a5 + k), b0, s5);                      \
+            s6 = FMA(BCAST(a6 + k), b0, s6); s7 = FMA(BCAST(a7 + k), b0, s7);                      \
+            s8 = FMA(BCAST(a8 + k), b0, s8); s9 = FMA(BCAST(a9 + k), b0, s9);                      \
+            s10 = FMA(BCAST(a10 + k), b0, s10); s11 = FMA(BCAST(a11 + k), b0, s11);                \
+        }                                                                                          \
+        UKH_OUT(0, s0) UKH_OUT(1, s1) UKH_OUT(2, s2) UKH_OUT(3, s3) UKH_OUT(4, s4) UKH_OUT(5, s5)  \
+        UKH_OUT(6, s6) UKH_OUT(7, s7) UKH_OUT(8, s8) UKH_OUT(9, s9) UKH_OUT(10, s10) UKH_OUT(11, s11) \
+    }
+DEFINE_UKH(ukh_base, , v8, V8_ZERO, V8_LOAD, V8_BCAST, V8_FMA)
+
+/* the kernels of one ISA: full[R] for R rows x 16, half for the narrow last panel */
+typedef struct ukset { ukfn full[7]; ukhfn half; } ukset;
+static const ukset uk_base = {{NULL, uk1_base, uk2_base, uk3_base, uk4_base, uk5_base, uk6_base}, ukh_base};
 
 #ifdef HAVE_DISPATCH
 /* AVX2: broadcasts straight from memory keep the 12 accumulators of R = 6 in registers */
@@ -336,7 +379,8 @@ static const ukfn uk_base[7] = {NULL, uk1_base, uk2_base, uk3_base, uk4_base, uk
     DEFINE_UK(NAME, R, AVX2_ATTR, __m256, _mm256_setzero_ps(), _mm256_load_ps, _mm256_broadcast_ss, _mm256_fmadd_ps)
 DEFINE_UK_AVX2(uk1_avx2, 1) DEFINE_UK_AVX2(uk2_avx2, 2) DEFINE_UK_AVX2(uk3_avx2, 3)
 DEFINE_UK_AVX2(uk4_avx2, 4) DEFINE_UK_AVX2(uk5_avx2, 5) DEFINE_UK_AVX2(uk6_avx2, 6)
-static const ukfn uk_avx2[7] = {NULL, uk1_avx2, uk2_avx2, uk3_avx2, uk4_avx2, uk5_avx2, uk6_avx2};
+DEFINE_UKH(ukh_avx2, AVX2_ATTR, __m256, _mm256_setzero_ps(), _mm256_load_ps, _mm256_broadcast_ss, _mm256_fmadd_ps)
+static const ukset uk_avx2 = {{NULL, uk1_avx2, uk2_avx2, uk3_avx2, uk4_avx2, uk5_avx2, uk6_avx2}, ukh_avx2};
 #endif
 
 /* -- items ---- */
@@ -365,7 +409,20 @@ static void scatter_rows(const pjob *pj, int64_t s, int64_t nr, const int32_t *r
  * [g nkept / ng, (g + 1) nkept / ng) of the block's list */
 static int64_t ngroups(int64_t nk) { return (nk + 5) / 6; }
 
-static uint64_t run_item(const pjob *pj, const pitem *it, const ukfn *uk) {
+/* the A and C row pointers and biases of rows [i, i + mr) of block b's list at K chunk pc, panel
+ * j (slot s) */
+INLINE void item_rows(const pjob *pj, const int32_t *rows, int64_t mr, int64_t pc, int64_t j, int64_t s,
+                      const int64_t *px, int last, const float **a, float **c, ukepi *e) {
+    const djob *d = pj->d;
+    for (int64_t r = 0; r < mr; r++) {
+        int64_t row = rows[r];
+        a[r] = pj->w + row * d->K + pc;
+        c[r] = pj->cbuf ? pj->cbuf + (row - d->row0) * pj->ldc + s : d->y + row * d->P + px[16 * j];
+        if (last) e->bias[r] = d->bias ? d->bias[row] : 0.0f;
+    }
+}
+
+static uint64_t run_item(const pjob *pj, const pitem *it, const ukset *uk) {
     const djob *d = pj->d;
     int64_t K = d->K, P = d->P, b = it->b, bw = pj->bw[b], np = (bw + 15) / 16;
     const int32_t *rows = pj->rows + b * pj->rstride;
@@ -375,23 +432,20 @@ static uint64_t run_item(const pjob *pj, const pitem *it, const ukfn *uk) {
         for (int64_t i = nk; i < d->mg; i++) zero_short(d->y + rows[i] * P + px[0], bw);
     if (it->g0 == it->g1) return 0;
     ukepi e = {{0}, d->act, d->p0, d->p1, d->scale};
+    const float *a[12];
+    float *c[12];
     for (int64_t pc = 0; pc < K; pc += pj->kc) {
         int64_t kc = K - pc < pj->kc ? K - pc : pj->kc;
         int last = pc + kc == K;
         for (int64_t j = 0; j < np; j++) {
             const float *bp = pj->cols + (4 * b + j) * K * 16 + pc * 16;
-            int64_t s = b * BLK + 16 * j, nr = bw - 16 * j < 16 ? bw - 16 * j : 16;
-            for (int64_t g = it->g0; g < it->g1; g++) {
-                int64_t i = g * nk / ng, mr = (g + 1) * nk / ng - i;
-                const float *a[6];
-                float *c[6];
-                for (int64_t r = 0; r < mr; r++) {
-                    int64_t row = rows[i + r];
-                    a[r] = pj->w + row * K + pc;
-                    c[r] = pj->cbuf ? pj->cbuf + (row - d->row0) * pj->ldc + s : d->y + row * P + px[16 * j];
-                    if (last) e.bias[r] = d->bias ? d->bias[row] : 0.0f;
-                }
-                uk[mr](kc, a, bp, c, pj->cbuf ? 16 : nr, pc == 0, last ? &e : NULL);
+            int64_t s = b * BLK + 16 * j, nr = bw - 16 * j < 16 ? bw - 16 * j : 16, half = nr <= 8;
+            /* groups g .. g + step - 1 at a time: one, or two on a narrow last panel */
+            for (int64_t g = it->g0, step = half ? 2 : 1; g < it->g1; g += step) {
+                int64_t ge = g + step < it->g1 ? g + step : it->g1, i = g * nk / ng, mr = ge * nk / ng - i;
+                item_rows(pj, rows + i, mr, pc, j, s, px, last, a, c, &e);
+                if (half) uk->half(kc, mr, a, bp, c, pj->cbuf ? 8 : nr, pc == 0, last ? &e : NULL);
+                else uk->full[mr](kc, a, bp, c, pj->cbuf ? 16 : nr, pc == 0, last ? &e : NULL);
                 if (last && pj->cbuf) scatter_rows(pj, s, nr, rows + i, mr, c);
             }
         }
@@ -399,19 +453,19 @@ static uint64_t run_item(const pjob *pj, const pitem *it, const ukfn *uk) {
     return (uint64_t)((it->g1 * nk / ng - it->g0 * nk / ng) * bw);
 }
 
-static const ukfn *uk_table(void) {
+static const ukset *uk_table(void) {
 #ifdef HAVE_DISPATCH
-    if (have_avx2()) return uk_avx2;
+    if (have_avx2()) return &uk_avx2;
 #endif
-    return uk_base;
+    return &uk_base;
 }
 
 /* the three kinds of work unit: one item; one block (many blocks: its gather, then its
  * items, the panels still in L2); one of GR chunks of K of a block's gather (few blocks: so
  * that all threads have gathering to do) */
-static uint64_t item_unit(const pjob *pj, int64_t u, const ukfn *uk) { return run_item(pj, pj->items + u, uk); }
+static uint64_t item_unit(const pjob *pj, int64_t u, const ukset *uk) { return run_item(pj, pj->items + u, uk); }
 
-static uint64_t block_unit(const pjob *pj, int64_t u, const ukfn *uk) {
+static uint64_t block_unit(const pjob *pj, int64_t u, const ukset *uk) {
     uint64_t done = 0;
     if (pj->nkept[u]) gather_block(pj, u, 0, pj->d->K);
     for (int64_t it = pj->istart[u]; it < pj->istart[u + 1]; it++) done += run_item(pj, pj->items + it, uk);
@@ -419,7 +473,7 @@ static uint64_t block_unit(const pjob *pj, int64_t u, const ukfn *uk) {
 }
 
 enum { GR = 8 };
-static uint64_t gather_unit(const pjob *pj, int64_t u, const ukfn *uk) {
+static uint64_t gather_unit(const pjob *pj, int64_t u, const ukset *uk) {
     int64_t K = pj->d->K, step = (K + GR - 1) / GR, i = u / GR, r0 = (u % GR) * step, r1 = r0 + step < K ? r0 + step : K;
     if (r0 < r1 && pj->nkept[i]) gather_block(pj, i, r0, r1);
     return 0;
@@ -429,13 +483,13 @@ static uint64_t gather_unit(const pjob *pj, int64_t u, const ukfn *uk) {
  * size: pool_for's chunks of n / 4T would leave a thread idle at the end) */
 static void work_task(void *ctx, int64_t b, int64_t e) {
     pjob *pj = ctx;
-    const ukfn *uk = uk_table();
+    const ukset *uk = uk_table();
     uint64_t done = 0;
     for (int64_t u; (u = __atomic_fetch_add(&pj->next, 1, __ATOMIC_RELAXED)) < pj->nwork;) done += pj->work(pj, u, uk);
     __atomic_fetch_add(pj->done, done, __ATOMIC_RELAXED);
 }
 
-static void run_work(pool *p, pjob *pj, int64_t n, uint64_t (*work)(const pjob *, int64_t, const ukfn *)) {
+static void run_work(pool *p, pjob *pj, int64_t n, uint64_t (*work)(const pjob *, int64_t, const ukset *)) {
     pj->next = 0;
     pj->nwork = n;
     pj->work = work;
@@ -511,13 +565,14 @@ static void padded_size(const conv_params *cp, int64_t *Hp, int64_t *Wp) {
 }
 
 /* the panel engine's regions, in order (bytes; each taken 64-byte aligned) */
-enum { R_XPAD, R_PIX, R_BASE, R_SEGS, R_NSEGS, R_BW, R_NKEPT, R_COLS, R_ROWS, R_ITEMS, R_ISTART, R_CBUF, NREG };
+enum { R_XPAD, R_PIX, R_ROFF, R_BASE, R_SEGS, R_NSEGS, R_BW, R_NKEPT, R_COLS, R_ROWS, R_ITEMS, R_ISTART, R_CBUF, NREG };
 static void panel_regions(const conv_params *cp, int gran, size_t *sz) {
     int64_t cg = cp->c / cp->group, mg = cp->m / cp->group, P = cp->oh * cp->ow, K = cg * cp->kh * cp->kw;
     int64_t TB = (P + BLK - 1) / BLK, Hp, Wp;
     padded_size(cp, &Hp, &Wp);
     sz[R_XPAD] = (size_t)(cg * Hp * Wp + 16) * sizeof(float);   /* slack: the strided gathers' reads */
     sz[R_PIX] = (size_t)(TB * BLK) * sizeof(int64_t);
+    sz[R_ROFF] = (size_t)K * sizeof(int64_t);
     sz[R_BASE] = (size_t)(TB * BLK) * sizeof(int32_t);
     sz[R_SEGS] = (size_t)(TB * BLK) * sizeof(pseg);
     sz[R_NSEGS] = sz[R_BW] = sz[R_NKEPT] = (size_t)TB * sizeof(int32_t);
@@ -572,7 +627,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
         padded_size(cp, &Hp, &Wp);
     }
     float *xpad = reg[R_XPAD], *cols = reg[R_COLS];
-    int64_t *pix = reg[R_PIX], *istart = reg[R_ISTART];
+    int64_t *pix = reg[R_PIX], *istart = reg[R_ISTART], *roff = reg[R_ROFF];
     pseg *segs = reg[R_SEGS];
     int32_t *base = reg[R_BASE], *nsegs = reg[R_NSEGS], *bw = reg[R_BW], *nkept = reg[R_NKEPT], *rows = reg[R_ROWS];
     pitem *items = reg[R_ITEMS];
@@ -582,7 +637,10 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
         neuron_prepare_weights(p, cp, w, nscratch);
         if (kn->weights_const) *wt_ready = 1;
     }
-    /* tile, channel: every pixel, blocks of 64 consecutive ones */
+    /* the patch rows' offsets in xpad; tile, channel: every pixel, blocks of 64 consecutive ones */
+    if (panels)
+        for (int64_t r = 0, kk = cp->kh * cp->kw; r < K; r++)
+            roff[r] = (r / kk) * Hp * Wp + (r % kk) / cp->kw * cp->dh * Wp + r % cp->kw * cp->dw;
     if (panels && gran != DROWSY_PIXEL) {
         for (int64_t q = 0; q < P; q++) pix[q] = q;
         slot_blocks(cp, Wp, pix, P, bw, base, segs, nsegs);
@@ -616,7 +674,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
             j.row0 = row0; j.mg = mg;
             if (!panels) { neuron_conv_group(p, &j, nscratch); continue; }
             pjob pj = {.d = &j, .w = w, .xpad = xpad, .hw = Hp * Wp, .Wp = Wp, .pix = pix, .segs = segs,
-                       .nsegs = nsegs, .bw = bw, .base = base, .cols = cols, .rows = rows, .nkept = nkept,
+                       .nsegs = nsegs, .bw = bw, .base = base, .roff = roff, .cols = cols, .rows = rows, .nkept = nkept,
                        .npix = npix, .kc = gemm_kstep(K), .done = &done};
             int64_t any = 0;
             if (gran == DROWSY_PIXEL) {
