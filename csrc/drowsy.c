@@ -21,6 +21,7 @@
  * AArch64) and compiled a second time with target("avx2,fma") on x86-64, chosen at run
  * time as in gemm.c; nothing assumes AVX-512. Threads: the pthread pool. */
 #include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,9 +131,16 @@ typedef struct pitem { int32_t b, g0, g1; } pitem;   /* block b, row groups [g0,
 /* the last K chunk's epilogue: act(v + bias[i]) * scale */
 typedef struct ukepi { float bias[12]; int act; float p0, p1, scale; } ukepi;
 struct ukset;   /* the micro-kernels of one ISA (below) */
+struct pjob;
 /* a micro-kernel (below) */
 typedef void (*ukfn)(int64_t kc, const float *const *a, const float *b, float *const *c, int64_t nr, int first,
                      const ukepi *e);
+
+/* a phase of a pass: n units, how many have finished, what one does (see run_panels) */
+typedef struct pphase {
+    int64_t n, finished;
+    uint64_t (*fn)(const struct pjob *, int64_t, const struct ukset *);
+} pphase;
 
 typedef struct pjob {
     const djob *d;
@@ -149,9 +157,11 @@ typedef struct pjob {
     float *cbuf; int64_t ldc;              /* pixel: partial sums (row - row0) ldc + slot, else NULL */
     int64_t npix, kc;                      /* slots in all (pixel: the kept pixels); K chunk */
     uint64_t *done;
-    /* the work units of a pass (run_work): n of them, the next one to take, what one does */
-    int64_t nwork, next;
-    uint64_t (*work)(const struct pjob *, int64_t, const struct ukset *);
+    int64_t Hp;                            /* xpad's rows a channel */
+    /* the pass (run_panels): its phases, the next unit to take */
+    pphase ph[3];
+    int nphase;
+    int64_t next;
 } pjob;
 
 /* -- gathers ---- */
@@ -460,9 +470,24 @@ static const ukset *uk_table(void) {
     return &uk_base;
 }
 
-/* the three kinds of work unit: one item; one block (many blocks: its gather, then its
- * items, the panels still in L2); one of GR chunks of K of a block's gather (few blocks: so
- * that all threads have gathering to do) */
+/* -- scheduling ---- */
+/* The work of one image and group runs in a single pool pass (a pass costs a sleeping
+ * worker's wake-up, tens of microseconds on small layers): phases of work units, the units
+ * taken one at a time, in order, from a shared counter (a few dozen units of unequal size:
+ * pool_for's chunks of n / 4T would leave a thread idle at the end); a unit of phase k starts
+ * once every unit of phase k - 1 has finished, which costs a thread at most the wait for the
+ * units still running. Phases: padding the input (PADU units of rows), then either one unit a
+ * block (many blocks: its gather, then its items, the panels still in L2) or the gathers (GR
+ * chunks of K a block, so that all threads have gathering to do) then the items. */
+enum { GR = 8, PADU = 4 };
+
+static uint64_t pad_unit(const pjob *pj, int64_t u, const ukset *uk) {
+    int64_t rows = pj->d->cp->c / pj->d->cp->group * pj->Hp, step = (rows + PADU - 1) / PADU;
+    int64_t r0 = u * step, r1 = r0 + step < rows ? r0 + step : rows;
+    if (r0 < r1) conv_pad_rows(pj->d->cp, pj->d->x, pj->Hp, pj->Wp, (float *)pj->xpad, r0, r1);
+    return 0;
+}
+
 static uint64_t item_unit(const pjob *pj, int64_t u, const ukset *uk) { return run_item(pj, pj->items + u, uk); }
 
 static uint64_t block_unit(const pjob *pj, int64_t u, const ukset *uk) {
@@ -472,42 +497,60 @@ static uint64_t block_unit(const pjob *pj, int64_t u, const ukset *uk) {
     return done;
 }
 
-enum { GR = 8 };
 static uint64_t gather_unit(const pjob *pj, int64_t u, const ukset *uk) {
     int64_t K = pj->d->K, step = (K + GR - 1) / GR, i = u / GR, r0 = (u % GR) * step, r1 = r0 + step < K ? r0 + step : K;
     if (r0 < r1 && pj->nkept[i]) gather_block(pj, i, r0, r1);
     return 0;
 }
 
-/* every thread takes units one at a time from a shared counter (a few dozen units of unequal
- * size: pool_for's chunks of n / 4T would leave a thread idle at the end) */
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* until *counter reaches n: spin a while, then yield (the thread it waits for may be off its core) */
+static void wait_for(const int64_t *counter, int64_t n) {
+    for (int spins = 0; __atomic_load_n(counter, __ATOMIC_ACQUIRE) < n; spins++) {
+        if (spins < 2000) cpu_relax();
+        else sched_yield();
+    }
+}
+
 static void work_task(void *ctx, int64_t b, int64_t e) {
     pjob *pj = ctx;
     const ukset *uk = uk_table();
     uint64_t done = 0;
-    for (int64_t u; (u = __atomic_fetch_add(&pj->next, 1, __ATOMIC_RELAXED)) < pj->nwork;) done += pj->work(pj, u, uk);
+    for (;;) {
+        int64_t u = __atomic_fetch_add(&pj->next, 1, __ATOMIC_RELAXED), k = 0;
+        while (k < pj->nphase && u >= pj->ph[k].n) u -= pj->ph[k++].n;
+        if (k == pj->nphase) break;
+        if (k) wait_for(&pj->ph[k - 1].finished, pj->ph[k - 1].n);
+        done += pj->ph[k].fn(pj, u, uk);
+        __atomic_fetch_add(&pj->ph[k].finished, 1, __ATOMIC_RELEASE);
+    }
     __atomic_fetch_add(pj->done, done, __ATOMIC_RELAXED);
 }
 
-static void run_work(pool *p, pjob *pj, int64_t n, uint64_t (*work)(const pjob *, int64_t, const ukset *)) {
-    pj->next = 0;
-    pj->nwork = n;
-    pj->work = work;
-    pool_for(p, pool_threads(p) < n ? pool_threads(p) : n, 1, work_task, pj);
+static void add_phase(pjob *pj, int64_t n, uint64_t (*fn)(const pjob *, int64_t, const ukset *)) {
+    pj->ph[pj->nphase++] = (pphase){n, 0, fn};
 }
 
 /* items of nblk blocks (block b: nkept[b] rows in ngroups() groups, cut in `parts` ranges of at
  * most GMAX groups; a block with no kept row gets one empty item, which zeroes its rows),
- * then the blocks' work: fused per block, or (few blocks, several threads) all gathers then
- * all items */
+ * then the pass: padding (when a block has rows to compute) and the blocks' work, fused per
+ * block, or (few blocks, several threads) all gathers then all items */
 static void run_panels(pool *p, pjob *pj, int64_t nblk, pitem *items, int64_t *istart) {
-    int64_t T = pool_threads(p), fused = T == 1 || nblk >= 4 * T, nit = 0;
+    int64_t T = pool_threads(p), fused = T == 1 || nblk >= 4 * T, nit = 0, any = 0;
     int64_t parts = fused ? 1 : (16 * T + nblk - 1) / nblk;
     for (int64_t b = 0; b < nblk; b++) {
         int64_t ng = ngroups(pj->nkept[b]), np = (ng + GMAX - 1) / GMAX;
         if (np < parts) np = parts;
         if (np > ng) np = ng;
         istart[b] = nit;
+        any |= np;
         if (!np) items[nit++] = (pitem){(int32_t)b, 0, 0};
         for (int64_t q = 0; q < np; q++)
             items[nit++] = (pitem){(int32_t)b, (int32_t)(q * ng / np), (int32_t)((q + 1) * ng / np)};
@@ -515,11 +558,17 @@ static void run_panels(pool *p, pjob *pj, int64_t nblk, pitem *items, int64_t *i
     istart[nblk] = nit;
     pj->items = items;
     pj->istart = istart;
-    if (fused) run_work(p, pj, nblk, block_unit);
+    pj->nphase = 0;
+    pj->next = 0;
+    if (any) add_phase(pj, PADU, pad_unit);
+    if (fused) add_phase(pj, nblk, block_unit);
     else {
-        run_work(p, pj, nblk * GR, gather_unit);
-        run_work(p, pj, nit, item_unit);
+        if (any) add_phase(pj, nblk * GR, gather_unit);
+        add_phase(pj, nit, item_unit);
     }
+    int64_t n = 0;
+    for (int k = 0; k < pj->nphase; k++) n += pj->ph[k].n;
+    pool_for(p, T < n ? T : n, 1, work_task, pj);
 }
 
 /* -- depthwise: direct, kept outputs only -------------------------------------------------- */
@@ -675,21 +724,18 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
             if (!panels) { neuron_conv_group(p, &j, nscratch); continue; }
             pjob pj = {.d = &j, .w = w, .xpad = xpad, .hw = Hp * Wp, .Wp = Wp, .pix = pix, .segs = segs,
                        .nsegs = nsegs, .bw = bw, .base = base, .roff = roff, .cols = cols, .rows = rows, .nkept = nkept,
-                       .npix = npix, .kc = gemm_kstep(K), .done = &done};
-            int64_t any = 0;
+                       .npix = npix, .kc = gemm_kstep(K), .done = &done, .Hp = Hp};
             if (gran == DROWSY_PIXEL) {
                 if (!npix) { memset(yn + row0 * P, 0, (size_t)(mg * P) * sizeof(float)); continue; }
                 for (int64_t i = 0; i < mg; i++) rows[i] = (int32_t)(row0 + i);
                 for (int64_t b = 0; b < nblk; b++) nkept[b] = (int32_t)mg;
                 pj.cbuf = reg[R_CBUF];
                 pj.ldc = nblk * BLK;
-                any = 1;
             } else if (gran == DROWSY_CHANNEL) {
                 /* the kept rows, then the dropped ones (zeroed) */
                 int64_t nk = 0, nz = mg;
                 for (int64_t r = row0; r < row0 + mg; r++) rows[units[r] ? nk++ : --nz] = (int32_t)r;
                 for (int64_t b = 0; b < nblk; b++) nkept[b] = (int32_t)nk;
-                any = nk;
             } else {
                 /* per block, the rows of its kept tiles in this group, then the others */
                 pj.rstride = mg;
@@ -698,10 +744,8 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
                     int64_t nk = 0, nz = mg;
                     for (int64_t r = row0; r < row0 + mg; r++) rb[units[(r / DROWSY_TILE_C) * TB + b] ? nk++ : --nz] = (int32_t)r;
                     nkept[b] = (int32_t)nk;
-                    any |= nk;
                 }
             }
-            if (any) conv_pad_input(p, cp, j.x, cg, Hp, Wp, xpad);
             run_panels(p, &pj, nblk, items, istart);
         }
     }

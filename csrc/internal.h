@@ -125,6 +125,9 @@ size_t conv_scratch_floats(const conv_params *cp);
  * DrowsyNet conv engines. */
 void conv_pad_input(pool *p, const conv_params *cp, const float *x, int64_t channels, int64_t Hp, int64_t Wp,
                     float *xpad);
+/* rows [r0, r1) of it (row r: padded row r % Hp of channel r / Hp) on the calling thread, for
+ * callers that schedule the padding with other work */
+void conv_pad_rows(const conv_params *cp, const float *x, int64_t Hp, int64_t Wp, float *xpad, int64_t r0, int64_t r1);
 /* One output of a single-input-channel (depthwise) kernel at output pixel (oy, ox), summed
  * over the taps that fall inside the image: xc is the input plane, wk the kh x kw kernel. */
 static inline float depthwise_tap_sum(const conv_params *cp, const float *xc, const float *wk, int64_t oy,
