@@ -444,6 +444,8 @@ static uint64_t run_item(const pjob *pj, const pitem *it, const ukset *uk) {
     ukepi e = {{0}, d->act, d->p0, d->p1, d->scale};
     const float *a[12];
     float *c[12];
+    int64_t gs[GMAX + 1];   /* the item's group g starts at row gs[g - g0] of the list */
+    for (int64_t g = it->g0; g <= it->g1; g++) gs[g - it->g0] = g * nk / ng;
     for (int64_t pc = 0; pc < K; pc += pj->kc) {
         int64_t kc = K - pc < pj->kc ? K - pc : pj->kc;
         int last = pc + kc == K;
@@ -452,7 +454,7 @@ static uint64_t run_item(const pjob *pj, const pitem *it, const ukset *uk) {
             int64_t s = b * BLK + 16 * j, nr = bw - 16 * j < 16 ? bw - 16 * j : 16, half = nr <= 8;
             /* groups g .. g + step - 1 at a time: one, or two on a narrow last panel */
             for (int64_t g = it->g0, step = half ? 2 : 1; g < it->g1; g += step) {
-                int64_t ge = g + step < it->g1 ? g + step : it->g1, i = g * nk / ng, mr = ge * nk / ng - i;
+                int64_t ge = g + step < it->g1 ? g + step : it->g1, i = gs[g - it->g0], mr = gs[ge - it->g0] - i;
                 item_rows(pj, rows + i, mr, pc, j, s, px, last, a, c, &e);
                 if (half) uk->half(kc, mr, a, bp, c, pj->cbuf ? 8 : nr, pc == 0, last ? &e : NULL);
                 else uk->full[mr](kc, a, bp, c, pj->cbuf ? 16 : nr, pc == 0, last ? &e : NULL);
@@ -460,7 +462,7 @@ static uint64_t run_item(const pjob *pj, const pitem *it, const ukset *uk) {
             }
         }
     }
-    return (uint64_t)((it->g1 * nk / ng - it->g0 * nk / ng) * bw);
+    return (uint64_t)((gs[it->g1 - it->g0] - gs[0]) * bw);
 }
 
 static const ukset *uk_table(void) {
