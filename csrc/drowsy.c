@@ -262,14 +262,16 @@ static void gather_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
     gather_base(pj, b, r0, r1);
 }
 
-/* the offsets of a block's slots px[0 .. bw) (-1 up to the end of its last panel) and their
- * segments: consecutive pixels of one output row within one panel */
+/* the offsets of a block's slots px[0 .. bw) (ascending; -1 up to the end of its last panel)
+ * and their segments: consecutive pixels of one output row within one panel. The output
+ * coordinates are stepped from pixel to pixel (no divisions: this runs once a call). */
 static int32_t block_segs(const conv_params *cp, int64_t Wp, const int64_t *px, int64_t bw, int32_t *base, pseg *sg) {
     int32_t n = 0;
+    int64_t oy = px[0] / cp->ow, ox = px[0] % cp->ow;
     for (int64_t s = 0; s < bw; s++) {
-        int64_t q = px[s], oy = q / cp->ow, ox = q % cp->ow;
+        if (s) for (ox += px[s] - px[s - 1]; ox >= cp->ow; ox -= cp->ow) oy++;
         base[s] = (int32_t)(oy * cp->sh * Wp + ox * cp->sw);
-        if (n && s % 16 && ox && px[s - 1] == q - 1) sg[n - 1].n++;
+        if (n && s % 16 && ox && px[s - 1] == px[s] - 1) sg[n - 1].n++;
         else sg[n++] = (pseg){base[s], (int16_t)s, 1};
     }
     for (int64_t s = bw; s % 16; s++) base[s] = -1;
