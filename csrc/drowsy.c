@@ -403,14 +403,33 @@ NO_MEMCPY static void zero_short(float *p, int64_t n) {
     for (; q < n; q++) p[q] = 0.0f;
 }
 
+/* pixel: the pixels panel j owns, [qa, qb): its kept ones pix[s .. s + 16) and the dropped
+ * ones between them (from pix[s], or 0 for the first panel, to the next panel's first) */
+INLINE void panel_range(const pjob *pj, int64_t s, int64_t *qa, int64_t *qb) {
+    *qa = s ? pj->pix[s] : 0;
+    *qb = s + 16 < pj->npix ? pj->pix[s + 16] : pj->d->P;
+}
+
+/* the lines of y that scatter_rows will write, fetched while the micro-kernel runs (the
+ * scattered stores would otherwise wait on them when y is not in cache) */
+INLINE void prefetch_rows(const pjob *pj, int64_t s, const int32_t *rows, int64_t mr) {
+    int64_t qa, qb;
+    panel_range(pj, s, &qa, &qb);
+    for (int64_t i = 0; i < mr; i++) {
+        const float *yr = pj->d->y + rows[i] * pj->d->P;
+        for (int64_t q = qa; q < qb + 15; q += 16) __builtin_prefetch(yr + (q < qb ? q : qb - 1));
+    }
+}
+
 /* pixel: the results of panel j (c rows, nr slots from slot s) to their pixels, zeroing the
  * dropped pixels the panel owns */
-static void scatter_rows(const pjob *pj, int64_t s, int64_t nr, const int32_t *rows, int64_t mr, float *const *c) {
-    const djob *d = pj->d;
+NO_MEMCPY static void scatter_rows(const pjob *pj, int64_t s, int64_t nr, const int32_t *rows, int64_t mr,
+                                   float *const *c) {
     const int64_t *px = pj->pix + s;
-    int64_t qa = s ? px[0] : 0, qb = s + 16 < pj->npix ? px[16] : d->P;
+    int64_t qa, qb;
+    panel_range(pj, s, &qa, &qb);
     for (int64_t i = 0; i < mr; i++) {
-        float *yr = d->y + rows[i] * d->P;
+        float *yr = pj->d->y + rows[i] * pj->d->P;
         zero_short(yr + qa, qb - qa);
         for (int64_t l = 0; l < nr; l++) yr[px[l]] = c[i][l];
     }
@@ -458,6 +477,7 @@ static uint64_t run_item(const pjob *pj, const pitem *it, const ukset *uk) {
             for (int64_t g = it->g0, step = half ? 2 : 1; g < it->g1; g += step) {
                 int64_t ge = g + step < it->g1 ? g + step : it->g1, i = gs[g - it->g0], mr = gs[ge - it->g0] - i;
                 item_rows(pj, rows + i, mr, pc, j, s, px, last, a, c, &e);
+                if (last && pj->cbuf) prefetch_rows(pj, s, rows + i, mr);
                 if (half) uk->half(kc, mr, a, bp, c, pj->cbuf ? 8 : nr, pc == 0, last ? &e : NULL);
                 else uk->full[mr](kc, a, bp, c, pj->cbuf ? 16 : nr, pc == 0, last ? &e : NULL);
                 if (last && pj->cbuf) scatter_rows(pj, s, nr, rows + i, mr, c);
