@@ -110,11 +110,11 @@ void drowsy_keep_units(pool *p, uint64_t key, uint32_t thr, uint8_t *keep, int64
  * The weights are not packed: a 6 x 16 micro-kernel broadcasts its A operand from six
  * weight rows read in place through row pointers, so any subset of rows (the kept channels,
  * the rows of the kept tiles) is computed without copying them. Each block has a list of
- * output rows, the kept ones first (computed in groups of at most 6),
- * then the dropped ones (zeroed). One item = a block x a range of row groups, K in chunks
- * of gemm_kstep(K) (both operands of a chunk stay in L1 / L2, as in the exact GEMM), the
- * partial sums accumulated in place and act(acc + bias) * scale applied in registers by the
- * last chunk. Tile and channel: a block is 64 consecutive pixels, the outputs go straight to
+ * output rows, the kept ones first (computed in groups of at most 6), then the dropped
+ * ones (zeroed). One item = a block x a range of row groups, K in chunks of gemm_kstep(K)
+ * (both operands of a chunk stay in L1 / L2, as in the exact GEMM), the partial sums
+ * accumulated in place and act(acc + bias) * scale applied in registers by the last chunk;
+ * a narrow last panel (at most 8 pixels) is computed 8 wide, two row groups at a time. Tile and channel: a block is 64 consecutive pixels, the outputs go straight to
  * y (rows x consecutive pixels) and the block's first item zeroes its dropped rows. Pixel:
  * the blocks hold the kept pixels only, partial sums go to a compact buffer (rows x slots)
  * and the last chunk scatters each panel's 16 results to their pixels, zeroing the dropped
@@ -145,7 +145,7 @@ typedef struct pphase {
 typedef struct pjob {
     const djob *d;
     const float *w;                        /* all weights, M x K */
-    const float *xpad; int64_t hw, Wp;     /* this group's padded input: planes of hw floats, rows of Wp */
+    float *xpad; int64_t Hp, Wp;           /* this group's padded input: channel planes of Hp rows of Wp */
     const int64_t *pix;                    /* slot -> output pixel */
     const pseg *segs; const int32_t *nsegs, *bw;   /* block b: segs + b BLK, nsegs[b], bw[b] valid slots */
     const int32_t *base;                   /* slot -> xpad offset of its tap (0, 0), -1 past the last block's end */
@@ -157,7 +157,6 @@ typedef struct pjob {
     float *cbuf; int64_t ldc;              /* pixel: partial sums (row - row0) ldc + slot, else NULL */
     int64_t npix, kc;                      /* slots in all (pixel: the kept pixels); K chunk */
     uint64_t *done;
-    int64_t Hp;                            /* xpad's rows a channel */
     /* the pass (run_panels): its phases, the next unit to take */
     pphase ph[3];
     int nphase;
@@ -165,13 +164,16 @@ typedef struct pjob {
 } pjob;
 
 /* -- gathers ---- */
+/* Rows [r0, r1) of block b's panels, RC patch rows at a time (their panel lines stay in L1).
+ * A block of long segments (consecutive pixels: tile, channel) is copied segment by segment:
+ * every store lies inside its segment (8 floats at a time, the last 8 overlapping the
+ * previous ones; scalar below 8), so the panel rows are written once, in place, with
+ * nothing to mend afterwards; taps 8 at a time: unit stride a load, strides 2 and 4 loads
+ * and shuffles (they read up to 3 floats past the last tap: xpad has slack), others a
+ * hardware gather (AVX2) or scalars. A block of short ones (scattered kept pixels) is
+ * gathered slot by slot, 16 at a time, from each slot's offset (-1 past the block: 0).
+ * Segments are a few floats long, so the copies stay inline (no memcpy calls). */
 enum { RC = 8 };
-/* Rows [r0, r1) of block b's panels, copied segment by segment: every store lies inside its
- * segment (8 floats at a time, the last 8 overlapping the previous ones; scalar below 8),
- * so the panel rows are written once, in place, with nothing to mend afterwards. Taps
- * 8 at a time: unit stride a load, strides 2 and 4 loads and shuffles (they read up to 3
- * floats past the last tap: xpad has slack), others a hardware gather (AVX2) or scalars;
- * segments are a few floats long, so the copies stay inline (no memcpy calls). */
 #define NO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
 INLINE void copy8_base(float *d, const float *s, int64_t sw) {
     if (sw == 1) *(v8u *)d = *(const v8u *)s;
@@ -200,17 +202,13 @@ AVX2_ATTR INLINE __m256 load8_avx2(const float *s, int64_t sw) {
 AVX2_ATTR INLINE void copy8_avx2(float *d, const float *s, int64_t sw) { _mm256_storeu_ps(d, load8_avx2(s, sw)); }
 #endif
 
-/* a block of long segments (consecutive pixels: tile, channel) copied segment by segment;
- * of short ones (scattered kept pixels) slot by slot, 16 at a time (GATHER16, from each
- * slot's offset base[s], -1 past the block: 0) */
 #define DEFINE_GATHER(NAME, ATTR, COPY8, GATHER16)                                                 \
     NO_MEMCPY ATTR static void NAME(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {           \
         int64_t K = pj->d->K, bw = pj->bw[b], nseg = pj->nsegs[b], sw = pj->d->cp->sw;             \
         const pseg *sg = pj->segs + b * BLK;                                                       \
         const int32_t *bs = pj->base + b * BLK;                                                    \
         float *panel = pj->cols + b * 4 * K * 16, *last = panel + (bw - 1) / 16 * K * 16;          \
-        int slots = 4 * nseg > bw;                                                                 \
-        /* RC rows at a time (their panel lines stay in L1), one segment or panel at a time */    \
+        int slots = 4 * nseg > bw;   /* segments shorter than 4 on average */                      \
         for (int64_t ra = r0; ra < r1; ra += RC) {                                                 \
             int64_t rb = ra + RC < r1 ? ra + RC : r1;                                              \
             if (slots)                                                                             \
@@ -508,7 +506,7 @@ enum { GR = 8, PADU = 4 };
 static uint64_t pad_unit(const pjob *pj, int64_t u, const ukset *uk) {
     int64_t rows = pj->d->cp->c / pj->d->cp->group * pj->Hp, step = (rows + PADU - 1) / PADU;
     int64_t r0 = u * step, r1 = r0 + step < rows ? r0 + step : rows;
-    if (r0 < r1) conv_pad_rows(pj->d->cp, pj->d->x, pj->Hp, pj->Wp, (float *)pj->xpad, r0, r1);
+    if (r0 < r1) conv_pad_rows(pj->d->cp, pj->d->x, pj->Hp, pj->Wp, pj->xpad, r0, r1);
     return 0;
 }
 
@@ -538,7 +536,7 @@ static void cpu_relax(void) {
 /* until *counter reaches n: spin a while, then yield (the thread it waits for may be off its core) */
 static void wait_for(const int64_t *counter, int64_t n) {
     for (int spins = 0; __atomic_load_n(counter, __ATOMIC_ACQUIRE) < n; spins++) {
-        if (spins < 2000) cpu_relax();
+        if (spins < 200) cpu_relax();
         else sched_yield();
     }
 }
@@ -746,9 +744,9 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
             j.x = x + (n * cp->c + g * cg) * cp->h * cp->w;
             j.row0 = row0; j.mg = mg;
             if (!panels) { neuron_conv_group(p, &j, nscratch); continue; }
-            pjob pj = {.d = &j, .w = w, .xpad = xpad, .hw = Hp * Wp, .Wp = Wp, .pix = pix, .segs = segs,
+            pjob pj = {.d = &j, .w = w, .xpad = xpad, .Hp = Hp, .Wp = Wp, .pix = pix, .segs = segs,
                        .nsegs = nsegs, .bw = bw, .base = base, .roff = roff, .cols = cols, .rows = rows, .nkept = nkept,
-                       .npix = npix, .kc = gemm_kstep(K), .done = &done, .Hp = Hp};
+                       .npix = npix, .kc = gemm_kstep(K), .done = &done};
             if (gran == DROWSY_PIXEL) {
                 if (!npix) { memset(yn + row0 * P, 0, (size_t)(mg * P) * sizeof(float)); continue; }
                 for (int64_t i = 0; i < mg; i++) rows[i] = (int32_t)(row0 + i);
