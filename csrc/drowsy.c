@@ -174,7 +174,11 @@ typedef struct pjob {
  * gathered slot by slot, 16 at a time, from each slot's offset (-1 past the block: 0).
  * Segments are a few floats long, so the copies stay inline (no memcpy calls). */
 enum { RC = 8 };
+#if defined(__clang__)
+#define NO_MEMCPY __attribute__((no_builtin("memcpy", "memset")))
+#else
 #define NO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 INLINE void copy8_base(float *d, const float *s, int64_t sw) {
     if (sw == 1) *(v8u *)d = *(const v8u *)s;
     else for (int t = 0; t < 8; t++) d[t] = s[t * sw];
