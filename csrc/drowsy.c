@@ -139,7 +139,7 @@ typedef void (*ukfn)(int64_t kc, const float *const *a, const float *b, float *c
 /* a phase of a pass: n units, how many have finished, what one does (see run_panels) */
 typedef struct pphase {
     int64_t n, finished;
-    uint64_t (*fn)(const struct pjob *, int64_t, const struct ukset *);
+    uint64_t (*fn)(const struct pjob *, int64_t u, const struct ukset *, int64_t tid);
 } pphase;
 
 typedef struct pjob {
@@ -160,7 +160,7 @@ typedef struct pjob {
     /* the pass (run_panels): its phases, the next unit to take */
     pphase ph[3];
     int nphase;
-    int64_t next;
+    int64_t next, ntid;                    /* ntid: threads in the pass so far (each takes tid = ntid++) */
 } pjob;
 
 /* -- gathers ---- */
@@ -207,11 +207,11 @@ AVX2_ATTR INLINE void copy8_avx2(float *d, const float *s, int64_t sw) { _mm256_
 #endif
 
 #define DEFINE_GATHER(NAME, ATTR, COPY8, GATHER16)                                                 \
-    NO_MEMCPY ATTR static void NAME(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {           \
+    NO_MEMCPY ATTR static void NAME(const pjob *pj, int64_t b, float *panel, int64_t r0, int64_t r1) { \
         int64_t K = pj->d->K, bw = pj->bw[b], nseg = pj->nsegs[b], sw = pj->d->cp->sw;             \
         const pseg *sg = pj->segs + b * BLK;                                                       \
         const int32_t *bs = pj->base + b * BLK;                                                    \
-        float *panel = pj->cols + b * 4 * K * 16, *last = panel + (bw - 1) / 16 * K * 16;          \
+        float *last = panel + (bw - 1) / 16 * K * 16;                                              \
         int slots = 4 * nseg > bw;   /* segments shorter than 4 on average */                      \
         for (int64_t ra = r0; ra < r1; ra += RC) {                                                 \
             int64_t rb = ra + RC < r1 ? ra + RC : r1;                                              \
@@ -257,11 +257,12 @@ DEFINE_GATHER(gather_base, , copy8_base, gather16_base)
 DEFINE_GATHER(gather_avx2, AVX2_ATTR, copy8_avx2, gather16_avx2)
 #endif
 
-static void gather_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
+/* rows [r0, r1) of block b's panels, into panel (4 panels of K x 16) */
+static void gather_block(const pjob *pj, int64_t b, float *panel, int64_t r0, int64_t r1) {
 #ifdef HAVE_DISPATCH
-    if (have_avx2()) { gather_avx2(pj, b, r0, r1); return; }
+    if (have_avx2()) { gather_avx2(pj, b, panel, r0, r1); return; }
 #endif
-    gather_base(pj, b, r0, r1);
+    gather_base(pj, b, panel, r0, r1);
 }
 
 /* the offsets of a block's slots px[0 .. bw) (ascending; -1 up to the end of its last panel)
@@ -455,7 +456,8 @@ INLINE void item_rows(const pjob *pj, const int32_t *rows, int64_t mr, int64_t p
     }
 }
 
-static uint64_t run_item(const pjob *pj, const pitem *it, const ukset *uk) {
+/* one item, its block's panels at panel */
+static uint64_t run_item(const pjob *pj, const pitem *it, const float *panel, const ukset *uk) {
     const djob *d = pj->d;
     int64_t K = d->K, P = d->P, b = it->b, bw = pj->bw[b], np = (bw + 15) / 16;
     const int32_t *rows = pj->rows + b * pj->rstride;
@@ -473,7 +475,7 @@ static uint64_t run_item(const pjob *pj, const pitem *it, const ukset *uk) {
         int64_t kc = K - pc < pj->kc ? K - pc : pj->kc;
         int last = pc + kc == K;
         for (int64_t j = 0; j < np; j++) {
-            const float *bp = pj->cols + (4 * b + j) * K * 16 + pc * 16;
+            const float *bp = panel + j * K * 16 + pc * 16;
             int64_t s = b * BLK + 16 * j, nr = bw - 16 * j < 16 ? bw - 16 * j : 16, half = nr <= 8;
             /* groups g .. g + step - 1 at a time: one, or two on a narrow last panel */
             for (int64_t g = it->g0, step = half ? 2 : 1; g < it->g1; g += step) {
@@ -507,25 +509,34 @@ static const ukset *uk_table(void) {
  * chunks of K a block, so that all threads have gathering to do) then the items. */
 enum { GR = 8, PADU = 4 };
 
-static uint64_t pad_unit(const pjob *pj, int64_t u, const ukset *uk) {
+static uint64_t pad_unit(const pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
     int64_t rows = pj->d->cp->c / pj->d->cp->group * pj->Hp, step = (rows + PADU - 1) / PADU;
     int64_t r0 = u * step, r1 = r0 + step < rows ? r0 + step : rows;
     if (r0 < r1) conv_pad_rows(pj->d->cp, pj->d->x, pj->Hp, pj->Wp, pj->xpad, r0, r1);
     return 0;
 }
 
-static uint64_t item_unit(const pjob *pj, int64_t u, const ukset *uk) { return run_item(pj, pj->items + u, uk); }
+/* block b's panels in cols (shared by the threads) */
+static float *block_panels(const pjob *pj, int64_t b) { return pj->cols + b * 4 * pj->d->K * 16; }
 
-static uint64_t block_unit(const pjob *pj, int64_t u, const ukset *uk) {
+static uint64_t item_unit(const pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
+    return run_item(pj, pj->items + u, block_panels(pj, pj->items[u].b), uk);
+}
+
+/* a whole block by one thread: its panels in the room of block tid in cols, the thread's own
+ * (tid < threads <= blocks), which stays in its cache from one block to the next (the
+ * blocks' panels are not all written out to memory) */
+static uint64_t block_unit(const pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
     uint64_t done = 0;
-    if (pj->nkept[u]) gather_block(pj, u, 0, pj->d->K);
-    for (int64_t it = pj->istart[u]; it < pj->istart[u + 1]; it++) done += run_item(pj, pj->items + it, uk);
+    float *own = block_panels(pj, tid);
+    if (pj->nkept[u]) gather_block(pj, u, own, 0, pj->d->K);
+    for (int64_t it = pj->istart[u]; it < pj->istart[u + 1]; it++) done += run_item(pj, pj->items + it, own, uk);
     return done;
 }
 
-static uint64_t gather_unit(const pjob *pj, int64_t u, const ukset *uk) {
+static uint64_t gather_unit(const pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
     int64_t K = pj->d->K, step = (K + GR - 1) / GR, i = u / GR, r0 = (u % GR) * step, r1 = r0 + step < K ? r0 + step : K;
-    if (r0 < r1 && pj->nkept[i]) gather_block(pj, i, r0, r1);
+    if (r0 < r1 && pj->nkept[i]) gather_block(pj, i, block_panels(pj, i), r0, r1);
     return 0;
 }
 
@@ -548,19 +559,20 @@ static void wait_for(const int64_t *counter, int64_t n) {
 static void work_task(void *ctx, int64_t b, int64_t e) {
     pjob *pj = ctx;
     const ukset *uk = uk_table();
+    int64_t tid = __atomic_fetch_add(&pj->ntid, 1, __ATOMIC_RELAXED);
     uint64_t done = 0;
     for (;;) {
         int64_t u = __atomic_fetch_add(&pj->next, 1, __ATOMIC_RELAXED), k = 0;
         while (k < pj->nphase && u >= pj->ph[k].n) u -= pj->ph[k++].n;
         if (k == pj->nphase) break;
         if (k) wait_for(&pj->ph[k - 1].finished, pj->ph[k - 1].n);
-        done += pj->ph[k].fn(pj, u, uk);
+        done += pj->ph[k].fn(pj, u, uk, tid);
         __atomic_fetch_add(&pj->ph[k].finished, 1, __ATOMIC_RELEASE);
     }
     __atomic_fetch_add(pj->done, done, __ATOMIC_RELAXED);
 }
 
-static void add_phase(pjob *pj, int64_t n, uint64_t (*fn)(const pjob *, int64_t, const ukset *)) {
+static void add_phase(pjob *pj, int64_t n, uint64_t (*fn)(const pjob *, int64_t, const ukset *, int64_t)) {
     pj->ph[pj->nphase++] = (pphase){n, 0, fn};
 }
 
@@ -585,7 +597,7 @@ static void run_panels(pool *p, pjob *pj, int64_t nblk, pitem *items, int64_t *i
     pj->items = items;
     pj->istart = istart;
     pj->nphase = 0;
-    pj->next = 0;
+    pj->next = pj->ntid = 0;
     if (any) add_phase(pj, PADU, pad_unit);
     if (fused) add_phase(pj, nblk, block_unit);
     else {
