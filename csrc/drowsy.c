@@ -576,12 +576,29 @@ static void add_phase(pjob *pj, int64_t n, uint64_t (*fn)(const pjob *, int64_t,
     pj->ph[pj->nphase++] = (pphase){n, 0, fn};
 }
 
+/* whole blocks, one thread each, when the threads taking them in order stay busy 90% of the
+ * time (block b costs about (nkept[b] + 1) bw[b]; each goes to the least loaded thread) */
+static int whole_blocks(const pjob *pj, int64_t nblk, int64_t T) {
+    if (T == 1) return 1;
+    if (nblk < T) return 0;   /* a thread's own room in cols is block tid's */
+    if (T > 64) return nblk >= 4 * T;
+    int64_t load[64] = {0}, total = 0, span = 0;
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t c = (pj->nkept[b] + 1) * (int64_t)pj->bw[b], t = 0;
+        for (int64_t i = 1; i < T; i++) if (load[i] < load[t]) t = i;
+        load[t] += c;
+        total += c;
+        if (load[t] > span) span = load[t];
+    }
+    return 10 * total >= 9 * T * span;
+}
+
 /* items of nblk blocks (block b: nkept[b] rows in ngroups() groups, cut in `parts` ranges of at
  * most GMAX groups; a block with no kept row gets one empty item, which zeroes its rows),
- * then the pass: padding (when a block has rows to compute) and the blocks' work, fused per
- * block, or (few blocks, several threads) all gathers then all items */
+ * then the pass: padding (when a block has rows to compute) and the blocks' work, whole
+ * blocks (whole_blocks) or all gathers then all items */
 static void run_panels(pool *p, pjob *pj, int64_t nblk, pitem *items, int64_t *istart) {
-    int64_t T = pool_threads(p), fused = T == 1 || nblk >= 4 * T, nit = 0, any = 0;
+    int64_t T = pool_threads(p), fused = whole_blocks(pj, nblk, T), nit = 0, any = 0;
     int64_t parts = fused ? 1 : (16 * T + nblk - 1) / nblk;
     for (int64_t b = 0; b < nblk; b++) {
         int64_t ng = ngroups(pj->nkept[b]), np = (ng + GMAX - 1) / GMAX;
