@@ -139,8 +139,13 @@ typedef void (*ukfn)(int64_t kc, const float *const *a, const float *b, float *c
 /* a phase of a pass: n units, how many have finished, what one does (see run_panels) */
 typedef struct pphase {
     int64_t n, finished;
-    uint64_t (*fn)(const struct pjob *, int64_t u, const struct ukset *, int64_t tid);
+    uint64_t (*fn)(struct pjob *, int64_t u, const struct ukset *, int64_t tid);
 } pphase;
+
+/* a run of consecutive blocks b0 .. b0 + n - 1 (claim_block): claims so far, blocks taken
+ * from each end */
+enum { BRUNS = 16 };
+typedef struct brun { int64_t b0, n, taken, front, back; } brun;
 
 typedef struct pjob {
     const djob *d;
@@ -160,6 +165,7 @@ typedef struct pjob {
     /* the pass (run_panels): its phases, the next unit to take */
     pphase ph[3];
     int nphase;
+    brun brun[BRUNS]; int64_t nbrun;       /* whole blocks: the runs (claim_block) */
     int64_t next, ntid;                    /* ntid: threads in the pass so far (each takes tid = ntid++) */
 } pjob;
 
@@ -509,7 +515,7 @@ static const ukset *uk_table(void) {
  * chunks of K a block, so that all threads have gathering to do) then the items. */
 enum { GR = 8, PADU = 4 };
 
-static uint64_t pad_unit(const pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
+static uint64_t pad_unit(pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
     int64_t rows = pj->d->cp->c / pj->d->cp->group * pj->Hp, step = (rows + PADU - 1) / PADU;
     int64_t r0 = u * step, r1 = r0 + step < rows ? r0 + step : rows;
     if (r0 < r1) conv_pad_rows(pj->d->cp, pj->d->x, pj->Hp, pj->Wp, pj->xpad, r0, r1);
@@ -519,22 +525,40 @@ static uint64_t pad_unit(const pjob *pj, int64_t u, const ukset *uk, int64_t tid
 /* block b's panels in cols (shared by the threads) */
 static float *block_panels(const pjob *pj, int64_t b) { return pj->cols + b * 4 * pj->d->K * 16; }
 
-static uint64_t item_unit(const pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
+static uint64_t item_unit(pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
     return run_item(pj, pj->items + u, block_panels(pj, pj->items[u].b), uk);
+}
+
+/* Whole blocks: the outputs of neighbouring blocks share cache lines at their boundary, so
+ * neighbours are best done by one thread, one after the other, not by two at once. The
+ * blocks are cut in runs of consecutive ones, one run per two threads; a thread takes the
+ * blocks of its run one at a time from one end (even tid from the front, odd tid from the
+ * back), then, its run done, helps with the others' from the front. Every claim finds a
+ * block: there are as many claims (units of the phase) as blocks. */
+static int64_t claim_block(pjob *pj, int64_t tid) {
+    int64_t S = pj->nbrun, own = tid / 2 % S;
+    for (int64_t i = 0; i < S; i++) {
+        brun *r = &pj->brun[(own + i) % S];
+        if (__atomic_fetch_add(&r->taken, 1, __ATOMIC_RELAXED) >= r->n) continue;
+        if (i == 0 && tid % 2) return r->b0 + r->n - 1 - __atomic_fetch_add(&r->back, 1, __ATOMIC_RELAXED);
+        return r->b0 + __atomic_fetch_add(&r->front, 1, __ATOMIC_RELAXED);
+    }
+    return -1;   /* not reached */
 }
 
 /* a whole block by one thread: its panels in the room of block tid in cols, the thread's own
  * (tid < threads <= blocks), which stays in its cache from one block to the next (the
  * blocks' panels are not all written out to memory) */
-static uint64_t block_unit(const pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
+static uint64_t block_unit(pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
     uint64_t done = 0;
     float *own = block_panels(pj, tid);
-    if (pj->nkept[u]) gather_block(pj, u, own, 0, pj->d->K);
-    for (int64_t it = pj->istart[u]; it < pj->istart[u + 1]; it++) done += run_item(pj, pj->items + it, own, uk);
+    int64_t b = claim_block(pj, tid);
+    if (pj->nkept[b]) gather_block(pj, b, own, 0, pj->d->K);
+    for (int64_t it = pj->istart[b]; it < pj->istart[b + 1]; it++) done += run_item(pj, pj->items + it, own, uk);
     return done;
 }
 
-static uint64_t gather_unit(const pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
+static uint64_t gather_unit(pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
     int64_t K = pj->d->K, step = (K + GR - 1) / GR, i = u / GR, r0 = (u % GR) * step, r1 = r0 + step < K ? r0 + step : K;
     if (r0 < r1 && pj->nkept[i]) gather_block(pj, i, block_panels(pj, i), r0, r1);
     return 0;
@@ -572,7 +596,7 @@ static void work_task(void *ctx, int64_t b, int64_t e) {
     __atomic_fetch_add(pj->done, done, __ATOMIC_RELAXED);
 }
 
-static void add_phase(pjob *pj, int64_t n, uint64_t (*fn)(const pjob *, int64_t, const ukset *, int64_t)) {
+static void add_phase(pjob *pj, int64_t n, uint64_t (*fn)(pjob *, int64_t, const ukset *, int64_t)) {
     pj->ph[pj->nphase++] = (pphase){n, 0, fn};
 }
 
@@ -616,7 +640,12 @@ static void run_panels(pool *p, pjob *pj, int64_t nblk, pitem *items, int64_t *i
     pj->nphase = 0;
     pj->next = pj->ntid = 0;
     if (any) add_phase(pj, PADU, pad_unit);
-    if (fused) add_phase(pj, nblk, block_unit);
+    if (fused) {
+        pj->nbrun = (T + 1) / 2 < BRUNS ? (T + 1) / 2 : BRUNS;
+        for (int64_t r = 0; r < pj->nbrun; r++)
+            pj->brun[r] = (brun){r * nblk / pj->nbrun, (r + 1) * nblk / pj->nbrun - r * nblk / pj->nbrun, 0, 0, 0};
+        add_phase(pj, nblk, block_unit);
+    }
     else {
         if (any) add_phase(pj, nblk * GR, gather_unit);
         add_phase(pj, nit, item_unit);
