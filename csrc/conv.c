@@ -128,6 +128,11 @@ void conv_pad_input(pool *p, const conv_params *cp, const float *x, int64_t chan
     pool_for(p, channels * Hp, 4, pad_task, &pj);
 }
 
+void conv_pad_rows(const conv_params *cp, const float *x, int64_t Hp, int64_t Wp, float *xpad, int64_t r0, int64_t r1) {
+    pad_job pj = {cp, x, xpad, Hp, Wp};
+    pad_task(&pj, r0, r1);
+}
+
 /* pixel q's tap (0, 0) in the padded image (-1 past P); flag of panel j: its 16 pixels'
  * taps are 16 consecutive floats */
 static void panel_bases(const conv_params *cp, const conv_geom *gm, int32_t *base, int32_t *contig) {

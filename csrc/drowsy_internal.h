@@ -36,17 +36,6 @@ typedef struct djob {
     const uint8_t *units;    /* this image's unit mask */
     int act; float p0, p1, scale;
     int64_t K, P, row0, mg;
-    /* panels: xpad (C/group x Hp x Wp) the zero-padded input; slot s of the pixel list
-     * (blocks of 64 slots) is output pixel pix[s] at xpad offset base[s], -1 past the end */
-    const float *xpad; int64_t Hp, Wp;
-    const int64_t *pix; const int32_t *base; const int64_t *bw;   /* bw[i]: valid slots of block i */
-    int contig;              /* pixels of a block consecutive (tile, channel) or scattered (pixel) */
-    float *cols;             /* panels: block i at cols + i K 64, 4 panels of K x 16 */
-    /* weight tiles (K x 16): items[it] = block * ntiles + tile, block i's items from
-     * bstart[i] to bstart[i + 1]; rowmap: the output row of tile row v * 16 + l (channel
-     * granularity: the kept rows, nrows of them), NULL: tile t is rows 16 t .. 16 t + 15 */
-    const float *wt; const int64_t *items, *bstart; int64_t ntiles;
-    const int64_t *rowmap; int64_t nrows;
     /* counts, one slot per task start (summed afterwards) */
     uint64_t *done;
 } djob;

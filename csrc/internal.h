@@ -125,6 +125,9 @@ size_t conv_scratch_floats(const conv_params *cp);
  * DrowsyNet conv engines. */
 void conv_pad_input(pool *p, const conv_params *cp, const float *x, int64_t channels, int64_t Hp, int64_t Wp,
                     float *xpad);
+/* rows [r0, r1) of it (row r: padded row r % Hp of channel r / Hp) on the calling thread, for
+ * callers that schedule the padding with other work */
+void conv_pad_rows(const conv_params *cp, const float *x, int64_t Hp, int64_t Wp, float *xpad, int64_t r0, int64_t r1);
 /* One output of a single-input-channel (depthwise) kernel at output pixel (oy, ox), summed
  * over the taps that fall inside the image: xc is the input plane, wk the kh x kw kernel. */
 static inline float depthwise_tap_sum(const conv_params *cp, const float *xc, const float *wk, int64_t oy,
@@ -193,7 +196,7 @@ typedef struct drowsy_knobs {
     int64_t layer;            /* position among the graph's Conv nodes */
     uint32_t thr;             /* floor(p * 2^24) */
     float scale;              /* survivors x scale */
-    int weights_const;        /* the tile path may pack the weights once */
+    int weights_const;        /* the neuron kernel may reorder the weights once */
 } drowsy_knobs;
 typedef struct drowsy_counts { uint64_t macs, outputs; } drowsy_counts;
 uint64_t drowsy_key(uint64_t seed, uint64_t image, uint64_t layer);
@@ -202,8 +205,8 @@ int64_t drowsy_unit_count(int gran, int64_t m, int64_t p);
 void drowsy_keep_units(pool *p, uint64_t key, uint32_t thr, uint8_t *keep, int64_t n);
 size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran);
 /* y (all of it) from x: kept outputs act(acc + bias) * scale, dropped 0; scratch of
- * conv_drowsy_scratch_bytes, 64-byte aligned, kept between runs (*wt_ready: packed tile
- * weights in it are valid) */
+ * conv_drowsy_scratch_bytes, 64-byte aligned, kept between runs (*wt_ready: the neuron
+ * kernel's reordered weights in it are valid) */
 void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias, float *y,
                    void *scratch, int act, float p0, float p1, const drowsy_knobs *kn, int *wt_ready,
                    drowsy_counts *cnt);

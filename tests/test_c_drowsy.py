@@ -38,6 +38,14 @@ EXTRA = [
     conv_case("direct_runs", 8, (13, 40), 72, 3, pads=[1, 2, 0, 1], strides=[1, 1], act="relu"),
     conv_case("direct_dil_groups", 16, (15, 17), 20, 3, dilations=[2, 1], pads=[2, 1, 2, 1], group=2, strides=[1, 2]),
     conv_case("direct_k_chunks", 64, (9, 20), 8, 5, pads=[2, 2, 2, 2]),
+    # the panel engine's gathers (unit stride, strides 2 and 4 by shuffles, others by a
+    # hardware gather; long and short segments), row groups of 1..6 rows (M not a multiple
+    # of 6 or 16, fewer than 6 rows, odd rows per group) and its two schedules at 2 threads
+    # (fused per block from 8 blocks on, else gathers then items)
+    conv_case("stride3_odd_rows", 5, (23, 26), 13, 3, strides=[3, 3], pads=[1, 0, 1, 2], act="relu"),
+    conv_case("stride2_long_rows", 4, (20, 70), 23, 3, strides=[2, 2], pads=[1, 1, 1, 1]),
+    conv_case("many_blocks_few_rows", 3, (20, 60), 5, 3, pads=[1, 1, 1, 1], act="clip6"),
+    conv_case("groups_odd_rows", 6, (12, 15), 10, 3, group=2, pads=[1, 1, 1, 1]),
 ]
 # the C neuron kernel's layouts and item shapes (csrc/drowsy_neuron.c): items of whole rows
 # (5 and 6 rows of 9), two runs of 35 pixels per row, channel blocks of 120 + 112 (a region
@@ -174,6 +182,39 @@ def _two_convs():
     return aipnet.load(m)
 
 
+@pytest.mark.parametrize("gran", GRANS)
+def test_leaky_and_no_activation(gran):
+    """The epilogue's activations applied in registers (16 lanes) and per lane (a last panel of
+    fewer than 16 pixels): LeakyRelu fused, and no activation."""
+    w = _rand((21, 4, 3, 3), 1)
+    for nodes in ([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                   helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.1)],
+                  [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]):
+        model = aipnet.load(graph(nodes, {"x": (4, 11, 13)}, "y", {"w": w}))
+        x = np.random.default_rng(0).standard_normal((2, 4, 11, 13)).astype(np.float32)
+        assert_same(*both(model, x, 2, drowsy=0.4, drowsy_granularity=gran, seed=4))
+
+
+@pytest.mark.parametrize("gran", GRANS)
+def test_nothing_kept(gran):
+    """p close to 1: masks that keep nothing (no pixel, no channel, no tile) give all zeros and
+    no work, in every group; masks that keep a few outputs match Numba."""
+    case = EXTRA[1]   # groups_straddle: 2 groups
+    model = aipnet.load(case.model())
+    x = case.feeds(2)["x"]
+    ya, sa, yb, sb = both(model, x, 0, drowsy=0.999, drowsy_granularity=gran, seed=2)
+    assert_same(ya, sa, yb, sb)
+    conv = [rec for rec in sb["layers"] if rec["op"] == "Conv"][0]
+    n, m = yb.shape[:2]
+    pc = int(np.prod(yb.shape[2:]))
+    keep = np.stack([ref_keep(gran, 2, i, 0, m, pc, 0.999) for i in range(n)])
+    assert conv["outputs_computed"] == int(keep.sum())
+    if not keep.any():
+        assert not yb.any() and conv["macs"] == 0
+    ya, sa, yb, sb = both(model, x, 0, drowsy=0.9, drowsy_granularity=gran, seed=2)
+    assert_same(ya, sa, yb, sb)
+
+
 def test_per_layer_rates_from_config():
     model = _two_convs()
     convs = [n.name for n in model.graph.nodes if n.op == "Conv"]
@@ -252,6 +293,31 @@ def test_aipnet_run_drowsy_flags(tmp_path):
     r = subprocess.run([str(RUN), str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--drowsy", "1.5"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "drowsy" in r.stderr
+
+
+@pytest.mark.skipif(not RUN.exists(), reason="csrc/aipnet-run is not built (make -C csrc)")
+@pytest.mark.parametrize("gran", ["pixel", "channel", "tile"])
+def test_thread_counts_give_the_same_outputs(tmp_path, gran):
+    """The panel engine's schedules (whole blocks from runs of consecutive blocks shared out
+    between 1 to 5 threads, with helpers; gathers then items) compute every output the same
+    way: identical outputs whatever the thread count (aipnet-run: the Python sessions cap the
+    threads at the cores)."""
+    from aipnet import aipn_format
+
+    for case in (c for c in EXTRA if c.name in ("many_blocks_few_rows", "big_tiles")):   # 19 and 7 blocks
+        model = aipnet.load(case.model())
+        path = tmp_path / "m.aipn"
+        path.write_bytes(aipn_format.dumps(model.graph))
+        np.save(tmp_path / "x.npy", case.feeds(2)["x"])
+        outs = []
+        for threads in (1, 2, 3, 5):
+            r = subprocess.run([str(RUN), str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--threads",
+                                str(threads), "--drowsy", "0.5", "--drowsy-granularity", gran, "--image-offset", "5"],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            outs.append(np.load(tmp_path / "y.npy"))
+        for y in outs[1:]:
+            np.testing.assert_array_equal(y, outs[0])
 
 
 def test_cli_eval_backend_c_drowsy(tmp_path):
