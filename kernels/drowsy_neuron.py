@@ -25,13 +25,15 @@ PACK8 = np.uint64(0x0102040810204080)
 
 # -- neuron: eight kept outputs at a time, straight from a channels-last image ------------
 #: a work item is a run of at most NEURON_SLOTS consecutive output pixels (whole output
-#: rows, or part of one; at most NEURON_ROWS_RUN where patches are copied to rows) x a
-#: chunk of NEURON_CHANNELS channels; the image region that one K chunk of its patches
-#: reads is kept under NEURON_REGION bytes (it stays in L1 while the weight rows pass)
+#: rows, or part of one) x a chunk of NEURON_CHANNELS channels; the image region that
+#: one K chunk of its patches reads is kept under NEURON_REGION bytes (it stays in L1
+#: while the weight rows pass), or, where patches are copied to rows, the rows that one
+#: K chunk reads under NEURON_ROWS_REGION (measured: for short K, whole rows that stay
+#: in L2 beat K chunks of rows that stay in L1, whose dot products are too short)
 NEURON_SLOTS = 64
-NEURON_ROWS_RUN = 16
 NEURON_CHANNELS = 64
 NEURON_REGION = 24 * 1024
+NEURON_ROWS_REGION = 96 * 1024
 #: bicliques pair a channel with the next NEURON_WINDOW channels of its chunk
 NEURON_WINDOW = 7
 
@@ -47,7 +49,7 @@ def neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow):
     kw * cb is a multiple of 8); otherwise (one block) each patch is copied to a row of K
     rounded up to 8 floats. A K chunk is ni tap rows of one block (direct) or chunk_len
     floats of the rows: the image region it reads for a work item's pixels stays under
-    NEURON_REGION. Work items: the output rows cut in nry runs of whole rows (nbr == 1),
+    NEURON_REGION (the rows under NEURON_ROWS_REGION). Work items: the output rows cut in nry runs of whole rows (nbr == 1),
     or each row cut in nbr parts (nry == OH). Returns (direct, cb, nblk, ni, kn, hp, wp,
     nry, nbr, chunk_len).
     """
@@ -55,21 +57,20 @@ def neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow):
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
     wp = (ow - 1) * sw + (kw - 1) * dw + 1
     direct = dw == 1 and (cg % 8 == 0 or (kw * cg) % 8 == 0)
-    slots = NEURON_SLOTS if direct else NEURON_ROWS_RUN
-    if ow <= slots:
+    if ow <= NEURON_SLOTS:
         nbr = 1
-        nry = -(-oh // (slots // ow))
+        nry = -(-oh // (NEURON_SLOTS // ow))
         rows = -(-oh // nry)
         run_w = ow
     else:
-        nbr = -(-ow // slots)
+        nbr = -(-ow // NEURON_SLOTS)
         nry = oh
         rows = 1
         run_w = -(-ow // nbr)
     if not direct:
         kn = -(-k // 8) * 8
         nb = rows * run_w
-        most = max(NEURON_REGION // (4 * nb) // 8 * 8, 8)
+        most = max(NEURON_ROWS_REGION // (4 * nb) // 8 * 8, 8)
         nck = -(-kn // most)
         return False, cg, 1, kh, kn, hp, wp, nry, nbr, (-(-kn // nck) + 7) // 8 * 8
     blocks = [d for d in range(8, cg + 1, 8) if cg % d == 0] if cg % 8 == 0 else [cg]
@@ -161,9 +162,9 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
     (GROUP_LANES; a channel's lanes share its weight loads). Channel c's left-overs are
     listed right after its bicliques, so that its weight rows are reused while in cache.
     Group g: weight row offsets offs[16 g + j], patch offsets offs[16 g + 8 + j]
-    (xq[slot]), kernel idx[g]; lane i: output dst[8 g + i] (flat index into the Mg x P
-    output; -1 for the copies of the last pair that pad the last group), accumulator
-    acc[8 g + i], set here to the output's bias.
+    (xq[slot]), kernel idx[g]; lane i: output dst[8 g + i] = channel * NEURON_SLOTS +
+    slot, accumulator acc[8 g + i], set here to the output's bias. The last group is
+    padded with copies of the last pair.
     """
     one = np.uint64(1)
     p_count = keep.shape[1]
@@ -206,8 +207,8 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
                     bm[d] ^= one << t
                     ti = np.int64(t)
                     offs[16 * ng + 8 + b] = xq[ti]
-                    dst[8 * ng + b] = (c0 + c) * p_count + q0 + ti
-                    dst[8 * ng + 4 + b] = (c0 + d) * p_count + q0 + ti
+                    dst[8 * ng + b] = c * NEURON_SLOTS + ti
+                    dst[8 * ng + 4 + b] = d * NEURON_SLOTS + ti
                     acc[8 * ng + b] = bc
                     acc[8 * ng + 4 + b] = bd
                 idx[ng] = DOT8_BI
@@ -218,15 +219,16 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
             while m != 0:
                 t = np.int64(ctz64(m))
                 m &= m - one
-                pe[npend] = (c0 + c) * p_count + q0 + t
+                pe[npend] = c * NEURON_SLOTS + t
                 pw[npend] = (c0 + c) * kn
                 px[npend] = xq[t]
                 pb[npend] = bc
                 npend += 1
         if c == nc - 1 and npend % 8 != 0:
-            # pad the last group with copies of the last pair (no output, same channel)
+            # pad the last group with copies of the last pair: they compute its sum again,
+            # to the bit (same operands, same order), and store it again, harmlessly
             for i in range(npend, npend + 8 - npend % 8):
-                pe[i] = -1
+                pe[i] = pe[npend - 1]
                 pw[i] = pw[npend - 1]
                 px[i] = px[npend - 1]
                 pb[i] = pb[npend - 1]
@@ -398,10 +400,13 @@ def conv_neuron(wn, xp, keep, bias, row0, has_bias, act, p0, p1, scale, out,
                     dot8_2222(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 else:
                     dot8_any(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+        # the outputs through an L1-resident tile, copied out row by row (a scatter
+        # straight to the output would miss the cache at nearly every store)
+        tile = np.zeros(nc * NEURON_SLOTS, np.float32)
         for i in range(ng * 8):
-            d = dst[i]
-            if d >= 0:
-                of[d] = _apply(acc[i], act, p0, p1) * scale
+            tile[dst[i]] = _apply(acc[i], act, p0, p1) * scale
+        for c in range(nc):
+            copy_f32(of, (c0 + c) * p_count + q0, tile, c * NEURON_SLOTS, nb)
         counts[it] = kept
     return counts.sum()
 
