@@ -30,14 +30,30 @@ product is ``nseg`` segments of ``seg_len`` floats (a multiple of 8), segment s 
 
 from __future__ import annotations
 
+import os
+
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._simd import _accumulators, _c, _check_f32, _data, _fma, _vload, _vstore
+from ._simd import _c, _check_f32, _data, _vload, _vstore
 
 _I32 = ir.IntType(32)
+_F32 = ir.FloatType()
+
+
+def _host_width() -> int:
+    """Floats per vector of the K loop: 16 where the host has AVX-512 (Numba compiles
+    for the host, and so does the exact path's BLAS), else 8 (AVX2, NEON: LLVM splits
+    the vector). A pinned NUMBA_CPU_NAME (portable caches) gets 8."""
+    if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
+        return 8
+    return 16 if llvm.get_host_cpu_features().get("avx512f", False) else 8
+
+
+VEC_WIDTH = _host_width()
 
 
 def _shuf(builder, a, b, idx):
@@ -73,6 +89,12 @@ def _lanes(shape: tuple) -> tuple[int, int, list]:
 
 def _make_dot8(shape):
     nw, nx, lanes = _lanes(shape)
+    width = VEC_WIDTH
+    vec = ir.VectorType(_F32, width)
+    half = ir.VectorType(_F32, 8)
+
+    def vload(builder, base, off, ty=vec):
+        return builder.load(builder.bitcast(builder.gep(base, [off]), ty.as_pointer()), align=4)
 
     @intrinsic
     def dot8(typingctx, w, x, offs, o, w0, x0, nseg, seg_len, w_seg, x_seg, acc, a_off):
@@ -87,27 +109,51 @@ def _make_dot8(shape):
             w, x, offs, o, w0, x0, nseg, seg_len, w_seg, x_seg, acc, a_off = args
             tw, tx, to, ta = signature.args[0], signature.args[1], signature.args[2], signature.args[10]
             wp, xp, op, ap = (_data(context, builder, t, v) for t, v in ((tw, w), (tx, x), (to, offs), (ta, acc)))
-            fma = _fma(builder)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                                 f"llvm.fmuladd.v{width}f32")
 
             def off(i, base):
                 return builder.add(builder.load(builder.gep(op, [builder.add(o, _c(o, i))])), base)
 
+            def step(wv, xv):
+                for i, (a, b) in enumerate(lanes):
+                    builder.store(builder.call(fma, [wv[a], xv[b], builder.load(sums[i])]), sums[i])
+
             wo = [off(j, w0) for j in range(nw)]
             xo = [off(8 + j, x0) for j in range(nx)]
-            sums = _accumulators(builder, 8)
-            nvec = builder.udiv(seg_len, _c(seg_len, 8))
+            sums = []
+            for _ in range(8):
+                slot = cgutils.alloca_once(builder, vec)  # entry block: promoted to registers
+                builder.store(ir.Constant(vec, None), slot)
+                sums.append(slot)
+            nvec = builder.udiv(seg_len, _c(seg_len, width))
+            tail = builder.icmp_unsigned("!=", builder.mul(nvec, _c(seg_len, width)), seg_len)
             with cgutils.for_range(builder, nseg) as seg:
                 ws = builder.mul(seg.index, w_seg)
                 xs = builder.mul(seg.index, x_seg)
                 wb = [builder.add(v, ws) for v in wo]
                 xb = [builder.add(v, xs) for v in xo]
-                with cgutils.for_range(builder, nvec) as step:
-                    k = builder.mul(step.index, _c(seg_len, 8))
-                    wv = [_vload(builder, wp, builder.add(b, k)) for b in wb]
-                    xv = [_vload(builder, xp, builder.add(b, k)) for b in xb]
-                    for i, (a, b) in enumerate(lanes):
-                        builder.store(builder.call(fma, [wv[a], xv[b], builder.load(sums[i])]), sums[i])
-            res = _reduce8(builder, [builder.load(s) for s in sums])
+                with cgutils.for_range(builder, nvec) as k:
+                    kk = builder.mul(k.index, _c(seg_len, width))
+                    step([vload(builder, wp, builder.add(b, kk)) for b in wb],
+                         [vload(builder, xp, builder.add(b, kk)) for b in xb])
+                if width > 8:
+                    # a segment of 8 (mod 16) floats: its last 8, widened with zeros
+                    with builder.if_then(tail, likely=False):
+                        kk = builder.mul(nvec, _c(seg_len, width))
+                        zero = ir.Constant(half, None)
+                        widen = ir.Constant(ir.VectorType(_I32, width), list(range(width)))
+
+                        def wide(base, b):
+                            return builder.shuffle_vector(vload(builder, base, builder.add(b, kk), half), zero, widen)
+
+                        step([wide(wp, b) for b in wb], [wide(xp, b) for b in xb])
+            vals = [builder.load(v) for v in sums]
+            if width > 8:
+                lo = ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
+                hi = ir.Constant(ir.VectorType(_I32, 8), list(range(8, 16)))
+                vals = [builder.fadd(builder.shuffle_vector(v, v, lo), builder.shuffle_vector(v, v, hi)) for v in vals]
+            res = _reduce8(builder, vals)
             _vstore(builder, builder.fadd(_vload(builder, ap, a_off), res), ap, a_off)
             return context.get_dummy_value()
 

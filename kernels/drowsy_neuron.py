@@ -35,7 +35,7 @@ NEURON_CHANNELS = 64
 NEURON_REGION = 24 * 1024
 NEURON_ROWS_REGION = 96 * 1024
 #: bicliques pair a channel with the next NEURON_WINDOW channels of its chunk
-NEURON_WINDOW = 7
+NEURON_WINDOW = 5
 
 
 @functools.lru_cache(maxsize=512)
@@ -264,8 +264,7 @@ def conv_neuron(wn, xp, keep, bias, row0, has_bias, act, p0, p1, scale, out,
 
     One conv group. wn: Mg x kn reordered weights (:func:`neuron_weights`); xp: the
     group's channels-last padded image in blocks, nblk x Hp x Wp x cb
-    (:func:`neuron_image`); keep: Mg x P uint8, 0 or 1; out: Mg x P, zero-filled by the
-    caller (only kept outputs are written).
+    (:func:`neuron_image`); keep: Mg x P uint8, 0 or 1; out: Mg x P, every output written.
     Geometry from :func:`neuron_layout`.
 
     Work items, shared out over threads: a run of at most NEURON_SLOTS consecutive
@@ -416,8 +415,8 @@ def conv_neuron_group(xg, w, g, mg, keep_all, bias, has_bias, act, p0, p1, scale
 
     xg: the group's input (C/group x H x W); w: all the weights (M x C/group x KH x KW,
     reordered once per array and cached); keep_all: the image's M x P uint8 mask; geo:
-    (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow); yg: the group's Mg x P output, zero-filled
-    by the caller (dropped outputs are not written).
+    (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow); yg: the group's Mg x P output, every element
+    written (dropped outputs 0).
     """
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
     cg = xg.shape[0]
