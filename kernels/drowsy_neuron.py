@@ -235,7 +235,8 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
             npend += 8 - npend % 8
         at = 0
         while npend - at >= 8:
-            mask = np.int64((starts >> np.uint64(at + 1)) & np.uint64(127))
+            # bit i of starts: pending pair at + i starts a channel
+            mask = np.int64((starts >> one) & np.uint64(127))
             idx[ng] = GROUP_KERNEL[mask]
             for j in range(8):
                 offs[16 * ng + j] = pw[at + GROUP_HEADS[mask, j]]
@@ -246,6 +247,7 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
                 acc[8 * ng + lane] = pb[i]
             ng += 1
             at += 8
+            starts >>= np.uint64(8)
         if at > 0:
             for i in range(at, npend):
                 pe[i - at] = pe[i]
@@ -253,7 +255,6 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
                 px[i - at] = px[i]
                 pb[i - at] = pb[i]
             npend -= at
-            starts >>= np.uint64(at)
     return ng, kept
 
 
