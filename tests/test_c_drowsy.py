@@ -17,7 +17,7 @@ import aipnet
 from aipnet import native
 from aipnet.errors import KnobError
 from cases import CASES, _rand, conv_case, graph
-from test_drowsy import ref_keep
+from test_drowsy import NEURON_CASES, ref_keep
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="aipnet._native is not built")
 
@@ -76,6 +76,16 @@ def test_c_equals_numba_per_conv(case, gran):
         assert np.all(yb[~keep] == 0.0)
         conv = [rec for rec in sb["layers"] if rec["op"] == "Conv"][0]
         assert conv["outputs_computed"] == int(keep.sum())
+
+
+@pytest.mark.parametrize("case", [c for c, _ in NEURON_CASES], ids=lambda c: c.name)
+def test_c_equals_numba_neuron_paths(case):
+    """The shapes that reach each branch of the Numba neuron kernel (tests/test_drowsy.py),
+    nearly all, half and nearly none of the outputs kept."""
+    model = aipnet.load(case.model())
+    x = case.feeds(2)["x"]
+    for p in (0.02, 0.5, 0.98):
+        assert_same(*both(model, x, 3, drowsy=p, drowsy_granularity="neuron", seed=7))
 
 
 @pytest.mark.parametrize("gran", GRANS)
