@@ -179,8 +179,13 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
         m = np.uint64(0)
         for t in range(0, n8, 8):
             m |= ((load_u64(kf, at + t) * PACK8) >> np.uint64(56)) << np.uint64(t)
-        for t in range(n8, nb):
-            m |= np.uint64(kf[at + t]) << np.uint64(t)
+        if n8 < nb:
+            if nb >= 8:
+                # the last eight bytes again (an overlap ORs the same bits twice)
+                m |= ((load_u64(kf, at + nb - 8) * PACK8) >> np.uint64(56)) << np.uint64(nb - 8)
+            else:
+                for t in range(nb):
+                    m |= np.uint64(kf[at + t]) << np.uint64(t)
         bm[c] = m
         kept += np.int64(popcount64(m))
     # pending left-overs: output, weight row, patch, bias; a set bit of ``starts`` marks
@@ -196,15 +201,17 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
         bc = bias[row0 + c0 + c] if has_bias else np.float32(0.0)
         for d in range(c + 1, min(c + 1 + NEURON_WINDOW, nc)):
             both = bm[c] & bm[d]
+            nq = np.int64(popcount64(both)) >> 2
+            if nq == 0:
+                continue
             bd = bias[row0 + c0 + d] if has_bias else np.float32(0.0)
-            for _ in range(np.int64(popcount64(both)) >> 2):
+            left = both
+            for _ in range(nq):
                 offs[16 * ng] = (c0 + c) * kn
                 offs[16 * ng + 1] = (c0 + d) * kn
                 for b in range(4):
-                    t = ctz64(both)
-                    both &= both - one
-                    bm[c] ^= one << t
-                    bm[d] ^= one << t
+                    t = ctz64(left)
+                    left &= left - one
                     ti = np.int64(t)
                     offs[16 * ng + 8 + b] = xq[ti]
                     dst[8 * ng + b] = c * NEURON_SLOTS + ti
@@ -213,6 +220,8 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
                     acc[8 * ng + 4 + b] = bd
                 idx[ng] = DOT8_BI
                 ng += 1
+            bm[c] ^= both ^ left
+            bm[d] ^= both ^ left
         m = bm[c]
         if m != 0:
             starts |= np.uint64(npend > 0) << np.uint64(npend)
