@@ -3,12 +3,13 @@
 The micro-kernels of DrowsyNet's neuron granularity (:func:`aipnet.kernels.drowsy_neuron.conv_neuron`):
 each kept output is one dot product of a weight row and a patch, and the kept outputs of
 a random mask share nothing regular enough for a GEMM register tile. So eight (weight,
-patch) pairs are computed together: eight ``<8 x float>`` accumulators, one fused
-multiply-add per pair and 8-float step of K, reduced at the end with a transpose-add (the
-eight horizontal sums as one vector). Numba's auto-vectoriser does not do this reliably
-(it vectorises across the pairs, or not at all), hence explicit IR, like
-:mod:`aipnet.kernels._simd`: plain ``<8 x float>`` vectors and ``llvm.fmuladd``, so it
-compiles for any host (AVX2 needs no AVX-512) and is cached with its callers.
+patch) pairs are computed together: eight vector accumulators, one fused multiply-add per
+pair and vector step of K, reduced at the end with a transpose-add (the eight horizontal
+sums as one vector). Numba's auto-vectoriser does not do this reliably (it vectorises
+across the pairs, or not at all), hence explicit IR, like :mod:`aipnet.kernels._simd`:
+plain ``<VEC_WIDTH x float>`` vectors and ``llvm.fmuladd``, cached with their callers.
+VEC_WIDTH is the host's: 16 with AVX-512 (the exact path's BLAS uses it too), else 8
+(AVX2; NEON, where LLVM splits the vector).
 
 The eight pairs of a kernel share loads where they share operands: ``dot8[shape]``
 loads ``nw`` weight rows and ``nx`` patches per step and pairs them on its lanes as
@@ -23,9 +24,11 @@ loads ``nw`` weight rows and ``nx`` patches per step and pairs them on its lanes
 row j starts at ``w[w0 + offs[o + j]]`` and patch j at ``x[x0 + offs[o + 8 + j]]``; a dot
 product is ``nseg`` segments of ``seg_len`` floats (a multiple of 8), segment s at
 ``+ s * w_seg`` in the weights and ``+ s * x_seg`` in the patch. Lane i's sum is added to
-``acc[a_off + i]``. No bounds checks: callers keep every offset in range.
+``acc[a_off + i]``; lanes with the same operands get the same sum, to the bit. No bounds
+checks: callers keep every offset in range.
 
-``popcount64`` and ``ctz64`` are the bit-count intrinsics the kernel's pair listing uses.
+Beside them, small intrinsics for the kernel's pair listing and copies: ``popcount64``,
+``ctz64``, ``load_u64`` (eight mask bytes as one word) and ``copy_f32``.
 """
 
 from __future__ import annotations
@@ -241,20 +244,3 @@ def copy_f32(typingctx, dst, d, src, s, n):
         return context.get_dummy_value()
 
     return types.void(dst, ip, src, ip, ip), codegen
-
-
-@intrinsic
-def prefetch_f32(typingctx, a, i):
-    """Prefetch the cache line of a[i] (float32 array) into L1, for reading."""
-    if not _check_f32(a):
-        return None
-
-    def codegen(context, builder, signature, args):
-        arr, idx = args
-        p = builder.bitcast(builder.gep(_data(context, builder, signature.args[0], arr), [idx]), ir.IntType(8).as_pointer())
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [p.type, _I32, _I32, _I32]),
-                                            "llvm.prefetch.p0i8")
-        builder.call(fn, [p, _I32(0), _I32(3), _I32(1)])
-        return context.get_dummy_value()
-
-    return types.void(a, types.intp), codegen

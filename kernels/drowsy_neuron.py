@@ -12,9 +12,9 @@ import numpy as np
 from numba import set_parallel_chunksize
 
 from ._buffers import aligned_empty
-from ._dot8 import (PARTITIONS, copy_f32, ctz64, load_u64, dot8_8, dot8_71, dot8_62, dot8_611, dot8_53, dot8_521, dot8_5111, dot8_44,
-                    dot8_431, dot8_422, dot8_4211, dot8_332, dot8_3311, dot8_3221, dot8_2222, dot8_any, dot8_bi,
-                    popcount64)
+from ._dot8 import (PARTITIONS, VEC_WIDTH, copy_f32, ctz64, dot8_8, dot8_71, dot8_62, dot8_611, dot8_53, dot8_521,
+                    dot8_5111, dot8_44, dot8_431, dot8_422, dot8_4211, dot8_332, dot8_3311, dot8_3221, dot8_2222,
+                    dot8_any, dot8_bi, load_u64, popcount64)
 from ._jit import kernel, prange
 from .activation import _apply
 
@@ -41,18 +41,18 @@ NEURON_WINDOW = 5
 
 @functools.lru_cache(maxsize=512)
 def neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow):
-    """The neuron kernel's layout of one conv group (the C backend's, csrc/drowsy_neuron.c).
+    """The neuron kernel's layout of one conv group.
 
     The group's input is copied to a zero-padded channels-last image in blocks of cb
     channels (nblk x Hp x Wp x cb) and the weights reordered to the same (block, tap row,
     tap column, channel) order, so that the patch of output pixel (oy, ox) is, per block,
     kh runs of kw * cb contiguous floats of the image itself ("direct", when dw == 1 and
     kw * cb is a multiple of 8); otherwise (one block) each patch is copied to a row of K
-    rounded up to 8 floats. A K chunk is ni tap rows of one block (direct) or chunk_len
-    floats of the rows: the image region it reads for a work item's pixels stays under
-    NEURON_REGION (the rows under NEURON_ROWS_REGION). Work items: the output rows cut in nry runs of whole rows (nbr == 1),
-    or each row cut in nbr parts (nry == OH). Returns (direct, cb, nblk, ni, kn, hp, wp,
-    nry, nbr, chunk_len).
+    rounded up to VEC_WIDTH floats. A K chunk is ni tap rows of one block (direct; the longest
+    chunk whose image region for a work item's pixels stays under NEURON_REGION) or
+    chunk_len floats of the rows (their part under NEURON_ROWS_REGION). Work items: the
+    output rows cut in nry runs of whole rows (nbr == 1), or each row cut in nbr parts
+    (nry == OH). Returns (direct, cb, nblk, ni, kn, hp, wp, nry, nbr, chunk_len).
     """
     k = cg * kh * kw
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
@@ -69,11 +69,12 @@ def neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow):
         rows = 1
         run_w = -(-ow // nbr)
     if not direct:
-        kn = -(-k // 8) * 8
+        vw = VEC_WIDTH
+        kn = -(-k // vw) * vw
         nb = rows * run_w
-        most = max(NEURON_ROWS_REGION // (4 * nb) // 8 * 8, 8)
+        most = max(NEURON_ROWS_REGION // (4 * nb) // vw * vw, vw)
         nck = -(-kn // most)
-        return False, cg, 1, kh, kn, hp, wp, nry, nbr, (-(-kn // nck) + 7) // 8 * 8
+        return False, cg, 1, kh, kn, hp, wp, nry, nbr, -(-(-(-kn // nck)) // vw) * vw
     blocks = [d for d in range(8, cg + 1, 8) if cg % d == 0] if cg % 8 == 0 else [cg]
     best = None
     for cb in blocks:
@@ -283,9 +284,10 @@ def conv_neuron(wn, xp, keep, bias, row0, has_bias, act, p0, p1, scale, out,
     items share weight rows. A patch is read straight from xp (``direct``: per block, kh
     segments of kw * cb floats), or else the run's patches are first copied to rows of
     kn floats, zero-padded. The item's kept pairs are listed in groups of eight
-    (:func:`_neuron_groups`) and, per K chunk (whose image region stays in L1), every
-    group runs its dot8 kernel, adding its eight partial sums to its accumulators.
-    Returns the number of outputs computed.
+    (:func:`_neuron_groups`) and, per K chunk (whose image region stays in cache while
+    the weight rows pass), every group runs its dot8 kernel, adding its eight partial
+    sums to its accumulators; then the item's outputs are written. Returns the number of
+    outputs computed.
     """
     mg, kn = wn.shape
     nblk, hp, wp, cb = xp.shape
@@ -319,8 +321,8 @@ def conv_neuron(wn, xp, keep, bias, row0, has_bias, act, p0, p1, scale, out,
                 ox = (q0 + t) % ow
                 xq[t] = (oy * sh * wp + ox * sw) * cb
         else:
-            # the run's patches as rows of kn floats (64-byte aligned rows: kn * 4 is a
-            # multiple of 32 and the buffer starts on a 64-byte boundary)
+            # the run's patches as rows of kn floats (rows on vector boundaries: kn is a
+            # multiple of VEC_WIDTH and the buffer starts on a 64-byte boundary)
             raw = np.empty(nb * kn + 16, np.float32)
             a0 = ((-raw.ctypes.data) % 64) // 4
             xb = raw[a0:a0 + nb * kn]
@@ -410,8 +412,8 @@ def conv_neuron(wn, xp, keep, bias, row0, has_bias, act, p0, p1, scale, out,
                     dot8_2222(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 else:
                     dot8_any(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-        # the outputs through an L1-resident tile, copied out row by row (a scatter
-        # straight to the output would miss the cache at nearly every store)
+        # the item's outputs through a tile, copied out row by row: every output written,
+        # the dropped ones 0
         tile = np.zeros(nc * NEURON_SLOTS, np.float32)
         for i in range(ng * 8):
             tile[dst[i]] = _apply(acc[i], act, p0, p1) * scale
@@ -447,8 +449,8 @@ def conv_neuron_group(xg, w, g, mg, keep_all, bias, has_bias, act, p0, p1, scale
 
 
 #: reordered neuron weights per weight array (id -> (weak reference, layout, wn)): a
-#: layer's weights are constants, reordered once (the C backend's wt_ready); an entry goes
-#: when its array is freed, so an id is never reused while its entry is there
+#: layer's weights are constants, reordered once; an entry goes when its array is freed,
+#: so an id is never reused while its entry is there
 _NEURON_WEIGHTS: dict[int, tuple] = {}
 
 
