@@ -346,3 +346,24 @@ def test_neuron_groups_long_left_over_runs():
     _check_groups(keep, 0, 3, 0, NEURON_SLOTS)
     keep[1, 3:9] = 1
     _check_groups(keep, 0, 3, 0, NEURON_SLOTS)
+
+
+@pytest.mark.parametrize("case", [NEURON_CASES[0][0], NEURON_CASES[7][0]], ids=lambda c: c.name)
+def test_neuron_special_values_stay_in_their_patches(case):
+    """inf and NaN inputs reach exactly the kept outputs whose patches hold them (padding,
+    zero weights and vector tails never multiply a real value: 0 * inf would be NaN)."""
+    model = aipnet.load(case.model())
+    x = case.feeds(1)["x"]
+    x[0, 0, 2, 3] = np.inf
+    x[0, -1, -3, -2] = np.nan
+    x[0, 1, 5, 1] = -np.inf
+    exact = aipnet.Session(model).run(x)
+    got = aipnet.Session(model, drowsy=0.5, drowsy_granularity="neuron", seed=2, drowsy_rescale=False).run(x)
+    m, pc = exact.shape[1], int(np.prod(exact.shape[2:]))
+    keep = ref_keep("neuron", 2, 0, 0, m, pc, 0.5).reshape(exact.shape)
+    want = np.where(keep, exact, 0.0)
+    assert np.isnan(want).any() and (np.isinf(want).any() or np.isinf(exact).sum() == 0)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-4 * np.abs(want[fin]).max())
