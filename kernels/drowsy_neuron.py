@@ -9,7 +9,6 @@ import functools
 import weakref
 
 import numpy as np
-from numba import set_parallel_chunksize
 
 from ._buffers import aligned_empty
 from ._dot8 import (PARTITIONS, VEC_WIDTH, copy_f32, ctz64, dot8_8, dot8_71, dot8_62, dot8_611, dot8_53, dot8_521,
@@ -438,14 +437,8 @@ def conv_neuron_group(xg, w, g, mg, keep_all, bias, has_bias, act, p0, p1, scale
     xp = aligned_empty((nblk, hp, wp, cb))
     neuron_image(xg, pt, pl, xp)
     keep = keep_all[g * mg:(g + 1) * mg]
-    # work items one at a time to whichever thread is free: they are few, unequal (the
-    # mask is random) and long, and a thread may lose its core to another process
-    chunk = set_parallel_chunksize(1)
-    try:
-        return int(conv_neuron(wn[g * mg:(g + 1) * mg], xp, keep, bias, g * mg, has_bias, act, p0, p1, scale, yg,
-                               direct, kh, kw, sh, sw, dh, dw, ow, ni, nry, nbr, chunk_len))
-    finally:
-        set_parallel_chunksize(chunk)
+    return int(conv_neuron(wn[g * mg:(g + 1) * mg], xp, keep, bias, g * mg, has_bias, act, p0, p1, scale, yg,
+                           direct, kh, kw, sh, sw, dh, dw, ow, ni, nry, nbr, chunk_len))
 
 
 #: reordered neuron weights per weight array (id -> (weak reference, layout, wn)): a
