@@ -21,6 +21,7 @@ from .activation import _apply
 #: the 2 x 4 biclique
 DOT8_ANY = len(PARTITIONS)
 DOT8_BI = DOT8_ANY + 1
+#: eight mask bytes (0 or 1) times PACK8: byte i's bit lands on bit 56 + i, carry-free
 PACK8 = np.uint64(0x0102040810204080)
 
 # -- neuron: eight kept outputs at a time, straight from a channels-last image ------------
