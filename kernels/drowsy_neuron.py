@@ -6,6 +6,7 @@ granularities, are in :mod:`aipnet.kernels.drowsy`; the C mirror is csrc/drowsy_
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 
 import numpy as np
@@ -437,11 +438,24 @@ def conv_neuron_group(xg, w, g, mg, keep_all, bias, has_bias, act, p0, p1, scale
     cg = xg.shape[0]
     direct, cb, nblk, ni, kn, hp, wp, nry, nbr, chunk_len = neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow)
     wn = _neuron_weights_cached(w, cb, kn)
-    xp = aligned_empty((nblk, hp, wp, cb))
+    xp = _image_buffer(nblk * hp * wp * cb).reshape(nblk, hp, wp, cb)
     neuron_image(xg, pt, pl, xp)
     keep = keep_all[g * mg:(g + 1) * mg]
     return int(conv_neuron(wn[g * mg:(g + 1) * mg], xp, keep, bias, g * mg, has_bias, act, p0, p1, scale, yg,
                            direct, kh, kw, sh, sw, dh, dw, ow, ni, nry, nbr, chunk_len))
+
+
+#: the padded image's buffer, per Python thread, kept from call to call (fresh memory
+#: for it would be mapped and faulted in page by page at every call)
+_SCRATCH = threading.local()
+
+
+def _image_buffer(size: int) -> np.ndarray:
+    buf = getattr(_SCRATCH, "image", None)
+    if buf is None or buf.size < size:
+        buf = aligned_empty((size,))
+        _SCRATCH.image = buf
+    return buf[:size]
 
 
 #: reordered neuron weights per weight array (id -> (weak reference, layout, wn)): a
