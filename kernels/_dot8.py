@@ -222,8 +222,8 @@ def load_u64(typingctx, a, i):
 
 @intrinsic
 def copy_f32(typingctx, dst, d, src, s, n):
-    """dst[d .. d + n - 1] = src[s .. s + n - 1] (float32 arrays; 8 at a time, then one by
-    one; the ranges must not overlap; no bounds checks)."""
+    """dst[d .. d + n - 1] = src[s .. s + n - 1] (float32 arrays; VEC_WIDTH at a time, then
+    8 and 4 if left, then one by one; the ranges must not overlap; no bounds checks)."""
     if not _check_f32(dst, src):
         return None
     ip = types.intp
@@ -232,15 +232,26 @@ def copy_f32(typingctx, dst, d, src, s, n):
         dst, d, src, s, n = args
         dp = _data(context, builder, signature.args[0], dst)
         sp = _data(context, builder, signature.args[2], src)
-        nvec = builder.udiv(n, _c(n, 8))
+
+        def move(k, width):
+            ty = ir.VectorType(_F32, width).as_pointer()
+            v = builder.load(builder.bitcast(builder.gep(sp, [builder.add(s, k)]), ty), align=4)
+            builder.store(v, builder.bitcast(builder.gep(dp, [builder.add(d, k)]), ty), align=4)
+
+        nvec = builder.udiv(n, _c(n, VEC_WIDTH))
         with cgutils.for_range(builder, nvec) as loop:
-            k = builder.mul(loop.index, _c(n, 8))
-            _vstore(builder, _vload(builder, sp, builder.add(s, k)), dp, builder.add(d, k))
-        done = builder.mul(nvec, _c(n, 8))
-        with cgutils.for_range(builder, builder.sub(n, done)) as loop:
-            k = builder.add(done, loop.index)
-            v = builder.load(builder.gep(sp, [builder.add(s, k)]))
-            builder.store(v, builder.gep(dp, [builder.add(d, k)]))
+            move(builder.mul(loop.index, _c(n, VEC_WIDTH)), VEC_WIDTH)
+        done = cgutils.alloca_once_value(builder, builder.mul(nvec, _c(n, VEC_WIDTH)))
+        for width in (8, 4):
+            if width < VEC_WIDTH:
+                at = builder.load(done)
+                with builder.if_then(builder.icmp_unsigned(">=", builder.sub(n, at), _c(n, width))):
+                    move(at, width)
+                    builder.store(builder.add(at, _c(n, width)), done)
+        at = builder.load(done)
+        with cgutils.for_range(builder, builder.sub(n, at)) as loop:
+            k = builder.add(at, loop.index)
+            builder.store(builder.load(builder.gep(sp, [builder.add(s, k)])), builder.gep(dp, [builder.add(d, k)]))
         return context.get_dummy_value()
 
     return types.void(dst, ip, src, ip, ip), codegen
