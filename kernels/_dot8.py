@@ -1,38 +1,62 @@
-"""Eight float32 dot products at once, vectorised along K (an LLVM-IR Numba intrinsic).
+"""Eight float32 dot products at once, vectorised along K (LLVM-IR Numba intrinsics).
 
-The micro-kernel of DrowsyNet's neuron granularity (:func:`aipnet.kernels.drowsy_neuron.conv_neuron`):
+The micro-kernels of DrowsyNet's neuron granularity (:func:`aipnet.kernels.drowsy_neuron.conv_neuron`):
 each kept output is one dot product of a weight row and a patch, and the kept outputs of
-a random mask share nothing regular enough for a register tile. So eight arbitrary
-(weight, patch) pairs are computed together: eight ``<8 x float>`` accumulators, one
-fused multiply-add per pair and 8-float step of K, reduced at the end with a
-transpose-add (the eight horizontal sums as one vector). Numba's auto-vectoriser does not
-do this reliably (it vectorises across the pairs, or not at all), hence explicit IR,
-like :mod:`aipnet.kernels._simd`: plain ``<8 x float>`` vectors and ``llvm.fmuladd``, so
-it compiles for any host (AVX2 needs no AVX-512) and is cached with its callers.
+a random mask share nothing regular enough for a GEMM register tile. So eight (weight,
+patch) pairs are computed together: eight vector accumulators, one fused multiply-add per
+pair and vector step of K, reduced at the end with a transpose-add (the eight horizontal
+sums as one vector). Numba's auto-vectoriser does not do this reliably (it vectorises
+across the pairs, or not at all), hence explicit IR, like :mod:`aipnet.kernels._simd`:
+plain ``<VEC_WIDTH x float>`` vectors and ``llvm.fmuladd``, cached with their callers.
+VEC_WIDTH is the host's: 16 with AVX-512 (the exact path's BLAS uses it too), else 8
+(AVX2; NEON, where LLVM splits the vector).
 
-``dot8[runs](w, x, offs, o, nseg, seg_len, w_seg, x_seg, r, r_off)``: pair i's weight row
-starts at ``w[offs[o + i]]`` and its patch at ``x[offs[o + 8 + i]]``. ``runs`` (a
-partition of 8, compile-time) says which weight rows are the same, so that each is loaded
-once per step for the lanes that share it: lanes come in runs of the given lengths, the
-lanes of a run sharing the row of its first lane; ``runs = ()`` means eight rows, one load
-per lane. ``PARTITIONS`` lists the partitions of 8 into at most 4 parts, a kernel each
-(``dot8[()]`` beside them; module-level names ``dot8_<parts>`` and ``dot8_any``, for
-Numba's globals). A dot product is ``nseg``
-segments of ``seg_len`` floats (a multiple of 8), segment s at ``+ s * w_seg`` in the
-weights and ``+ s * x_seg`` in the patch. ``r[r_off + i]`` = pair i's sum. No bounds
+The eight pairs of a kernel share loads where they share operands: ``dot8[shape]``
+loads ``nw`` weight rows and ``nx`` patches per step and pairs them on its lanes as
+``shape`` says (compile time). Two shapes:
+
+- a biclique, 2 weight rows x 4 patches (the lanes are every pair of them): 6 loads per
+  8 multiply-adds;
+- runs, a partition of 8 (``PARTITIONS``): 8 patches, lanes in runs of the given
+  lengths, the lanes of run j sharing weight row j (``()``: eight rows, one per lane).
+
+``dot8[shape](w, x, offs, o, w0, x0, nseg, seg_len, w_seg, x_seg, acc, a_off)``: weight
+row j starts at ``w[w0 + offs[o + j]]`` and patch j at ``x[x0 + offs[o + 8 + j]]``; a dot
+product is ``nseg`` segments of ``seg_len`` floats (a multiple of 8), segment s at
+``+ s * w_seg`` in the weights and ``+ s * x_seg`` in the patch. Lane i's sum is added to
+``acc[a_off + i]``; lanes with the same operands get the same sum, to the bit. No bounds
 checks: callers keep every offset in range.
+
+Beside them, small intrinsics for the kernel's pair listing and copies: ``popcount64``,
+``ctz64``, ``load_u64`` (eight mask bytes as one word) and ``copy_f32``.
 """
 
 from __future__ import annotations
 
+import os
+
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._simd import _VEC, _accumulators, _c, _check_f32, _data, _fma, _vload, _vstore
+from ._simd import _c, _check_f32, _data, _vload, _vstore
 
 _I32 = ir.IntType(32)
+_F32 = ir.FloatType()
+
+
+def _host_width() -> int:
+    """Floats per vector of the K loop: 16 where the host has AVX-512 (Numba compiles
+    for the host, and so does the exact path's BLAS), else 8 (AVX2, NEON: LLVM splits
+    the vector). A pinned NUMBA_CPU_NAME (portable caches) gets 8."""
+    if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
+        return 8
+    return 16 if llvm.get_host_cpu_features().get("avx512f", False) else 8
+
+
+VEC_WIDTH = _host_width()
 
 
 def _shuf(builder, a, b, idx):
@@ -56,49 +80,84 @@ def _reduce8(builder, v):
     return builder.fadd(lo, hi)
 
 
-def _make_dot8(runs: tuple):
+def _lanes(shape: tuple) -> tuple[int, int, list]:
+    """(weight rows, patches, lane i's (row, patch)) of a kernel shape."""
+    if shape == "biclique":
+        return 2, 4, [(a, b) for a in range(2) for b in range(4)]
+    if not shape:
+        return 8, 8, [(i, i) for i in range(8)]
+    rows = [j for j, n in enumerate(shape) for _ in range(n)]
+    return len(shape), 8, list(zip(rows, range(8)))
+
+
+def _make_dot8(shape):
+    nw, nx, lanes = _lanes(shape)
+    width = VEC_WIDTH
+    vec = ir.VectorType(_F32, width)
+    half = ir.VectorType(_F32, 8)
+
+    def vload(builder, base, off, ty=vec):
+        return builder.load(builder.bitcast(builder.gep(base, [off]), ty.as_pointer()), align=4)
+
     @intrinsic
-    def dot8(typingctx, w, x, offs, o, nseg, seg_len, w_seg, x_seg, r, r_off):
-        if not _check_f32(w, x, r):
+    def dot8(typingctx, w, x, offs, o, w0, x0, nseg, seg_len, w_seg, x_seg, acc, a_off):
+        if not _check_f32(w, x, acc):
             return None
         if not (isinstance(offs, types.Array) and offs.dtype == types.int64):
             return None
-        sig = types.void(w, x, offs, types.intp, types.intp, types.intp, types.intp, types.intp, r, types.intp)
+        ip = types.intp
+        sig = types.void(w, x, offs, ip, ip, ip, ip, ip, ip, ip, acc, ip)
 
         def codegen(context, builder, signature, args):
-            w, x, offs, o, nseg, seg_len, w_seg, x_seg, r, r_off = args
-            tw, tx, to, tr = signature.args[0], signature.args[1], signature.args[2], signature.args[8]
-            wp, xp, op, rp = (_data(context, builder, t, v) for t, v in ((tw, w), (tx, x), (to, offs), (tr, r)))
-            fma = _fma(builder)
+            w, x, offs, o, w0, x0, nseg, seg_len, w_seg, x_seg, acc, a_off = args
+            tw, tx, to, ta = signature.args[0], signature.args[1], signature.args[2], signature.args[10]
+            wp, xp, op, ap = (_data(context, builder, t, v) for t, v in ((tw, w), (tx, x), (to, offs), (ta, acc)))
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                                 f"llvm.fmuladd.v{width}f32")
 
-            def off(i):
-                return builder.load(builder.gep(op, [builder.add(o, _c(o, i))]))
+            def off(i, base):
+                return builder.add(builder.load(builder.gep(op, [builder.add(o, _c(o, i))])), base)
 
-            if not runs:
-                wo = [off(i) for i in range(8)]
-            else:
-                wo, at = [], 0
-                for length in runs:
-                    head = off(at)
-                    wo += [head] * length
-                    at += length
-            xo = [off(8 + i) for i in range(8)]
-            acc = _accumulators(builder, 8)
-            nvec = builder.udiv(seg_len, _c(seg_len, 8))
+            def step(wv, xv):
+                for i, (a, b) in enumerate(lanes):
+                    builder.store(builder.call(fma, [wv[a], xv[b], builder.load(sums[i])]), sums[i])
+
+            wo = [off(j, w0) for j in range(nw)]
+            xo = [off(8 + j, x0) for j in range(nx)]
+            sums = []
+            for _ in range(8):
+                slot = cgutils.alloca_once(builder, vec)  # entry block: promoted to registers
+                builder.store(ir.Constant(vec, None), slot)
+                sums.append(slot)
+            nvec = builder.udiv(seg_len, _c(seg_len, width))
+            tail = builder.icmp_unsigned("!=", builder.mul(nvec, _c(seg_len, width)), seg_len)
             with cgutils.for_range(builder, nseg) as seg:
-                s = seg.index
-                ws = builder.mul(s, w_seg)
-                xs = builder.mul(s, x_seg)
-                wbase = {id(v): builder.add(v, ws) for v in wo}
-                xbase = [builder.add(v, xs) for v in xo]
-                with cgutils.for_range(builder, nvec) as step:
-                    k = builder.mul(step.index, _c(seg_len, 8))
-                    wv = {key: _vload(builder, wp, builder.add(b, k)) for key, b in wbase.items()}
-                    for i in range(8):
-                        xv = _vload(builder, xp, builder.add(xbase[i], k))
-                        builder.store(builder.call(fma, [wv[id(wo[i])], xv, builder.load(acc[i])]), acc[i])
-            res = _reduce8(builder, [builder.load(a) for a in acc])
-            _vstore(builder, res, rp, r_off)
+                ws = builder.mul(seg.index, w_seg)
+                xs = builder.mul(seg.index, x_seg)
+                wb = [builder.add(v, ws) for v in wo]
+                xb = [builder.add(v, xs) for v in xo]
+                with cgutils.for_range(builder, nvec) as k:
+                    kk = builder.mul(k.index, _c(seg_len, width))
+                    step([vload(builder, wp, builder.add(b, kk)) for b in wb],
+                         [vload(builder, xp, builder.add(b, kk)) for b in xb])
+                if width > 8:
+                    # a segment of 8 (mod 16) floats: its last 8, widened with zeros
+                    with builder.if_then(tail, likely=False):
+                        kk = builder.mul(nvec, _c(seg_len, width))
+                        zero = ir.Constant(half, None)
+                        widen = ir.Constant(ir.VectorType(_I32, width), list(range(width)))
+
+                        def wide(base, b):
+                            return builder.shuffle_vector(vload(builder, base, builder.add(b, kk), half), zero, widen)
+
+                        step([wide(wp, b) for b in wb], [wide(xp, b) for b in xb])
+            vals = [builder.load(v) for v in sums]
+            if width > 8:
+                lo = ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
+                hi = ir.Constant(ir.VectorType(_I32, 8), list(range(8, 16)))
+                vals = [builder.fadd(builder.shuffle_vector(v, v, lo), builder.shuffle_vector(v, v, hi)) for v in vals]
+            res = _reduce8(builder, vals)
+            _vstore(builder, builder.fadd(_vload(builder, ap, a_off), res), ap, a_off)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -114,9 +173,85 @@ def _partitions(n: int, most: int, parts: int) -> list[tuple]:
     return [(k,) + rest for k in range(min(n, most), 0, -1) for rest in _partitions(n - k, k, parts - 1)]
 
 
-#: the partitions of 8 into at most 4 parts, largest part first (15 of them), and the
-#: kernel of each (dot8_<parts>; dot8_any: eight rows)
+#: the partitions of 8 into at most 4 parts, largest part first (15 of them); a kernel
+#: each, plus dot8_any (eight rows) and dot8_bi (the 2 x 4 biclique)
 PARTITIONS = _partitions(8, 8, 4)
-dot8 = {runs: _make_dot8(runs) for runs in PARTITIONS + [()]}
+dot8 = {s: _make_dot8(s) for s in PARTITIONS + [(), "biclique"]}
 (dot8_8, dot8_71, dot8_62, dot8_611, dot8_53, dot8_521, dot8_5111, dot8_44, dot8_431, dot8_422, dot8_4211,
- dot8_332, dot8_3311, dot8_3221, dot8_2222, dot8_any) = (dot8[r] for r in PARTITIONS + [()])
+ dot8_332, dot8_3311, dot8_3221, dot8_2222, dot8_any, dot8_bi) = (dot8[s] for s in PARTITIONS + [(), "biclique"])
+
+
+@intrinsic
+def popcount64(typingctx, v):
+    """The number of set bits of a uint64."""
+    if v != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return types.uint64(v), codegen
+
+
+@intrinsic
+def ctz64(typingctx, v):
+    """The index of the lowest set bit of a nonzero uint64."""
+    if v != types.uint64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return types.uint64(v), codegen
+
+
+@intrinsic
+def load_u64(typingctx, a, i):
+    """The eight bytes a[i .. i + 7] of a uint8 array as one little-endian uint64 (any
+    alignment; no bounds check)."""
+    if not (isinstance(a, types.Array) and a.dtype == types.uint8):
+        return None
+
+    def codegen(context, builder, signature, args):
+        arr, idx = args
+        p = builder.gep(_data(context, builder, signature.args[0], arr), [idx])
+        return builder.load(builder.bitcast(p, ir.IntType(64).as_pointer()), align=1)
+
+    return types.uint64(a, types.intp), codegen
+
+
+@intrinsic
+def copy_f32(typingctx, dst, d, src, s, n):
+    """dst[d .. d + n - 1] = src[s .. s + n - 1] (float32 arrays; VEC_WIDTH at a time, then
+    8 and 4 if left, then one by one; the ranges must not overlap; no bounds checks)."""
+    if not _check_f32(dst, src):
+        return None
+    ip = types.intp
+
+    def codegen(context, builder, signature, args):
+        dst, d, src, s, n = args
+        dp = _data(context, builder, signature.args[0], dst)
+        sp = _data(context, builder, signature.args[2], src)
+
+        def move(k, width):
+            ty = ir.VectorType(_F32, width).as_pointer()
+            v = builder.load(builder.bitcast(builder.gep(sp, [builder.add(s, k)]), ty), align=4)
+            builder.store(v, builder.bitcast(builder.gep(dp, [builder.add(d, k)]), ty), align=4)
+
+        nvec = builder.udiv(n, _c(n, VEC_WIDTH))
+        with cgutils.for_range(builder, nvec) as loop:
+            move(builder.mul(loop.index, _c(n, VEC_WIDTH)), VEC_WIDTH)
+        done = cgutils.alloca_once_value(builder, builder.mul(nvec, _c(n, VEC_WIDTH)))
+        for width in (8, 4):
+            if width < VEC_WIDTH:
+                at = builder.load(done)
+                with builder.if_then(builder.icmp_unsigned(">=", builder.sub(n, at), _c(n, width))):
+                    move(at, width)
+                    builder.store(builder.add(at, _c(n, width)), done)
+        at = builder.load(done)
+        with cgutils.for_range(builder, builder.sub(n, at)) as loop:
+            k = builder.add(at, loop.index)
+            builder.store(builder.load(builder.gep(sp, [builder.add(s, k)])), builder.gep(dp, [builder.add(d, k)]))
+        return context.get_dummy_value()
+
+    return types.void(dst, ip, src, ip, ip), codegen

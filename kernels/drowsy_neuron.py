@@ -5,112 +5,140 @@ granularities, are in :mod:`aipnet.kernels.drowsy`; the C mirror is csrc/drowsy_
 
 from __future__ import annotations
 
+import functools
+import threading
 import weakref
 
 import numpy as np
 
 from ._buffers import aligned_empty
-from ._dot8 import (PARTITIONS, dot8_8, dot8_71, dot8_62, dot8_611, dot8_53, dot8_521, dot8_5111, dot8_44, dot8_431,
-                    dot8_422, dot8_4211, dot8_332, dot8_3311, dot8_3221, dot8_2222, dot8_any)
+from ._dot8 import (PARTITIONS, VEC_WIDTH, copy_f32, ctz64, dot8_8, dot8_71, dot8_62, dot8_611, dot8_53, dot8_521,
+                    dot8_5111, dot8_44, dot8_431, dot8_422, dot8_4211, dot8_332, dot8_3311, dot8_3221, dot8_2222,
+                    dot8_any, dot8_bi, load_u64, popcount64)
 from ._jit import kernel, prange
 from .activation import _apply
 
+#: group kinds past the partitions (PARTITIONS index k < DOT8_ANY): eight weight rows, and
+#: the 2 x 4 biclique
 DOT8_ANY = len(PARTITIONS)
-
+DOT8_BI = DOT8_ANY + 1
+#: eight mask bytes (0 or 1) times PACK8: byte i's bit lands on bit 56 + i, carry-free
+PACK8 = np.uint64(0x0102040810204080)
 
 # -- neuron: eight kept outputs at a time, straight from a channels-last image ------------
-#: a work item is a run of at most NEURON_SLOTS pixels of one output row (at most
-#: NEURON_ROWS_RUN where patches are copied to rows) x a chunk of NEURON_CHANNELS
-#: channels; the image region of its patches that one K chunk reads is kept under
-#: NEURON_REGION bytes (it stays in L1 while the chunk's weight rows pass)
-NEURON_SLOTS = 32
-NEURON_ROWS_RUN = 16
+#: a work item is a run of at most NEURON_SLOTS consecutive output pixels (whole output
+#: rows, or part of one) x a chunk of NEURON_CHANNELS channels; the image region that
+#: one K chunk of its patches reads is kept under NEURON_REGION bytes (it stays in L1
+#: while the weight rows pass), or, where patches are copied to rows, the rows that one
+#: K chunk reads under NEURON_ROWS_REGION (measured: for short K, whole rows that stay
+#: in L2 beat K chunks of rows that stay in L1, whose dot products are too short)
+NEURON_SLOTS = 64
 NEURON_CHANNELS = 64
-NEURON_REGION = 20 * 1024
+NEURON_REGION = 24 * 1024
+NEURON_ROWS_REGION = 96 * 1024
+#: bicliques pair a channel with the next NEURON_WINDOW channels of its chunk
+NEURON_WINDOW = 5
 
 
+@functools.lru_cache(maxsize=512)
 def neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow):
-    """The neuron kernel's layout of one conv group (the C backend's, csrc/drowsy.c).
+    """The neuron kernel's layout of one conv group.
 
-    The group's input is copied to a zero-padded channels-last image (Hp x Wp x cg) and
-    the weights reordered to the same (tap row, tap column, channel) order, so that the
-    patch of output pixel (oy, ox) is kh runs of kw * cg contiguous floats of the image
-    itself ("direct", when dw == 1 and kw * cg is a multiple of 8); otherwise each patch
-    is copied to a row of K rounded up to 8 floats. Returns a dict: direct, kn (weight
-    row length), hp, wp, seg_len, nseg, x_seg (a patch is nseg segments of seg_len floats,
-    x_seg apart), nbr (pixel runs per output row), sc (segments per K chunk).
+    The group's input is copied to a zero-padded channels-last image in blocks of cb
+    channels (nblk x Hp x Wp x cb) and the weights reordered to the same (block, tap row,
+    tap column, channel) order, so that the patch of output pixel (oy, ox) is, per block,
+    kh runs of kw * cb contiguous floats of the image itself ("direct", when dw == 1 and
+    kw * cb is a multiple of 8); otherwise (one block) each patch is copied to a row of K
+    rounded up to VEC_WIDTH floats. A K chunk is ni tap rows of one block (direct; the longest
+    chunk whose image region for a work item's pixels stays under NEURON_REGION) or
+    chunk_len floats of the rows (their part under NEURON_ROWS_REGION). Work items: the
+    output rows cut in nry runs of whole rows (nbr == 1), or each row cut in nbr parts
+    (nry == OH). Returns (direct, cb, nblk, ni, kn, hp, wp, nry, nbr, chunk_len).
     """
     k = cg * kh * kw
-    direct = dw == 1 and (kw * cg) % 8 == 0
-    kn = k if direct else -(-k // 8) * 8
     hp = (oh - 1) * sh + (kh - 1) * dh + 1
     wp = (ow - 1) * sw + (kw - 1) * dw + 1
-    nbr = -(-ow // (NEURON_SLOTS if direct else NEURON_ROWS_RUN))
-    nb = -(-ow // nbr)
-    if direct:
-        seg_len, nseg, x_seg = kw * cg, kh, dh * wp * cg
-        nbytes = ((nb - 1) * sw + kw) * cg * 4
+    direct = dw == 1 and (cg % 8 == 0 or (kw * cg) % 8 == 0)
+    if ow <= NEURON_SLOTS:
+        nbr = 1
+        nry = -(-oh // (NEURON_SLOTS // ow))
+        rows = -(-oh // nry)
+        run_w = ow
     else:
-        seg_len, nseg, x_seg = kn, 1, 0
-        nbytes = nb * kn * 4
-    nchunk = min(max(-(-(nseg * nbytes) // NEURON_REGION), 1), nseg)
-    return dict(direct=direct, kn=kn, hp=hp, wp=wp, seg_len=seg_len, nseg=nseg, x_seg=x_seg, nbr=nbr,
-                sc=-(-nseg // nchunk))
+        nbr = -(-ow // NEURON_SLOTS)
+        nry = oh
+        rows = 1
+        run_w = -(-ow // nbr)
+    if not direct:
+        vw = VEC_WIDTH
+        kn = -(-k // vw) * vw
+        nb = rows * run_w
+        most = max(NEURON_ROWS_REGION // (4 * nb) // vw * vw, vw)
+        nck = -(-kn // most)
+        return False, cg, 1, kh, kn, hp, wp, nry, nbr, -(-(-(-kn // nck)) // vw) * vw
+    blocks = [d for d in range(8, cg + 1, 8) if cg % d == 0] if cg % 8 == 0 else [cg]
+    best = None
+    for cb in blocks:
+        for ni in range(1, kh + 1):
+            region = ((rows - 1) * sh + (ni - 1) * dh + 1) * ((run_w - 1) * sw + kw) * cb * 4
+            # the longest chunk whose region fits (else the smallest region), then the widest block
+            key = (region <= NEURON_REGION, ni * kw * cb if region <= NEURON_REGION else -region, cb)
+            if best is None or key > best[0]:
+                best = (key, cb, ni)
+    _, cb, ni = best
+    return True, cb, cg // cb, ni, k, hp, wp, nry, nbr, 0
 
 
 @kernel(parallel=True)
-def neuron_weights(w, kn, wn):
-    """wn[m, (i*kw + j)*cg + c] = w[m, c, i, j], rows zero-padded to kn (w: M x cg x kh x kw)."""
+def neuron_weights(w, cb, kn, wn):
+    """wn[m, ((b*kh + i)*kw + j)*cb + c] = w[m, b*cb + c, i, j], rows zero-padded to kn."""
     m_count, cg, kh, kw = w.shape
-    kk = kh * kw
     for m in prange(m_count):
         for c in range(cg):
-            for t in range(kk):
-                wn[m, t * cg + c] = w[m, c, t // kw, t % kw]
-        for t in range(cg * kk, kn):
+            b = c // cb
+            for i in range(kh):
+                for j in range(kw):
+                    wn[m, ((b * kh + i) * kw + j) * cb + c - b * cb] = w[m, c, i, j]
+        for t in range(cg * kh * kw, kn):
             wn[m, t] = 0.0
 
 
-@kernel(parallel=True)
+@kernel()
 def neuron_image(x, pt, pl, xp):
-    """xp[yy, xx, c] = x[c, yy - pt, xx - pl], 0 outside the image (x: C x H x W, xp: Hp x Wp x C).
+    """xp[b, yy, xx, c] = x[b*cb + c, yy - pt, xx - pl], 0 outside the image (x: C x H x W,
+    xp: nblk x Hp x Wp x cb).
 
-    One padded row per task, transposed in 8 x 8 blocks (8 columns of a row are read, 8
-    channels of a pixel written: both in few cache lines).
+    A strided slice copy per channel and padded row (Numba's slice copies run several
+    times faster than element loops here). Serial: it is small, and a parallel region
+    of its own cost more at 2 threads than it saved (waking the sleeping worker; whole
+    VGG-f conv stack at 2 threads 7.98 -> 6.36 ms, medians).
     """
     c_count, h, w = x.shape
-    hp, wp, _ = xp.shape
+    nblk, hp, wp, cb = xp.shape
     x0 = min(max(pl, 0), wp)
     x1 = max(min(pl + w, wp), x0)
-    for yy in prange(hp):
+    for r in range(nblk * hp):
+        b = r // hp
+        yy = r % hp
         iy = yy - pt
         if iy < 0 or iy >= h:
-            for xx in range(wp):
-                for c in range(c_count):
-                    xp[yy, xx, c] = 0.0
+            xp[b, yy] = 0.0
             continue
-        for xx in range(x0):
-            for c in range(c_count):
-                xp[yy, xx, c] = 0.0
-        for xx in range(x1, wp):
-            for c in range(c_count):
-                xp[yy, xx, c] = 0.0
-        for c8 in range(0, c_count, 8):
-            ce = min(c8 + 8, c_count)
-            for x8 in range(x0, x1, 8):
-                xe = min(x8 + 8, x1)
-                for xx in range(x8, xe):
-                    for c in range(c8, ce):
-                        xp[yy, xx, c] = x[c, iy, xx - pl]
+        xp[b, yy, :x0] = 0.0
+        xp[b, yy, x1:] = 0.0
+        for c in range(cb):
+            xp[b, yy, x0:x1, c] = x[b * cb + c, iy, x0 - pl:x1 - pl]
 
 
 def _group_tables():
-    """GROUP_KERNEL[mask], GROUP_LANES[mask]: for eight pairs in channel order whose channel
-    changes before pair i (i = 1..7) where bit i - 1 of mask is set, the dot8 kernel
-    (index into PARTITIONS, DOT8_ANY past 4 runs) and the pairs' order on its lanes (runs
-    longest first; stable)."""
+    """For eight pairs in channel order whose channel changes before pair i (i = 1..7)
+    where bit i - 1 of mask is set: GROUP_KERNEL[mask], the dot8 kernel (index into
+    PARTITIONS, DOT8_ANY past 4 runs); GROUP_LANES[mask], the pairs' order on its lanes
+    (runs longest first; stable); GROUP_HEADS[mask, j], the pair whose channel is run j's
+    (lane j's for DOT8_ANY)."""
     kern = np.full(128, DOT8_ANY, np.int64)
     lanes = np.tile(np.arange(8, dtype=np.int64), (128, 1))
+    heads = np.tile(np.arange(8, dtype=np.int64), (128, 1))
     for mask in range(128):
         starts = [0] + [i for i in range(1, 8) if mask >> (i - 1) & 1] + [8]
         runs = [(starts[j + 1] - starts[j], starts[j]) for j in range(len(starts) - 1)]
@@ -119,173 +147,282 @@ def _group_tables():
         runs.sort(key=lambda r: -r[0])
         kern[mask] = PARTITIONS.index(tuple(r[0] for r in runs))
         lanes[mask] = [i for length, at in runs for i in range(at, at + length)]
-    return kern, lanes
+        heads[mask, :len(runs)] = [at for _, at in runs]
+    return kern, lanes, heads
 
 
-GROUP_KERNEL, GROUP_LANES = _group_tables()
+GROUP_KERNEL, GROUP_LANES, GROUP_HEADS = _group_tables()
 
 
 @kernel()
-def _neuron_groups(lst, n, c0, kn, xq, offs, dst, idx):
-    """Cut the item's list of kept pairs (entries channel * NEURON_SLOTS + pixel slot, in
-    channel order) into groups of eight consecutive pairs, lanes ordered for dot8.
+def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst, acc, idx):
+    """List the kept (channel, pixel) pairs of channels c0 .. c0 + nc - 1 x pixels q0 ..
+    q0 + nb - 1 in groups of eight, for the dot8 kernels; returns (groups, pairs).
 
-    Group g's lanes go in runs of one channel each, longest run first (GROUP_LANES, by the
-    mask of where the channel changes; idx[g] = the kernel, GROUP_KERNEL); offs[16 g + i]
-    = lane i's weight row offset (channel c0 + its channel, rows kn apart), offs[16 g + 8
-    + i] = its patch offset xq[slot]; dst[8 g + i] = its accumulator index (a spare slot
-    for the copies of the last pair that pad the item's last group). No data-dependent
-    branches (the mask is random).
+    Bicliques first: channel c is paired with each of the next NEURON_WINDOW channels d
+    in turn, and the pixels where both are still unlisted are taken four at a time as a
+    2 x 4 biclique (two weight rows and four patches loaded per step for eight outputs).
+    The pairs left over are listed in channel order and cut into groups of eight
+    consecutive pairs whose lanes go in runs of one channel each, longest first
+    (GROUP_LANES; a channel's lanes share its weight loads). Channel c's left-overs are
+    listed right after its bicliques, so that its weight rows are reused while in cache.
+    Group g: weight row offsets offs[16 g + j], patch offsets offs[16 g + 8 + j]
+    (xq[slot]), kernel idx[g]; lane i: output dst[8 g + i] = channel * NEURON_SLOTS +
+    slot, accumulator acc[8 g + i], set here to the output's bias. The last group is
+    padded with copies of the last pair.
     """
-    spare = NEURON_CHANNELS * NEURON_SLOTS
-    ng = (n + 7) // 8
-    ev = np.empty(8, np.int64)
-    for g in range(ng):
-        b = 8 * g
-        last = min(8, n - b) - 1
-        mask = 0
-        prev = lst[b] // NEURON_SLOTS
-        ev[0] = lst[b]
-        for i in range(1, 8):
-            e = lst[b + min(i, last)]
-            ev[i] = e if i <= last else spare
-            cc = e // NEURON_SLOTS
-            mask |= np.int64(cc != prev) << (i - 1)
-            prev = cc
-        idx[g] = GROUP_KERNEL[mask]
-        for lane in range(8):
-            i = GROUP_LANES[mask, lane]
-            e = lst[b + min(i, last)]
-            offs[16 * g + lane] = (c0 + e // NEURON_SLOTS) * kn
-            offs[16 * g + 8 + lane] = xq[e % NEURON_SLOTS]
-            dst[b + lane] = ev[i]
+    one = np.uint64(1)
+    p_count = keep.shape[1]
+    kf = keep.ravel()
+    bm = np.empty(nc, np.uint64)
+    n8 = nb // 8 * 8
+    kept = 0
+    for c in range(nc):
+        # the mask bytes (0 or 1) as bits, eight at a time: the multiply moves byte i's
+        # bit to bit 56 + i, with no carries
+        at = (c0 + c) * p_count + q0
+        m = np.uint64(0)
+        for t in range(0, n8, 8):
+            m |= ((load_u64(kf, at + t) * PACK8) >> np.uint64(56)) << np.uint64(t)
+        if n8 < nb:
+            if nb >= 8:
+                # the last eight bytes again (an overlap ORs the same bits twice)
+                m |= ((load_u64(kf, at + nb - 8) * PACK8) >> np.uint64(56)) << np.uint64(nb - 8)
+            else:
+                for t in range(nb):
+                    m |= np.uint64(kf[at + t]) << np.uint64(t)
+        bm[c] = m
+        kept += np.int64(popcount64(m))
+    # pending left-overs: output, weight row, patch, bias; a set bit of ``starts`` marks
+    # the first pair of a channel (room for a channel's pairs past 7 pending, and padding)
+    pe = np.empty(NEURON_SLOTS + 16, np.int64)
+    pw = np.empty(NEURON_SLOTS + 16, np.int64)
+    px = np.empty(NEURON_SLOTS + 16, np.int64)
+    pb = np.empty(NEURON_SLOTS + 16, np.float32)
+    starts = np.uint64(0)
+    npend = 0
+    ng = 0
+    for c in range(nc):
+        bc = bias[row0 + c0 + c] if has_bias else np.float32(0.0)
+        for d in range(c + 1, min(c + 1 + NEURON_WINDOW, nc)):
+            both = bm[c] & bm[d]
+            nq = np.int64(popcount64(both)) >> 2
+            if nq == 0:
+                continue
+            bd = bias[row0 + c0 + d] if has_bias else np.float32(0.0)
+            left = both
+            for _ in range(nq):
+                offs[16 * ng] = (c0 + c) * kn
+                offs[16 * ng + 1] = (c0 + d) * kn
+                for b in range(4):
+                    t = ctz64(left)
+                    left &= left - one
+                    ti = np.int64(t)
+                    offs[16 * ng + 8 + b] = xq[ti]
+                    dst[8 * ng + b] = c * NEURON_SLOTS + ti
+                    dst[8 * ng + 4 + b] = d * NEURON_SLOTS + ti
+                    acc[8 * ng + b] = bc
+                    acc[8 * ng + 4 + b] = bd
+                idx[ng] = DOT8_BI
+                ng += 1
+            bm[c] ^= both ^ left
+            bm[d] ^= both ^ left
+        m = bm[c]
+        if m != 0:
+            starts |= np.uint64(npend > 0) << np.uint64(npend)
+            while m != 0:
+                t = np.int64(ctz64(m))
+                m &= m - one
+                pe[npend] = c * NEURON_SLOTS + t
+                pw[npend] = (c0 + c) * kn
+                px[npend] = xq[t]
+                pb[npend] = bc
+                npend += 1
+        if c == nc - 1 and npend % 8 != 0:
+            # pad the last group with copies of the last pair: they compute its sum again,
+            # to the bit (same operands, same order), and store it again, harmlessly
+            for i in range(npend, npend + 8 - npend % 8):
+                pe[i] = pe[npend - 1]
+                pw[i] = pw[npend - 1]
+                px[i] = px[npend - 1]
+                pb[i] = pb[npend - 1]
+            npend += 8 - npend % 8
+        at = 0
+        while npend - at >= 8:
+            # bit i of starts: pending pair at + i starts a channel
+            mask = np.int64((starts >> one) & np.uint64(127))
+            idx[ng] = GROUP_KERNEL[mask]
+            for j in range(8):
+                offs[16 * ng + j] = pw[at + GROUP_HEADS[mask, j]]
+            for lane in range(8):
+                i = at + GROUP_LANES[mask, lane]
+                offs[16 * ng + 8 + lane] = px[i]
+                dst[8 * ng + lane] = pe[i]
+                acc[8 * ng + lane] = pb[i]
+            ng += 1
+            at += 8
+            starts >>= np.uint64(8)
+        if at > 0:
+            for i in range(at, npend):
+                pe[i - at] = pe[i]
+                pw[i - at] = pw[i]
+                px[i - at] = px[i]
+                pb[i - at] = pb[i]
+            npend -= at
+    return ng, kept
 
 
 @kernel(parallel=True)
 def conv_neuron(wn, xp, keep, bias, row0, has_bias, act, p0, p1, scale, out,
-                direct, kh, kw, sh, sw, dh, dw, ow, seg_len, nseg, x_seg, sc, nbr):
+                direct, kh, kw, sh, sw, dh, dw, ow, ni, nry, nbr, chunk_len):
     """out[c, p] = act(wn[c] . patch(p) + bias[row0 + c]) * scale where keep[c, p], else 0.
 
     One conv group. wn: Mg x kn reordered weights (:func:`neuron_weights`); xp: the
-    group's channels-last padded image Hp x Wp x cg (:func:`neuron_image`); keep: Mg x P
-    uint8; out: Mg x P, every output written. Geometry from :func:`neuron_layout`.
+    group's channels-last padded image in blocks, nblk x Hp x Wp x cb
+    (:func:`neuron_image`); keep: Mg x P uint8, 0 or 1; out: Mg x P, every output written.
+    Geometry from :func:`neuron_layout`.
 
-    Work items, shared out over threads: a run of at most NEURON_SLOTS pixels of an output
-    row (nbr runs a row) x NEURON_CHANNELS channels, channel-chunk major so that a
-    thread's consecutive items share weight rows. A patch is read straight from xp
-    (``direct``: kh segments of kw * cg floats), or else the run's patches are first
-    copied to rows of kn floats, zero-padded. The item's kept (channel, pixel) pairs are
-    listed without a branch (each pair written, the count advanced by its mask byte), in
-    channel order, and computed eight at a time (consecutive pairs, across channels and
-    pixels: only the last group of an item can be short) by the dot8 micro-kernels, a
-    channel's lanes sharing its weight loads (:func:`_neuron_groups`); per K chunk (a few
-    tap rows whose image region stays in L1) every group runs. Returns the number of
+    Work items, shared out over threads: a run of at most NEURON_SLOTS consecutive
+    pixels x NEURON_CHANNELS channels, channel-chunk major so that a thread's consecutive
+    items share weight rows. A patch is read straight from xp (``direct``: per block, kh
+    segments of kw * cb floats), or else the run's patches are first copied to rows of
+    kn floats, zero-padded. The item's kept pairs are listed in groups of eight
+    (:func:`_neuron_groups`) and, per K chunk (whose image region stays in cache while
+    the weight rows pass), every group runs its dot8 kernel, adding its eight partial
+    sums to its accumulators; then the item's outputs are written. Returns the number of
     outputs computed.
     """
     mg, kn = wn.shape
-    hp, wp, cg = xp.shape
+    nblk, hp, wp, cb = xp.shape
     p_count = keep.shape[1]
     oh = p_count // ow
-    k_real = cg * kh * kw
     wf = wn.ravel()
+    of = out.reshape(out.size)
     xf = xp.ravel()
-    nblocks = oh * nbr
+    seg = kw * cb
+    ntap = -(-kh // ni)
+    nchunk = nblk * ntap if direct else -(-kn // chunk_len)
+    nruns = nry * nbr
     nch = (mg + NEURON_CHANNELS - 1) // NEURON_CHANNELS
-    counts = np.zeros(nch * nblocks, np.int64)
-    for it in prange(nch * nblocks):
-        ch = it // nblocks
-        blk = it % nblocks
-        oy = blk // nbr
-        bi = blk % nbr
+    counts = np.zeros(nch * nruns, np.int64)
+    for it in prange(nch * nruns):
+        ch = it // nruns
+        run = it % nruns
+        ry = run // nbr
+        oy0 = ry * oh // nry
+        bi = run % nbr
         ox0 = bi * ow // nbr
-        nb = (bi + 1) * ow // nbr - ox0
+        nb = ((ry + 1) * oh // nry - oy0) * ((bi + 1) * ow // nbr - ox0)
+        q0 = oy0 * ow + ox0
         c0 = ch * NEURON_CHANNELS
-        c1 = min(c0 + NEURON_CHANNELS, mg)
-        q0 = oy * ow + ox0
+        nc = min(NEURON_CHANNELS, mg - c0)
         xq = np.empty(NEURON_SLOTS, np.int64)
         if direct:
             xb = xf
             for t in range(nb):
-                xq[t] = (oy * sh * wp + (ox0 + t) * sw) * cg
+                oy = (q0 + t) // ow
+                ox = (q0 + t) % ow
+                xq[t] = (oy * sh * wp + ox * sw) * cb
         else:
-            # the run's patches as rows of kn floats (64-byte aligned rows: kn * 4 is a
-            # multiple of 32 and the buffer starts on a 64-byte boundary)
+            # the run's patches as rows of kn floats (rows on vector boundaries: kn is a
+            # multiple of VEC_WIDTH and the buffer starts on a 64-byte boundary)
             raw = np.empty(nb * kn + 16, np.float32)
             a0 = ((-raw.ctypes.data) % 64) // 4
             xb = raw[a0:a0 + nb * kn]
+            run_len = kw * cb if dw == 1 else cb
             for t in range(nb):
+                oy = (q0 + t) // ow
+                ox = (q0 + t) % ow
                 d = t * kn
                 xq[t] = d
-                run = kw * cg if dw == 1 else cg
                 for i in range(kh):
-                    for j in range(kw * cg // run):
-                        src = ((oy * sh + i * dh) * wp + (ox0 + t) * sw + j * dw) * cg
-                        xb[d:d + run] = xf[src:src + run]
-                        d += run
-                for k in range(k_real, kn):
-                    xb[t * kn + k] = 0.0
-        lst = np.empty(NEURON_CHANNELS * NEURON_SLOTS, np.int64)
-        n = 0
-        for c in range(c0, c1):
-            for t in range(nb):
-                lst[n] = (c - c0) * NEURON_SLOTS + t
-                n += np.int64(keep[c, q0 + t])
-        counts[it] = n
-        ng = (n + 7) // 8
-        offs = np.empty(ng * 16, np.int64)
-        dst = np.empty(ng * 8, np.int64)
-        idx = np.empty(ng, np.int64)
-        _neuron_groups(lst, n, c0, kn, xq, offs, dst, idx)
-        acc = np.zeros(NEURON_CHANNELS * NEURON_SLOTS + 1, np.float32)
-        r = np.empty(8, np.float32)
-        for s0 in range(0, nseg, sc):
-            ns = min(sc, nseg - s0)
-            wv = wf[s0 * seg_len:]
-            xv = xb[s0 * x_seg:]
-            for g in range(ng):
-                # dot8[PARTITIONS[k]], written out here so that it is inlined (a call would
-                # pass and reference-count the arrays for every group)
+                    for j in range(kw * cb // run_len):
+                        copy_f32(xb, d, xf, ((oy * sh + i * dh) * wp + ox * sw + j * dw) * cb, run_len)
+                        d += run_len
+                xb[d:t * kn + kn] = 0.0
+        ng_most = (nc * nb) // 8 + 2
+        offs = np.empty(ng_most * 16, np.int64)
+        dst = np.empty(ng_most * 8, np.int64)
+        idx = np.empty(ng_most, np.int64)
+        acc = np.empty(ng_most * 8, np.float32)
+        ng, kept = _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst, acc, idx)
+        # the groups by kind (a counting sort, stable): each kind's run of groups takes
+        # the same branch, where mixed kinds would mispredict it group after group
+        order = np.empty(ng, np.int64)
+        first = np.zeros(DOT8_BI + 2, np.int64)
+        for g in range(ng):
+            first[idx[g] + 1] += 1
+        for k in range(DOT8_BI + 1):
+            first[k + 1] += first[k]
+        for g in range(ng):
+            order[first[idx[g]]] = g
+            first[idx[g]] += 1
+        for ci in range(nchunk):
+            if direct:
+                blk = ci // ntap
+                i0 = (ci % ntap) * ni
+                w0 = (blk * kh + i0) * seg
+                x0 = (blk * hp + i0 * dh) * wp * cb
+                ns = min(ni, kh - i0)
+                sl = seg
+                w_seg = seg
+                x_seg = dh * wp * cb
+            else:
+                w0 = ci * chunk_len
+                x0 = w0
+                ns = 1
+                sl = min(chunk_len, kn - w0)
+                w_seg = 0
+                x_seg = 0
+            for gi in range(ng):
+                g = order[gi]
+                # dot8 by kind, written out here so that it is inlined (a call would pass
+                # and reference-count the arrays for every group)
                 k = idx[g]
-                if k == 0:
-                    dot8_8(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                o = 16 * g
+                a = 8 * g
+                if k == DOT8_BI:
+                    dot8_bi(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+                elif k == 0:
+                    dot8_8(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 1:
-                    dot8_71(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_71(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 2:
-                    dot8_62(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_62(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 3:
-                    dot8_611(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_611(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 4:
-                    dot8_53(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_53(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 5:
-                    dot8_521(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_521(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 6:
-                    dot8_5111(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_5111(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 7:
-                    dot8_44(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_44(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 8:
-                    dot8_431(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_431(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 9:
-                    dot8_422(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_422(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 10:
-                    dot8_4211(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_4211(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 11:
-                    dot8_332(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_332(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 12:
-                    dot8_3311(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_3311(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 13:
-                    dot8_3221(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_3221(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 elif k == 14:
-                    dot8_2222(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
+                    dot8_2222(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
                 else:
-                    dot8_any(wv, xv, offs, 16 * g, ns, seg_len, seg_len, x_seg, r, 0)
-                for i in range(8):
-                    acc[dst[8 * g + i]] += r[i]
-        for c in range(c0, c1):
-            b = bias[row0 + c] if has_bias else np.float32(0.0)
-            a0 = (c - c0) * NEURON_SLOTS
-            for t in range(nb):
-                v = _apply(acc[a0 + t] + b, act, p0, p1) * scale
-                out[c, q0 + t] = v if keep[c, q0 + t] else np.float32(0.0)
+                    dot8_any(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+        # the item's outputs through a tile, copied out row by row: every output written,
+        # the dropped ones 0
+        tile = np.zeros(nc * NEURON_SLOTS, np.float32)
+        for i in range(ng * 8):
+            tile[dst[i]] = _apply(acc[i], act, p0, p1) * scale
+        for c in range(nc):
+            copy_f32(of, (c0 + c) * p_count + q0, tile, c * NEURON_SLOTS, nb)
+        counts[it] = kept
     return counts.sum()
 
 
@@ -299,32 +436,45 @@ def conv_neuron_group(xg, w, g, mg, keep_all, bias, has_bias, act, p0, p1, scale
     """
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
     cg = xg.shape[0]
-    lay = neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow)
-    wn = _neuron_weights_cached(w, lay["kn"])
-    xp = aligned_empty((lay["hp"], lay["wp"], cg))
+    direct, cb, nblk, ni, kn, hp, wp, nry, nbr, chunk_len = neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow)
+    wn = _neuron_weights_cached(w, cb, kn)
+    xp = _image_buffer(nblk * hp * wp * cb).reshape(nblk, hp, wp, cb)
     neuron_image(xg, pt, pl, xp)
     keep = keep_all[g * mg:(g + 1) * mg]
     return int(conv_neuron(wn[g * mg:(g + 1) * mg], xp, keep, bias, g * mg, has_bias, act, p0, p1, scale, yg,
-                           lay["direct"], kh, kw, sh, sw, dh, dw, ow, lay["seg_len"], lay["nseg"], lay["x_seg"],
-                           lay["sc"], lay["nbr"]))
+                           direct, kh, kw, sh, sw, dh, dw, ow, ni, nry, nbr, chunk_len))
 
 
-#: reordered neuron weights per weight array (id -> (weak reference, kn, wn)): a layer's
-#: weights are constants, reordered once (the C backend's wt_ready); an entry goes when
-#: its array is freed, so an id is never reused while its entry is there
+#: the padded image's buffer, per Python thread, kept from call to call (fresh memory
+#: for it would be mapped and faulted in page by page at every call)
+_SCRATCH = threading.local()
+
+
+def _image_buffer(size: int) -> np.ndarray:
+    buf = getattr(_SCRATCH, "image", None)
+    if buf is None or buf.size < size:
+        buf = aligned_empty((size,))
+        _SCRATCH.image = buf
+    return buf[:size]
+
+
+#: reordered neuron weights per weight array (id -> (weak reference, layout, wn)): a
+#: layer's weights are constants, reordered once; an entry goes when its array is freed,
+#: so an id is never reused while its entry is there
 _NEURON_WEIGHTS: dict[int, tuple] = {}
 
 
-def _neuron_weights_cached(w: np.ndarray, kn: int) -> np.ndarray:
+def _neuron_weights_cached(w: np.ndarray, cb: int, kn: int) -> np.ndarray:
     key = id(w)
     hit = _NEURON_WEIGHTS.get(key)
-    if hit is not None and hit[0]() is w and hit[1] == kn and hit[2] == w.shape:
-        return hit[3]
+    lay = (cb, kn, w.shape)
+    if hit is not None and hit[0]() is w and hit[1] == lay:
+        return hit[2]
     wn = aligned_empty((w.shape[0], kn))
-    neuron_weights(w, kn, wn)
+    neuron_weights(w, cb, kn, wn)
     try:
         ref = weakref.ref(w, lambda _r, key=key: _NEURON_WEIGHTS.pop(key, None))
     except TypeError:  # not weak-referenceable: no caching
         return wn
-    _NEURON_WEIGHTS[key] = (ref, kn, w.shape, wn)
+    _NEURON_WEIGHTS[key] = (ref, lay, wn)
     return wn

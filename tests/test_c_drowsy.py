@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import helper
 
@@ -17,7 +16,7 @@ import aipnet
 from aipnet import native
 from aipnet.errors import KnobError
 from cases import CASES, _rand, conv_case, graph
-from test_drowsy import ref_keep
+from test_drowsy import NEURON_CASES, ref_keep
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="aipnet._native is not built")
 
@@ -131,6 +130,16 @@ def test_c_neuron_special_values(name):
     assert np.array_equal(ya[np.isinf(ya)], yb[np.isinf(yb)])
     fin = np.isfinite(ya)
     np.testing.assert_allclose(yb[fin], ya[fin], rtol=1e-5, atol=1e-5 * max(float(np.max(np.abs(ya[fin]))), 1e-30))
+
+
+@pytest.mark.parametrize("case", [c for c, _ in NEURON_CASES], ids=lambda c: c.name)
+def test_c_equals_numba_neuron_paths(case):
+    """The shapes that reach each branch of the Numba neuron kernel (tests/test_drowsy.py),
+    nearly all, half and nearly none of the outputs kept."""
+    model = aipnet.load(case.model())
+    x = case.feeds(2)["x"]
+    for p in (0.02, 0.5, 0.98):
+        assert_same(*both(model, x, 3, drowsy=p, drowsy_granularity="neuron", seed=7))
 
 
 @pytest.mark.parametrize("gran", GRANS)

@@ -264,3 +264,143 @@ def test_conv2d_drowsy_prepares_weights_itself(gran):
     np.testing.assert_array_equal(y1, y2)
     kept = sum(int(ref_keep(gran, 5, i, 0, 20, 81, 0.5).sum()) for i in range(2))
     assert (m1, c1) == (m2, c2) == (kept * 27, kept)
+
+
+# -- the neuron kernel's paths (kernels/drowsy_neuron.py) ------------------------------------
+# name, conv case, the layout branch it takes (neuron_layout's fields)
+NEURON_CASES = [
+    # direct, the image in two channel blocks (one block's region would pass L1)
+    (conv_case("nb_blocks", 128, (20, 20), 16, 3, pads=[1, 1, 1, 1], act="relu"), dict(direct=True, nblk=2)),
+    # direct, K chunks of fewer tap rows than the kernel's
+    (conv_case("nb_tap_chunks", 16, (15, 70), 8, 11), dict(direct=True, partial_taps=True)),
+    # direct, an output row wider than the runs (three runs a row), two tap-row strides
+    (conv_case("nb_wide_rows", 8, (4, 150), 12, 3, pads=[1, 1, 1, 1], strides=[2, 1]), dict(direct=True, nbr=3)),
+    # direct, odd channel counts: a partial channel chunk, windows cut short at its end
+    (conv_case("nb_odd_channels", 24, (9, 11), 73, 3, pads=[0, 1, 2, 1]), dict(direct=True)),
+    # direct with groups; a 1 x 1 output
+    (conv_case("nb_groups", 16, (7, 9), 10, 3, group=2, pads=[1, 1, 1, 1]), dict(direct=True)),
+    (conv_case("nb_tiny", 8, (3, 3), 9, 3), dict(direct=True)),
+    # copied rows: column dilation; few input channels with stride (VGG-f conv1's path)
+    (conv_case("nb_rows_dilated", 8, (12, 14), 20, 3, dilations=[1, 2], pads=[1, 2, 1, 2]), dict(direct=False)),
+    (conv_case("nb_rows_strided", 3, (31, 29), 40, 5, strides=[3, 2], act="clip6"), dict(direct=False)),
+    # copied rows too long for one K chunk
+    (conv_case("nb_rows_chunks", 50, (12, 12), 11, 5, pads=[2, 2, 2, 2]), dict(direct=False, chunks=True)),
+]
+
+
+def _neuron_layout_of(case):
+    from aipnet.kernels.drowsy_neuron import neuron_layout
+
+    m = case.model()
+    attrs = {a.name: list(a.ints) for a in m.graph.node[0].attribute}
+    w = next(i for i in m.graph.initializer if i.name == "w")
+    cout, cg, kh, kw = w.dims
+    h, wd = case.inputs["x"][1:]
+    pads = attrs.get("pads", [0, 0, 0, 0])
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    oh = (h + pads[0] + pads[2] - (kh - 1) * dh - 1) // sh + 1
+    ow = (wd + pads[1] + pads[3] - (kw - 1) * dw - 1) // sw + 1
+    direct, cb, nblk, ni, kn, hp, wp, nry, nbr, chunk_len = neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow)
+    return dict(direct=direct, nblk=nblk, partial_taps=ni < kh, nbr=nbr, chunks=not direct and chunk_len < kn)
+
+
+@pytest.mark.parametrize("p", [0.02, 0.5, 0.98])
+@pytest.mark.parametrize("case,path", NEURON_CASES, ids=lambda c: getattr(c, "name", ""))
+def test_neuron_kernel_paths(case, path, p):
+    """Shapes that reach each branch of the neuron kernel, at nearly every output kept
+    (bicliques everywhere), half, and nearly none (left-over groups of many channels)."""
+    lay = _neuron_layout_of(case)
+    assert {k: lay[k] for k in path} == path
+    model = aipnet.load(case.model())
+    x = case.feeds(2)["x"]
+    keep, sess = check_masked(model, x, "neuron", p, seed=7)
+    assert sess.stats["layers"][0]["outputs_computed"] == int(keep.sum())
+
+
+def _check_groups(keep, c0, nc, q0, nb, kn=1000, bias=None):
+    """Run _neuron_groups on one work item and check its groups: every kept pair once
+    (the last group's padding repeats its last pair), lanes fed the right weight row,
+    patch and bias."""
+    from aipnet.kernels import drowsy_neuron as dn
+    from aipnet.kernels._dot8 import PARTITIONS
+
+    slots = dn.NEURON_SLOTS
+    xq = np.arange(slots, dtype=np.int64) * 7 + 3
+    bias = np.arange(keep.shape[0], dtype=np.float32) if bias is None else bias
+    ngm = dn.NEURON_CHANNELS * slots // 8 + 2
+    offs, dst = np.full(16 * ngm, -1, np.int64), np.full(8 * ngm, -1, np.int64)
+    acc, idx = np.full(8 * ngm, np.nan, np.float32), np.full(ngm, -1, np.int64)
+    ng, kept = dn._neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, 0, True, offs, dst, acc, idx)
+    want = {(c, t) for c in range(nc) for t in range(nb) if keep[c0 + c, q0 + t]}
+    assert kept == len(want)
+    seen = []
+    for g in range(ng):
+        k = idx[g]
+        if k == dn.DOT8_BI:
+            rows = [0, 0, 0, 0, 1, 1, 1, 1]
+            pats = [0, 1, 2, 3, 0, 1, 2, 3]
+        elif k == dn.DOT8_ANY:
+            rows, pats = list(range(8)), list(range(8))
+        else:
+            rows = [j for j, n in enumerate(PARTITIONS[k]) for _ in range(n)]
+            pats = list(range(8))
+        lanes = []
+        for i in range(8):
+            c, t = divmod(int(dst[8 * g + i]), slots)
+            assert offs[16 * g + rows[i]] == (c0 + c) * kn
+            assert offs[16 * g + 8 + pats[i]] == xq[t]
+            assert acc[8 * g + i] == bias[c0 + c]
+            lanes.append((c, t))
+        if g == ng - 1:  # padding: copies of one pair (the last listed)
+            real = list(dict.fromkeys(lanes))
+            assert len({pair for pair in lanes if lanes.count(pair) > 1}) <= 1
+            lanes = real
+        seen += lanes
+    assert len(seen) == len(set(seen)) and set(seen) == want
+    assert ng == -(-len(want) // 8)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.02, 0.5, 0.9, 1.0])
+def test_neuron_groups_list_every_kept_pair_once(p):
+    from aipnet.kernels.drowsy_neuron import NEURON_CHANNELS, NEURON_SLOTS
+
+    rng = np.random.default_rng(int(p * 100))
+    keep = (rng.random((2 * NEURON_CHANNELS + 9, 3 * NEURON_SLOTS)) >= p).astype(np.uint8)
+    for c0, nc in ((0, NEURON_CHANNELS), (NEURON_CHANNELS, 1), (NEURON_CHANNELS + 1, 2), (2 * NEURON_CHANNELS, 9)):
+        for q0, nb in ((0, NEURON_SLOTS), (5, 1), (NEURON_SLOTS + 3, 13), (2 * NEURON_SLOTS, 54)):
+            _check_groups(keep, c0, nc, q0, nb)
+
+
+def test_neuron_groups_long_left_over_runs():
+    """A channel whose pairs all go to left-over groups, after others pending: its groups
+    reach past 64 pending pairs (the run-start bits must not wrap)."""
+    from aipnet.kernels.drowsy_neuron import NEURON_SLOTS
+
+    keep = np.zeros((3, NEURON_SLOTS), np.uint8)
+    keep[0, :3] = 1
+    keep[2, :] = 1
+    _check_groups(keep, 0, 3, 0, NEURON_SLOTS)
+    keep[1, 3:9] = 1
+    _check_groups(keep, 0, 3, 0, NEURON_SLOTS)
+
+
+@pytest.mark.parametrize("case", [NEURON_CASES[0][0], NEURON_CASES[7][0]], ids=lambda c: c.name)
+def test_neuron_special_values_stay_in_their_patches(case):
+    """inf and NaN inputs reach exactly the kept outputs whose patches hold them (padding,
+    zero weights and vector tails never multiply a real value: 0 * inf would be NaN)."""
+    model = aipnet.load(case.model())
+    x = case.feeds(1)["x"]
+    x[0, 0, 2, 3] = np.inf
+    x[0, -1, -3, -2] = np.nan
+    x[0, 1, 5, 1] = -np.inf
+    exact = aipnet.Session(model).run(x)
+    got = aipnet.Session(model, drowsy=0.5, drowsy_granularity="neuron", seed=2, drowsy_rescale=False).run(x)
+    m, pc = exact.shape[1], int(np.prod(exact.shape[2:]))
+    keep = ref_keep("neuron", 2, 0, 0, m, pc, 0.5).reshape(exact.shape)
+    want = np.where(keep, exact, 0.0)
+    assert np.isnan(want).any() and (np.isinf(want).any() or np.isinf(exact).sum() == 0)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-4 * np.abs(want[fin]).max())
