@@ -14,6 +14,7 @@ import numpy as np
 
 from ._jit import kernel, prange
 from .activation import bias_act_rows
+from .conv_gemm import conv_gemm, prepare
 from .parallel import matmul_rows
 
 
@@ -84,6 +85,8 @@ def conv2d(
     act_p0: float = 0.0,
     act_p1: float = 0.0,
     threads: int = 1,
+    prepared: tuple | None = None,
+    engine: str | None = None,
 ) -> np.ndarray:
     """Exact 2-D convolution with optional fused bias and activation.
 
@@ -93,7 +96,10 @@ def conv2d(
         bias: M biases or None.
         out_hw: output height and width (the caller resolves auto_pad and ceil rules).
         act, act_p0, act_p1: fused activation (see kernels.activation).
-        threads: threads for the GEMM (the Numba loops use Numba's own setting).
+        threads: threads for the kernels.
+        prepared: :func:`aipnet.kernels.conv_gemm.prepare` of ``w`` made once by the
+            caller (weights that are constants), else made here when needed.
+        engine: "gemm" or "blas" to force one (tests, benchmarks), else :func:`engine_for`.
     Returns:
         N x M x OH x OW output.
     """
@@ -111,6 +117,12 @@ def conv2d(
         for n in range(n_count):
             bias_act_rows(out[n].reshape(m_count, oh * ow), b, has_bias, act, act_p0, act_p1)
         return out
+    if (engine or engine_for(w.shape, strides, pads, out_hw)) == "gemm":
+        if prepared is None:
+            prepared = prepare(w, group)
+        conv_gemm(x, *prepared, (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), b, has_bias, act, act_p0, act_p1,
+                  out.reshape(n_count, m_count, oh * ow), threads)
+        return out
     mg = m_count // group
     w2 = w.reshape(group, mg, cg * kh * kw)
     pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pads == (0, 0, 0, 0)
@@ -127,3 +139,10 @@ def conv2d(
             matmul_rows(w2[g], patch, y[g * mg:(g + 1) * mg], threads)
         bias_act_rows(y, b, has_bias, act, act_p0, act_p1)
     return out
+
+
+def engine_for(w_shape, strides, pads, out_hw) -> str:
+    """Which exact kernel a (non-depthwise) conv runs on: "gemm" or "blas".
+
+    w_shape: M x C/group x KH x KW."""
+    return "gemm"

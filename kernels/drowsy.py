@@ -26,14 +26,12 @@ and ``unit`` the index of a mask unit inside one image's output of that layer:
               with TB = ceil(P / TILE_PIXELS)
     ========= =============================================== =======================
 
-Pixel, channel and tile share one kernel, an implicit GEMM (:func:`conv_panels`): the
-weights as K x 16 panels of 16 output channels (packed once per layer; per image for
-channel, of its kept rows), the patches read in place from the zero-padded input through
-a table of tap offsets, so no patch matrix is built and any set of output pixels is a
-list of window origins. The register tile is up to 12 pixels x 16 channels
-(:mod:`aipnet.kernels._simd`); a work item is a run of pixels x one panel: the kept
-pixels (pixel), all pixels of the kept channels (channel), or one kept tile. A tile is
-one panel (16 channels) x 64 consecutive pixels.
+Pixel, channel and tile run on the exact conv's implicit-GEMM engine
+(:mod:`aipnet.kernels.conv_gemm`: weights as K x 16 panels of 16 output channels, packed
+once per layer, or per image for channel, of its kept rows; patches read in place from the
+zero-padded input), with the work items of their kept units: a run of the kept pixels x
+one panel (pixel), runs of all pixels x the panels of the kept channels (channel), or one
+kept tile. A tile is one panel (16 channels) x 64 consecutive pixels.
 
 The neuron granularity's kernel is in :mod:`aipnet.kernels.drowsy_neuron`.
 
@@ -49,8 +47,8 @@ import numpy as np
 
 from ._buffers import aligned_empty
 from ._jit import kernel, prange
-from ._simd import HALF_ROWS, TILE_ROWS, fetch_add, mk_half, mk_panel, pack16x8, transpose16
 from .activation import _apply
+from .conv_gemm import LANES, SEG_PIXELS, conv_image, dense_items, pixel_offsets, prepare, put_item, windows
 from .drowsy_neuron import conv_neuron_group
 
 GAMMA = np.uint64(0x9E3779B97F4A7C15)
@@ -63,7 +61,8 @@ S40 = np.uint64(40)
 ONE = np.uint64(1)
 #: the uniform variate has 24 bits: threshold = floor(p * 2**24)
 U_BITS = 24
-TILE_CHANNELS = 16
+#: a tile row is one weight panel of the implicit-GEMM engine
+TILE_CHANNELS = LANES
 TILE_PIXELS = 64
 #: granularity codes (kernels take integers)
 NEURON, PIXEL, CHANNEL, TILE = 0, 1, 2, 3
@@ -169,120 +168,7 @@ def depthwise_masked(x, w, mult, sh, sw, dh, dw, pt, pl, keep, bias, has_bias, a
     return counts.sum()
 
 
-# -- pixel, channel and tile: an implicit GEMM over packed weight panels ------------------
-#: pixels per work item at the pixel and channel granularities (the tile granularity's
-#: item is its tile): whole register tiles, enough of them that each K block of the
-#: item's weight panel, loaded into L1 once, serves several micro-kernel calls
-SEG_PIXELS = 60
-#: K block: a KC x 16 block of a weight panel (16 KiB) stays in L1 while the item's pixels
-#: pass over it
-KC = 256
-#: an item: its pixels pix[Q0:Q1], the outputs it writes R0 .. R1-1 (0 where not
-#: computed), its panel J of group G (columns of the items arrays)
-Q0, Q1, R0, R1, J, G = 0, 1, 2, 3, 4, 5
-
-
-@kernel()
-def group_lanes(row0, mg):
-    """The weight panels of a conv group's channels row0 .. row0+mg-1 (global numbers).
-
-    Panels hold 16 channels, split where global channel numbers are multiples of
-    TILE_CHANNELS, so that each panel lies in one tile row: lanes[j, v] = the group-local
-    channel in lane v of panel j (global channel = row0 + lanes[j, v], lane v = its
-    global number mod 16), -1 for an empty lane.
-    """
-    first = row0 // TILE_CHANNELS
-    npanel = (row0 + mg - 1) // TILE_CHANNELS - first + 1
-    lanes = np.full((npanel, TILE_CHANNELS), -1, np.int64)
-    for c in range(mg):
-        g = row0 + c
-        lanes[g // TILE_CHANNELS - first, g % TILE_CHANNELS] = c
-    return lanes
-
-
-@kernel()
-def pack_panels(w, lanes, panels):
-    """panels[j, k, v] = w[lanes[j, v], k]: weight rows as K x 16 panels.
-
-    w: Mg x K (C-contiguous); panels: len(lanes) x K x 16, 64-byte aligned, so that each
-    k of a panel is one cache line, the micro-kernel's B operand (16 channels in one or
-    two vectors). Rows are transposed 8 k at a time in registers. An empty lane (-1) gets
-    a copy of a used lane of its panel: computed with it, never stored.
-    """
-    kdim = w.shape[1]
-    wf = w.ravel()
-    pf = panels.ravel()
-    offs = np.empty(TILE_CHANNELS, np.int64)
-    k8 = kdim - kdim % 8
-    for j in range(lanes.shape[0]):
-        used = 0
-        for v in range(TILE_CHANNELS):
-            if lanes[j, v] >= 0:
-                used = lanes[j, v]
-        for v in range(TILE_CHANNELS):
-            offs[v] = (lanes[j, v] if lanes[j, v] >= 0 else used) * kdim
-        base = j * kdim * TILE_CHANNELS
-        for k0 in range(0, k8, 8):
-            pack16x8(wf, offs, 0, k0, pf, base + k0 * TILE_CHANNELS)
-        for k in range(k8, kdim):
-            for v in range(TILE_CHANNELS):
-                pf[base + k * TILE_CHANNELS + v] = wf[offs[v] + k]
-
-
-@kernel()
-def pad_channels(x, pt, pl, xp, c0, c1):
-    """xp[c] = x[c] inside a zero border (xp[c, pt + y, pl + x] = x[c, y, x]) for c0 <= c < c1.
-
-    x: C x H x W, xp: C x HP x WP (HP >= pt + H, WP >= pl + W). Zeroing the planes first,
-    then copying the rows, is twice as fast as writing each padded row's pieces (rows are
-    short); unsigned offsets make both plain vectorised loops.
-    """
-    h, w = x.shape[1], x.shape[2]
-    hp, wp = xp.shape[1], xp.shape[2]
-    xf = x.ravel()
-    pf = xp.ravel()
-    for t in range(np.uint64(c0 * hp * wp), np.uint64(c1 * hp * wp)):
-        pf[t] = 0.0
-    for c in range(c0, c1):
-        for iy in range(h):
-            d = np.uint64((c * hp + pt + iy) * wp + pl)
-            s = np.uint64((c * h + iy) * w)
-            for t in range(np.uint64(w)):
-                pf[d + t] = xf[s + t]
-
-
-@kernel()
-def tap_offsets(cg, kh, kw, dh, dw, hp, wp):
-    """koff[(c, i, j)] = offset of tap (c, i, j) from its pixel's window origin in the padded input."""
-    koff = np.empty(cg * kh * kw, np.int64)
-    t = 0
-    for c in range(cg):
-        for i in range(kh):
-            for j in range(kw):
-                koff[t] = (c * hp + i * dh) * wp + j * dw
-                t += 1
-    return koff
-
-
-@kernel()
-def pixel_offsets(pix, ow, sh, sw, wp):
-    """Window origin of each listed output pixel in the padded input (one plane)."""
-    off = np.empty(pix.shape[0], np.int64)
-    for q in range(pix.shape[0]):
-        off[q] = (pix[q] // ow) * sh * wp + (pix[q] % ow) * sw
-    return off
-
-
-@kernel()
-def _item(items, t, q0, q1, r0, r1, j, g):
-    items[t, Q0] = q0
-    items[t, Q1] = q1
-    items[t, R0] = r0
-    items[t, R1] = r1
-    items[t, J] = j
-    items[t, G] = g
-
-
+# -- pixel, channel and tile: work items of the implicit-GEMM engine (kernels/conv_gemm.py) --
 @kernel()
 def pixel_items(pix, p_count, npanel):
     """Work items of the pixel granularity: near-equal runs of the kept pixels pix x all panels.
@@ -301,7 +187,7 @@ def pixel_items(pix, p_count, npanel):
         r1 = p_count if s == ns - 1 else pix[q1]
         for g in range(npanel.shape[0]):
             for j in range(npanel[g]):
-                _item(items, t, q0, q1, r0, r1, j, g)
+                put_item(items, t, q0, q1, r0, r1, j, g)
                 t += 1
     return items
 
@@ -335,19 +221,10 @@ def channel_items(keep, group, p_count):
             else:
                 lanes[g, d // TILE_CHANNELS, d % TILE_CHANNELS] = c
                 d += 1
-    ns = max(1, (p_count + SEG_PIXELS - 1) // SEG_PIXELS)
-    items = np.empty((ns * npk.sum() + npd.sum(), 6), np.int64)
-    t = 0
-    for s in range(ns):
-        q0 = s * p_count // ns
-        q1 = (s + 1) * p_count // ns
-        for g in range(group):
-            for j in range(npk[g]):
-                _item(items, t, q0, q1, q0, q1, j, g)
-                t += 1
+    items, t = dense_items(npk, p_count, npd.sum())
     for g in range(group):
         for j in range(npk[g], npk[g] + npd[g]):
-            _item(items, t, 0, 0, 0, p_count, j, g)
+            put_item(items, t, 0, 0, 0, p_count, j, g)
             t += 1
     return lanes, npk, items
 
@@ -356,9 +233,10 @@ def channel_items(keep, group, p_count):
 def tile_items(units, mg, npanel, p_count):
     """Work items of the tile granularity: one per (panel, 64-pixel block), pix = 0 .. P-1.
 
-    Panel j of group g is in tile row (g * mg) // 16 + j (:func:`group_lanes`); its item
-    in block b computes the block if that tile is kept, else writes zeros. Computing
-    items come first, block by block (the partial last block's items last).
+    Panel j of group g is in tile row (g * mg) // 16 + j
+    (:func:`aipnet.kernels.conv_gemm.group_lanes`); its item in block b computes the block
+    if that tile is kept, else writes zeros. Computing items come first, block by block
+    (the partial last block's items last).
     """
     tb = (p_count + TILE_PIXELS - 1) // TILE_PIXELS
     items = np.empty((npanel.sum() * tb, 6), np.int64)
@@ -371,125 +249,9 @@ def tile_items(units, mg, npanel, p_count):
                 first = g * mg // TILE_CHANNELS
                 for j in range(npanel[g]):
                     if (units[(first + j) * tb + b] != 0) == (kept == 1):
-                        _item(items, t, r0, r1 if kept else r0, r0, r1, j, g)
+                        put_item(items, t, r0, r1 if kept else r0, r0, r1, j, g)
                         t += 1
     return items
-
-
-@kernel(parallel=True)
-def conv_image(x, xp, pt, pl, w2, panels, lanes, npk, koff, pixoff, items, pix, bias, has_bias, act, p0, p1, scale,
-               y, workers):
-    """One image of a conv: the padding, the channel granularity's packing, the work items.
-
-    Implicit GEMM: output (c, pix[q]) of group g = sum_k panels[g, j, k, v] *
-    xp[g's first channel + pixoff[q] + koff[k]] for c = lanes[g, j, v], so patches are read
-    in place from the zero-padded input xp and no patch matrix is built. An item
-    accumulates its pixels x 16 lanes in a small buffer, K block by K block, TILE_ROWS
-    pixels at a time in the micro-kernel's register tile, transposes it to channel rows
-    and writes act(acc + bias) * scale over its span (items: :func:`pixel_items`).
-
-    x: C x H x W; xp: C x HP x WP, filled here from x, or empty when x needs no border
-    (then read in place); w2: G x Mg x K; panels: G x NP x K x 16, of which panels
-    0 .. npk[g]-1 of group g are packed here (:func:`pack_panels`, by lanes); y: M x P,
-    every element written. One parallel region: ``workers`` prange iterations (one per
-    thread) take tasks in order from a shared counter (an atomic add), so that the
-    threads stay busy to the end whatever the tasks' sizes or other load on the cores:
-    first the border (chunks of channels) and the packing, then, once a second counter
-    says those are done, the items, the computing ones first. Returns the number of
-    outputs computed.
-    """
-    c_count = x.shape[0]
-    group, mg, kdim = w2.shape
-    cg = c_count // group
-    p_count = y.shape[1]
-    yf = y.ravel()
-    pad = xp.size > 0
-    src = xp.ravel() if pad else x.ravel()
-    hpwp = xp.shape[1] * xp.shape[2] if pad else x.shape[1] * x.shape[2]
-    npad = min(c_count, 16) if pad else 0
-    packs = np.empty((npk.sum(), 2), np.int64)
-    t = 0
-    for g in range(group):
-        for j in range(npk[g]):
-            packs[t, 0] = g
-            packs[t, 1] = j
-            t += 1
-    nprep = npad + t
-    ntask = nprep + items.shape[0]
-    maxq = 1
-    for it in range(items.shape[0]):
-        maxq = max(maxq, items[it, Q1] - items[it, Q0])
-    tstride = (maxq + 15) // 16 * 16
-    nw = max(1, min(workers, ntask))
-    done = np.zeros(nw, np.int64)
-    queue = np.zeros(2, np.int64)  # [next task, preparation tasks finished]
-    for wk in prange(nw):
-        acc = np.empty(tstride * TILE_CHANNELS, np.float32)
-        acct = np.empty(TILE_CHANNELS * tstride, np.float32)
-        ready = nprep == 0
-        computed = 0  # this thread's outputs (written to done once: no shared line per item)
-        while True:
-            task = fetch_add(queue, 0, 1)
-            if task >= ntask:
-                break
-            if task < npad:
-                pad_channels(x, pt, pl, xp, task * c_count // npad, (task + 1) * c_count // npad)
-                fetch_add(queue, 1, 1)
-                continue
-            if task < nprep:
-                g, j = packs[task - npad, 0], packs[task - npad, 1]
-                pack_panels(w2[g], lanes[g, j:j + 1], panels[g, j:j + 1])
-                fetch_add(queue, 1, 1)
-                continue
-            while not ready:  # the other threads' last preparation tasks (a few us at most)
-                ready = fetch_add(queue, 1, 0) == nprep
-            it = task - nprep
-            q0, q1, r0, r1, j, g = items[it, Q0], items[it, Q1], items[it, R0], items[it, R1], items[it, J], items[it, G]
-            nq = q1 - q0
-            if nq > 0:
-                acc[:nq * TILE_CHANNELS] = 0.0
-                # a panel whose lanes 8-15 are empty (channel's last) takes the 8-lane kernel
-                half = lanes[g, j, 8:].max() < 0
-                rows = HALF_ROWS if half else TILE_ROWS
-                x0 = g * cg * hpwp
-                pg = panels[g]
-                for k0 in range(0, kdim, KC):
-                    n = min(KC, kdim - k0)
-                    boff = (j * kdim + k0) * TILE_CHANNELS
-                    q = 0
-                    while q < nq:
-                        # full register tiles, the last rows+1 .. 2*rows-1 as two near-equal
-                        # tiles (a tile of few rows is bound by FMA latency)
-                        r = nq - q
-                        r = rows if r >= 2 * rows else ((r + 1) // 2 if r > rows else r)
-                        if half:
-                            mk_half(r, src, x0, pixoff, q0 + q, koff, k0, pg, boff, acc, q * TILE_CHANNELS, n)
-                        else:
-                            mk_panel(r, src, x0, pixoff, q0 + q, koff, k0, pg, boff, acc, q * TILE_CHANNELS, n)
-                        q += r
-                # lane-major (16 x 16 register transposes): each channel's outputs contiguous
-                for i in range(0, nq, 16):
-                    transpose16(acc, i * TILE_CHANNELS, acct, i, tstride)
-            for v in range(TILE_CHANNELS):
-                ch = lanes[g, j, v]
-                if ch < 0:
-                    continue
-                ch += g * mg
-                computed += nq
-                bv = bias[ch] if has_bias else np.float32(0.0)
-                yo = np.uint64(ch * p_count)
-                to = np.uint64(v * tstride)
-                if r1 - r0 == nq:  # the span is the computed pixels (pix[q0:q1] = r0 .. r1-1)
-                    yo += np.uint64(r0)
-                    for i in range(np.uint64(nq)):
-                        yf[yo + i] = _apply(acct[to + i] + bv, act, p0, p1) * scale
-                    continue
-                for p in range(np.uint64(r0), np.uint64(r1)):
-                    yf[yo + p] = 0.0
-                for i in range(nq):
-                    yf[yo + np.uint64(pix[q0 + i])] = _apply(acct[to + np.uint64(i)] + bv, act, p0, p1) * scale
-        done[wk] = computed
-    return done.sum()
 
 
 @kernel()
@@ -502,24 +264,17 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, geo, granularity, mask, bias,
     layer, threshold), each image's unit mask made here with :func:`keep_units`; out:
     N x M x P, every element written. Returns the number of outputs computed.
     """
-    n_count, c_count, h, wd = x.shape
-    group, mg, kdim = w2.shape
-    cg = c_count // group
+    group, mg = w2.shape[:2]
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
     seed, first, fixed, layer, threshold = mask
     p_count = oh * ow
-    # the padded input that every window lies in (none when x needs no border)
-    hp = max(h + pt, (oh - 1) * sh + (kh - 1) * dh + 1)
-    wp = max(wd + pl, (ow - 1) * sw + (kw - 1) * dw + 1)
-    pad = hp != h or wp != wd
-    xp = np.empty((c_count, hp, wp) if pad else (0, 0, 0), np.float32)
-    koff = tap_offsets(cg, kh, kw, dh, dw, hp, wp)
+    xp, koff, wp = windows(x.shape, group, geo)
     pix = np.arange(p_count)
     pixoff = pixel_offsets(pix, ow, sh, sw, wp)
     um = np.empty(unit_count(granularity, group * mg, p_count), np.uint8)
     npk = np.zeros(group, np.int64)
     computed = 0
-    for n in range(n_count):
+    for n in range(x.shape[0]):
         keep_units(seed, 0 if fixed else first + n, layer, threshold, um)
         ln = lanes
         if granularity == CHANNEL:
@@ -538,29 +293,20 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, geo, granularity, mask, bias,
 def prepare_gemm(w: np.ndarray, group: int, granularity: int) -> tuple:
     """What :func:`conv_gemm_masked` needs besides the input, made once per layer.
 
-    (w2, panels, lanes, npanel): w2 the G x Mg x K weights; for the pixel and tile
-    granularities all weight panels, G x NP x K x 16 (:func:`pack_panels`), their lanes
-    (G x NP x 16, :func:`group_lanes`) and counts (G); for channel, which packs its kept
-    rows per image, room for them (reused from call to call, so one prepared conv must
-    not run twice at once).
+    (w2, panels, lanes, npanel): for the pixel and tile granularities the exact conv's
+    (:func:`aipnet.kernels.conv_gemm.prepare`: all weight panels, so one preparation
+    serves both); for channel, which packs its kept rows per image, w2 (G x Mg x K) and
+    room for them (reused from call to call, so one prepared conv must not run twice at
+    once).
     """
-    group_m = w.shape[0]
-    mg = group_m // group
+    if granularity != CHANNEL:
+        return prepare(w, group)
+    mg = w.shape[0] // group
     w2 = np.ascontiguousarray(w, dtype=np.float32).reshape(group, mg, -1)
-    kdim = w2.shape[2]
-    if granularity == CHANNEL:
-        # kept channels, then the dropped ones (their panels are never packed)
-        np_ = 2 * -(-mg // TILE_CHANNELS) + 1
-        return (w2, aligned_empty((group, -(-mg // TILE_CHANNELS), kdim, TILE_CHANNELS)),
-                np.full((group, np_, TILE_CHANNELS), -1, np.int64), np.zeros(group, np.int64))
-    lanes_g = [group_lanes(g * mg, mg) for g in range(group)]
-    npanel = np.array([ln.shape[0] for ln in lanes_g], np.int64)
-    lanes = np.full((group, int(npanel.max()), TILE_CHANNELS), -1, np.int64)
-    panels = aligned_empty((group, lanes.shape[1], kdim, TILE_CHANNELS))
-    for g in range(group):
-        lanes[g, :npanel[g]] = lanes_g[g]
-        pack_panels(w2[g], lanes[g], panels[g])
-    return w2, panels, lanes, npanel
+    # kept channels, then the dropped ones (their panels are never packed)
+    np_ = 2 * -(-mg // TILE_CHANNELS) + 1
+    return (w2, aligned_empty((group, -(-mg // TILE_CHANNELS), w2.shape[2], TILE_CHANNELS)),
+            np.full((group, np_, TILE_CHANNELS), -1, np.int64), np.zeros(group, np.int64))
 
 
 # -- the masked convolution -----------------------------------------------------------------

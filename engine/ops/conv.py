@@ -7,8 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
-from aipnet.kernels.conv import conv2d
-from aipnet.kernels.drowsy import GRANULARITY_CODES, NEURON, conv2d_drowsy, prepare_gemm
+from aipnet.kernels.conv import conv2d, engine_for
+from aipnet.kernels.conv_gemm import prepare
+from aipnet.kernels.drowsy import CHANNEL, GRANULARITY_CODES, NEURON, conv2d_drowsy, prepare_gemm
 
 from ..registry import register
 from .base import Cost, OpImpl, Shape
@@ -107,8 +108,11 @@ class Conv(OpImpl):
         self.out_shapes = [(n, m, *outs)]
         self.weight_inputs = (1, 2)
         self.act = FusedActivation.from_node(node)
-        #: the weights when they are a constant (DrowsyNet prepares them once, in configure)
+        #: the weights when they are a constant (prepared once, in configure)
         self._w_const = consts[1] if len(consts) > 1 else None
+        self._depthwise = cg == 1 and group > 1
+        self._gemm = not self._depthwise and engine_for((m, cg, *as_2d(nd, kernel, 1)), self.strides, self.pads,
+                                                        self.out_hw) == "gemm"
         self.macs = n * m * int(np.prod(outs)) * cg * int(np.prod(kernel))
 
     #: DrowsyNet: set by engine.drowsy.bind before each run (None: not bound, run exact)
@@ -118,19 +122,24 @@ class Conv(OpImpl):
     def configure(self, threads, knobs):
         super().configure(threads, knobs)
         self.drowsy = knobs is not None and knobs.drowsy > 0
+        w = self._w_const
+        # constant weights are packed once here, for the exact kernel (when its shape runs
+        # on the implicit GEMM) and DrowsyNet's (a run's Python time counts at 2 threads);
+        # the pixel and tile granularities share the exact kernel's packing
+        self._prepared = self._drowsy_prepared = None
         if not self.drowsy:
+            if w is not None and self._gemm:
+                self._prepared = prepare(w, self.group)
             return
         from .. import drowsy
 
-        # what every masked run reuses: made once here (a run's Python time counts at 2 threads)
         self._drowsy_code = GRANULARITY_CODES[knobs.drowsy_granularity]
         self._drowsy_scale = drowsy.scale(knobs)
         self._drowsy_seed, self._drowsy_fixed, self._drowsy_thr = drowsy.mask_knobs(knobs)
-        self._drowsy_prepared = None
-        w = self._w_const
-        depthwise = w is not None and w.shape[1] == 1 and self.group > 1
-        if w is not None and not depthwise and self._drowsy_code != NEURON:
+        if w is not None and not self._depthwise and self._drowsy_code != NEURON:
             self._drowsy_prepared = prepare_gemm(w, self.group, self._drowsy_code)
+            if self._drowsy_code != CHANNEL and self._gemm:
+                self._prepared = self._drowsy_prepared
 
     def run(self, inputs):
         x, w = inputs[0], inputs[1]
@@ -141,7 +150,8 @@ class Conv(OpImpl):
         if self.drowsy and self.drowsy_layer is not None:
             return self._run_drowsy(np.ascontiguousarray(x), np.ascontiguousarray(w), b)
         y = conv2d(np.ascontiguousarray(x), np.ascontiguousarray(w), b, self.strides, self.pads,
-                   self.dilations, self.group, self.out_hw, *self.act.args(), threads=self.threads)
+                   self.dilations, self.group, self.out_hw, *self.act.args(), threads=self.threads,
+                   prepared=self._prepared)
         return [y.reshape(self.out_shapes[0])]
 
     def _run_drowsy(self, x, w, b):
