@@ -1,8 +1,10 @@
-"""2-D convolution: im2col + GEMM for the general case, a direct kernel for depthwise.
+"""Exact 2-D convolution: the implicit GEMM (kernels/conv_gemm.py, shared with DrowsyNet)
+for the general case, BLAS for large pointwise convs, a direct kernel for depthwise.
 
-The im2col/GEMM shape is deliberate (DESIGN.md, DrowsyNet): dropping output channels
-drops rows of the weight matrix and dropping output pixels drops columns of the patch
-matrix, so masked variants stay a smaller dense problem at full SIMD speed.
+The GEMM shape is deliberate (DESIGN.md, DrowsyNet): dropping output channels drops
+rows of the weight matrix and dropping output pixels drops columns of the patch matrix,
+so masked variants stay a smaller dense problem at full SIMD speed, on the exact conv's
+own engine.
 
 Layouts: activations NCHW float32; weights as ONNX stores them, M x (C/group) x KH x KW;
 ``pads`` = (top, left, bottom, right).
@@ -16,33 +18,6 @@ from ._jit import kernel, prange
 from .activation import bias_act_rows
 from .conv_gemm import conv_gemm, prepare
 from .parallel import matmul_rows
-
-
-@kernel(parallel=True)
-def im2col(x, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cols):
-    """Patch matrix of one image: cols[(c, i, j), (y, x)] = x[c, y*sh-pt+i*dh, x*sw-pl+j*dw].
-
-    x is C x H x W; cols is (C*kh*kw) x (oh*ow); out-of-image taps are 0.
-    """
-    c_count, h, w = x.shape
-    kk = kh * kw
-    for r in prange(c_count * kk):
-        c = r // kk
-        i = (r % kk) // kw
-        j = r % kw
-        for y in range(oh):
-            iy = y * sh - pt + i * dh
-            base = y * ow
-            if iy < 0 or iy >= h:
-                for xx in range(ow):
-                    cols[r, base + xx] = 0.0
-                continue
-            for xx in range(ow):
-                ix = xx * sw - pl + j * dw
-                if ix >= 0 and ix < w:
-                    cols[r, base + xx] = x[c, iy, ix]
-                else:
-                    cols[r, base + xx] = 0.0
 
 
 @kernel(parallel=True)
@@ -86,7 +61,6 @@ def conv2d(
     act_p1: float = 0.0,
     threads: int = 1,
     prepared: tuple | None = None,
-    engine: str | None = None,
 ) -> np.ndarray:
     """Exact 2-D convolution with optional fused bias and activation.
 
@@ -99,7 +73,6 @@ def conv2d(
         threads: threads for the kernels.
         prepared: :func:`aipnet.kernels.conv_gemm.prepare` of ``w`` made once by the
             caller (weights that are constants), else made here when needed.
-        engine: "gemm" or "blas" to force one (tests, benchmarks), else :func:`engine_for`.
     Returns:
         N x M x OH x OW output.
     """
@@ -117,32 +90,37 @@ def conv2d(
         for n in range(n_count):
             bias_act_rows(out[n].reshape(m_count, oh * ow), b, has_bias, act, act_p0, act_p1)
         return out
-    if (engine or engine_for(w.shape, strides, pads, out_hw)) == "gemm":
+    if engine_for(w.shape, strides, pads, out_hw) == "gemm":
         if prepared is None:
             prepared = prepare(w, group)
         conv_gemm(x, *prepared, (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow), b, has_bias, act, act_p0, act_p1,
                   out.reshape(n_count, m_count, oh * ow), threads)
         return out
+    # pointwise: each image's input planes are the patch matrix
     mg = m_count // group
-    w2 = w.reshape(group, mg, cg * kh * kw)
-    pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pads == (0, 0, 0, 0)
-    cols = None if pointwise else np.empty((cg * kh * kw, oh * ow), dtype=np.float32)
+    w2 = w.reshape(group, mg, cg)
     for n in range(n_count):
         y = out[n].reshape(m_count, oh * ow)
         for g in range(group):
-            xg = x[n, g * cg:(g + 1) * cg]
-            if pointwise:
-                patch = xg.reshape(cg, h * wd)
-            else:
-                im2col(xg, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, cols)
-                patch = cols
-            matmul_rows(w2[g], patch, y[g * mg:(g + 1) * mg], threads)
+            matmul_rows(w2[g], x[n, g * cg:(g + 1) * cg].reshape(cg, h * wd), y[g * mg:(g + 1) * mg], threads)
         bias_act_rows(y, b, has_bias, act, act_p0, act_p1)
     return out
+
+
+#: 1x1 convs with stride 1 and no pads from this many output pixels on run on BLAS
+POINTWISE_BLAS_PIXELS = 128
 
 
 def engine_for(w_shape, strides, pads, out_hw) -> str:
     """Which exact kernel a (non-depthwise) conv runs on: "gemm" or "blas".
 
-    w_shape: M x C/group x KH x KW."""
-    return "gemm"
+    w_shape: M x C/group x KH x KW. The implicit GEMM (kernels/conv_gemm.py) everywhere
+    but on pointwise convs (1x1, stride 1, no pads) of POINTWISE_BLAS_PIXELS pixels or
+    more: those need no im2col, BLAS multiplies the input itself, and with no window
+    overlap the implicit GEMM's in-place patch reads get little reuse from cache; measured
+    (1 thread, one process) at 0.9-1.2 of BLAS's time from P = 196 up (the GEMM slower
+    for K = 64), 0.84-0.95 at P = 49 (BLAS packs the weights at every call).
+    """
+    _, _, kh, kw = w_shape
+    pointwise = kh == 1 and kw == 1 and tuple(strides) == (1, 1) and tuple(pads) == (0, 0, 0, 0)
+    return "blas" if pointwise and out_hw[0] * out_hw[1] >= POINTWISE_BLAS_PIXELS else "gemm"

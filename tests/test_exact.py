@@ -52,3 +52,80 @@ def test_stats_follow_the_contract():
     assert st["total"]["macs"] == sum(layer["macs"] for layer in st["layers"])
     fc = [layer for layer in st["layers"] if layer["op"] == "Gemm"]
     assert fc[0]["weight_bytes_read"] == (32 * 256 + 32) * 4
+
+
+# -- the exact conv's two kernels (kernels/conv.py: engine_for) ------------------------------
+# name, conv case arguments (cin, hw, cout, k, attrs), the kernel engine_for picks
+ENGINE_SHAPES = [
+    # K = 576: three K blocks; 40 outputs: the last panel has 8 lanes (half kernel); padded
+    ("kblocks_half_panel", (64, (15, 13), 40, 3, dict(pads=[1, 1, 1, 1])), "gemm"),
+    # groups of 24 channels: panels split where global channel numbers cross 16
+    ("groups_24", (48, (14, 14), 72, 3, dict(group=3, pads=[1, 0, 2, 1], strides=[1, 2])), "gemm"),
+    # no border: the input read in place; dilation; K = 45 (not a multiple of 8)
+    ("dilated_inplace", (5, (30, 31), 33, 3, dict(dilations=[2, 3])), "gemm"),
+    # stride 4, 11x11 (VGG-f's conv1 shape, small)
+    ("s4_11x11", (3, (63, 63), 64, 11, dict(strides=[4, 4])), "gemm"),
+    # pointwise with many pixels: BLAS on the input itself
+    ("pointwise_blas", (64, (24, 24), 48, 1, {}), "blas"),
+    # pointwise, few pixels; strided 1x1
+    ("pointwise_small", (256, (7, 7), 32, 1, {}), "gemm"),
+    ("pointwise_stride2", (32, (20, 20), 40, 1, dict(strides=[2, 2])), "gemm"),
+    # 1-D
+    ("conv1d_long", (16, (301,), 24, (5,), dict(pads=[2, 2], strides=[1])), "gemm"),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name,args,engine", ENGINE_SHAPES, ids=[s[0] for s in ENGINE_SHAPES])
+def test_conv_engines_match_onnxruntime(name, args, engine, threads):
+    """Shapes large enough to run in parallel, on the kernel engine_for picks for them."""
+    from aipnet.kernels.conv import engine_for
+    from cases import conv_case
+
+    cin, hw, cout, k, attrs = args
+    case = conv_case(name, cin, hw, cout, k, act="relu", **attrs)
+    model = aipnet.load(case.model())
+    sess = aipnet.Session(model, threads=threads)
+    conv = next(st.impl for st in sess.plan_for({"x": (3, cin, *hw)}).steps if st.node.op == "Conv")
+    kk = k if isinstance(k, tuple) else (k, k)
+    w_shape = (cout, cin // attrs.get("group", 1), *(kk if len(kk) == 2 else (1, *kk)))
+    assert engine_for(w_shape, conv.strides, conv.pads, conv.out_hw) == engine
+    assert (conv._prepared is not None) == (engine == "gemm")
+    feeds = case.feeds(3)
+    assert_close(sess.run(feeds), ort_run(case.model(), feeds)[0], name)
+
+
+def _ref_conv(x, w, b, strides, pads, dilations, group, out_hw):
+    """Plain float64 convolution (one window at a time), no activation."""
+    n, c, h, wd = x.shape
+    m, cg, kh, kw = w.shape
+    xp = np.zeros((n, c, h + pads[0] + pads[2] + 8, wd + pads[1] + pads[3] + 8))
+    xp[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + wd] = x
+    y = np.zeros((n, m) + tuple(out_hw))
+    mg = m // group
+    for oy in range(out_hw[0]):
+        for ox in range(out_hw[1]):
+            iy, ix = oy * strides[0], ox * strides[1]
+            win = xp[:, :, iy:iy + (kh - 1) * dilations[0] + 1:dilations[0], ix:ix + (kw - 1) * dilations[1] + 1:dilations[1]]
+            for g in range(group):
+                y[:, g * mg:(g + 1) * mg, oy, ox] = np.einsum("nchw,mchw->nm", win[:, g * cg:(g + 1) * cg],
+                                                              w[g * mg:(g + 1) * mg].astype(np.float64))
+    return y + b[None, :, None, None]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_conv2d_weights_prepared_per_call(threads):
+    """Weights that are no constant are packed per call: same result as packed once, and
+    as a plain float64 convolution (LeakyRelu fused)."""
+    from aipnet.kernels.conv import conv2d
+    from aipnet.kernels.conv_gemm import prepare
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 12, 17, 19)).astype(np.float32)
+    w = rng.standard_normal((36, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(36).astype(np.float32)
+    geo = ((2, 1), (1, 2, 0, 1), (1, 2), 2, (8, 18))
+    y = conv2d(x, w, b, *geo, 3, 0.0, 0.1, threads=threads)
+    np.testing.assert_array_equal(y, conv2d(x, w, b, *geo, 3, 0.0, 0.1, threads=threads, prepared=prepare(w, 2)))
+    ref = _ref_conv(x, w, b, *geo)
+    assert_close(y, np.where(ref < 0, 0.1 * ref, ref), "leaky")
