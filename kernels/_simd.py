@@ -8,7 +8,7 @@ vector is split or widened by the backend) and is cached with its callers
 no bounds checks: callers keep every offset in range.
 
 ``mk_panel(rows, a, a_off, rows_off, r0, koff, k0, b, b_off, c, c_off, n)``, the
-micro-kernel of DrowsyNet's implicit GEMM (:func:`aipnet.kernels.drowsy.conv_panels`):
+micro-kernel of the implicit-GEMM conv (:mod:`aipnet.kernels.conv_gemm`, exact and DrowsyNet):
 for r < rows and j < 16,
 
     c[c_off + 16*r + j] += sum_{k < n} a[a_off + rows_off[r0 + r] + koff[k0 + k]] * b[b_off + 16*k + j]
@@ -23,12 +23,13 @@ are empty.
 
 Vector width: the weights' 16 lanes are one 16-float vector where the compile target has
 AVX-512 (12-row tile: 12 accumulators of its 32 registers), else two 8-float vectors
-(6-row tile: 12 of AVX2's 16 registers). The exact conv's BLAS picks its AVX-512 kernels
-on such hosts too, so both sides use what the host offers; on Zen 4 (AVX-512 at 256-bit
-throughput) the wide form still measured 5-10% faster (fewer instructions per FMA).
+(6-row tile: 12 of AVX2's 16 registers). The exact conv runs on this kernel too, so
+DrowsyNet's ratios compare like with like (and BLAS, which the exact conv keeps for large
+pointwise convs, picks its AVX-512 kernels on such hosts too); on Zen 4 (AVX-512 at
+256-bit throughput) the wide form still measured 5-10% faster (fewer instructions per FMA).
 
 ``pack16x8``: a 16 x 8 block of weight rows transposed in registers into 8 k-rows of a
-panel (how :func:`aipnet.kernels.drowsy.pack_panels` packs); ``transpose16``: a 16 x 16
+panel (how :func:`aipnet.kernels.conv_gemm.pack_panels` packs); ``transpose16``: a 16 x 16
 block of the accumulated tile (pixel rows) into channel rows, for contiguous stores.
 """
 

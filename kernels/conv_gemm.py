@@ -11,10 +11,11 @@ of pixels x one panel (:data:`Q0` .. :data:`G`); the exact conv's items are all 
 near-equal runs of all pixels (:func:`dense_items`), DrowsyNet's are those of its kept
 units (:mod:`aipnet.kernels.drowsy`).
 
-Why not im2col + BLAS: building the patch matrix costs a pass over K x P floats written
-and read again, and BLAS packs the weights at every call; here the weights are packed
-once and the patches never copied, which measured 0.57-0.85 of im2col + OpenBLAS's time
-on VGG-f's convs (kernels/conv.py says where im2col + BLAS is still used).
+Why not im2col + BLAS (the exact conv's kernel before): building the patch matrix costs
+a pass over K x P floats written and read again, and BLAS packs the weights at every
+call; here the weights are packed once and the patches never copied, which measured
+0.53-0.83 of im2col + OpenBLAS's time on VGG-f's convs at 1 thread (kernels/conv.py says
+where BLAS is still used).
 """
 
 from __future__ import annotations
@@ -173,8 +174,8 @@ def put_item(items, t, q0, q1, r0, r1, j, g):
 @kernel()
 def dense_items(npanel, p_count, extra):
     """Items computing panels 0 .. npanel[g]-1 of each group g over all P pixels (pix =
-    0 .. P-1): near-equal runs of whole register tiles, each run x all panels, run by run
-    (consecutive items share their input windows in cache). ``extra`` rows are left at the
+    0 .. P-1): near-equal runs of about SEG_PIXELS pixels, each run x all panels, run by
+    run (consecutive items share their input windows in cache). ``extra`` rows are left at the
     end for the caller. Returns (items, the number filled)."""
     ns = max(1, (p_count + SEG_PIXELS - 1) // SEG_PIXELS)
     items = np.empty((ns * npanel.sum() + extra, 6), np.int64)

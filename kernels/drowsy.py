@@ -265,7 +265,7 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, geo, granularity, mask, bias,
     N x M x P, every element written. Returns the number of outputs computed.
     """
     group, mg = w2.shape[:2]
-    kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
+    sh, sw, pt, pl, oh, ow = geo[2], geo[3], geo[6], geo[7], geo[8], geo[9]
     seed, first, fixed, layer, threshold = mask
     p_count = oh * ow
     xp, koff, wp = windows(x.shape, group, geo)

@@ -58,20 +58,20 @@ def test_stats_follow_the_contract():
 # name, conv case arguments (cin, hw, cout, k, attrs), the kernel engine_for picks
 ENGINE_SHAPES = [
     # K = 576: three K blocks; 40 outputs: the last panel has 8 lanes (half kernel); padded
-    ("kblocks_half_panel", (64, (15, 13), 40, 3, dict(pads=[1, 1, 1, 1])), "gemm"),
+    ("kblocks_half_panel", (64, (15, 13), 40, 3, {"pads": [1, 1, 1, 1]}), "gemm"),
     # groups of 24 channels: panels split where global channel numbers cross 16
-    ("groups_24", (48, (14, 14), 72, 3, dict(group=3, pads=[1, 0, 2, 1], strides=[1, 2])), "gemm"),
+    ("groups_24", (48, (14, 14), 72, 3, {"group": 3, "pads": [1, 0, 2, 1], "strides": [1, 2]}), "gemm"),
     # no border: the input read in place; dilation; K = 45 (not a multiple of 8)
-    ("dilated_inplace", (5, (30, 31), 33, 3, dict(dilations=[2, 3])), "gemm"),
+    ("dilated_inplace", (5, (30, 31), 33, 3, {"dilations": [2, 3]}), "gemm"),
     # stride 4, 11x11 (VGG-f's conv1 shape, small)
-    ("s4_11x11", (3, (63, 63), 64, 11, dict(strides=[4, 4])), "gemm"),
+    ("s4_11x11", (3, (63, 63), 64, 11, {"strides": [4, 4]}), "gemm"),
     # pointwise with many pixels: BLAS on the input itself
     ("pointwise_blas", (64, (24, 24), 48, 1, {}), "blas"),
     # pointwise, few pixels; strided 1x1
     ("pointwise_small", (256, (7, 7), 32, 1, {}), "gemm"),
-    ("pointwise_stride2", (32, (20, 20), 40, 1, dict(strides=[2, 2])), "gemm"),
+    ("pointwise_stride2", (32, (20, 20), 40, 1, {"strides": [2, 2]}), "gemm"),
     # 1-D
-    ("conv1d_long", (16, (301,), 24, (5,), dict(pads=[2, 2], strides=[1])), "gemm"),
+    ("conv1d_long", (16, (301,), 24, (5,), {"pads": [2, 2], "strides": [1]}), "gemm"),
 ]
 
 
