@@ -27,8 +27,9 @@ product is ``nseg`` segments of ``seg_len`` floats (a multiple of 8), segment s 
 ``acc[a_off + i]``; lanes with the same operands get the same sum, to the bit. No bounds
 checks: callers keep every offset in range.
 
-Beside them, small intrinsics for the kernel's pair listing and copies: ``popcount64``,
-``ctz64``, ``load_u64`` (eight mask bytes as one word) and ``copy_f32``.
+Beside them, small intrinsics for the kernel's mask and pair listing and copies:
+``keep_bits`` (the mask generator of :mod:`aipnet.kernels.drowsy`, eight units per
+vector), ``popcount64``, ``ctz64`` and ``copy_f32``.
 """
 
 from __future__ import annotations
@@ -205,19 +206,52 @@ def ctz64(typingctx, v):
     return types.uint64(v), codegen
 
 
+#: the mask generator's constants (kernels/drowsy.py's docstring)
+_GAMMA, _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
 @intrinsic
-def load_u64(typingctx, a, i):
-    """The eight bytes a[i .. i + 7] of a uint8 array as one little-endian uint64 (any
-    alignment; no bounds check)."""
-    if not (isinstance(a, types.Array) and a.dtype == types.uint8):
+def keep_bits(typingctx, key, thr, u, n):
+    """Bit t (t < n <= 64) set iff mask unit u + t is kept: h(unit) =
+    mix64(key ^ (GAMMA * (unit + 1))) and the unit is dropped iff (h >> 40) < thr, as in
+    :func:`aipnet.kernels.drowsy.keep_units` (key: :func:`~aipnet.kernels.drowsy.layer_key`),
+    computed on vectors of eight units (the loop over units does not vectorise: its
+    result is a bit set). The final ``z ^ (z >> 31)`` of mix64 leaves bits 40-63 as they
+    are, so it is skipped."""
+    if not (key == types.uint64 and thr == types.uint64):
         return None
+    sig = types.uint64(key, thr, types.intp, types.intp)
 
     def codegen(context, builder, signature, args):
-        arr, idx = args
-        p = builder.gep(_data(context, builder, signature.args[0], arr), [idx])
-        return builder.load(builder.bitcast(p, ir.IntType(64).as_pointer()), align=1)
+        key, thr, u, n = args
+        i64 = ir.IntType(64)
+        v8 = ir.VectorType(i64, 8)
 
-    return types.uint64(a, types.intp), codegen
+        def splat(v):
+            return builder.shuffle_vector(builder.insert_element(ir.Constant(v8, None), v, _I32(0)),
+                                          ir.Constant(v8, None), ir.Constant(ir.VectorType(_I32, 8), [0] * 8))
+
+        def shr(z, k):
+            return builder.xor(z, builder.lshr(z, ir.Constant(v8, [k] * 8)))
+
+        kv, tv = splat(key), splat(thr)
+        res = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+        nvec = builder.udiv(builder.add(n, _c(n, 7)), _c(n, 8))
+        with cgutils.for_range(builder, nvec) as loop:
+            unit = builder.add(splat(builder.add(u, builder.mul(loop.index, _c(n, 8)))),
+                               ir.Constant(v8, list(range(1, 9))))
+            z = builder.xor(kv, builder.mul(unit, ir.Constant(v8, [_GAMMA] * 8)))
+            z = builder.mul(shr(z, 30), ir.Constant(v8, [_M1] * 8))
+            z = builder.mul(shr(z, 27), ir.Constant(v8, [_M2] * 8))
+            kept = builder.icmp_unsigned(">=", builder.lshr(z, ir.Constant(v8, [40] * 8)), tv)
+            bits = builder.zext(builder.bitcast(kept, ir.IntType(8)), i64)
+            builder.store(builder.or_(builder.load(res), builder.shl(bits, builder.mul(loop.index, _c(n, 8)))), res)
+        # the units past n (the last vector's tail) cleared; n == 64 keeps all
+        full = builder.icmp_unsigned(">=", n, _c(n, 64))
+        low = builder.sub(builder.shl(ir.Constant(i64, 1), builder.and_(n, _c(n, 63))), ir.Constant(i64, 1))
+        return builder.and_(builder.load(res), builder.select(full, ir.Constant(i64, -1), low))
+
+    return sig, codegen
 
 
 @intrinsic

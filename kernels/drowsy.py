@@ -368,19 +368,22 @@ def _conv_direct(x, w, b, has_bias, geo, group, act, p0, p1, granularity, mask, 
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
     p_count = oh * ow
     seed, first, fixed, layer, threshold = mask
-    units = np.empty(unit_count(granularity, m_count, p_count), np.uint8)
+    depthwise = group == c_count and cg == 1 and group > 1
+    units = np.empty(unit_count(granularity, m_count, p_count) if depthwise else 0, np.uint8)
     mg = m_count // group
     computed = 0
     for n in range(n_count):
-        keep_units(seed, 0 if fixed else first + n, layer, threshold, units)
-        if group == c_count and cg == 1 and group > 1:
+        if depthwise:
+            keep_units(seed, 0 if fixed else first + n, layer, threshold, units)
             keep = np.ascontiguousarray(expand_mask(granularity, units, m_count, p_count))
             computed += depthwise_masked(x[n], w, m_count // c_count, sh, sw, dh, dw, pt, pl, keep, b, has_bias,
                                          act, p0, p1, sc, out[n])
             continue
+        # the neuron kernel makes the mask itself, item by item
+        key = layer_key(seed, 0 if fixed else first + n, layer)
         y = out[n].reshape(m_count, p_count)
         for g in range(group):
-            computed += conv_neuron_group(x[n, g * cg:(g + 1) * cg], w, g, mg, units.reshape(m_count, p_count), b,
-                                          has_bias, act, p0, p1, sc, geo, y[g * mg:(g + 1) * mg])
-    taps = kh * kw if group == c_count and cg == 1 and group > 1 else cg * kh * kw
+            computed += conv_neuron_group(x[n, g * cg:(g + 1) * cg], w, g, mg, key, threshold, b, has_bias, act, p0,
+                                          p1, sc, geo, y[g * mg:(g + 1) * mg])
+    taps = kh * kw if depthwise else cg * kh * kw
     return out, computed * taps, computed

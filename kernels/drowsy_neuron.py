@@ -9,21 +9,21 @@ import functools
 import threading
 import weakref
 
+import numba
 import numpy as np
 
 from ._buffers import aligned_empty
 from ._dot8 import (PARTITIONS, VEC_WIDTH, copy_f32, ctz64, dot8_8, dot8_71, dot8_62, dot8_611, dot8_53, dot8_521,
                     dot8_5111, dot8_44, dot8_431, dot8_422, dot8_4211, dot8_332, dot8_3311, dot8_3221, dot8_2222,
-                    dot8_any, dot8_bi, load_u64, popcount64)
+                    dot8_any, dot8_bi, keep_bits, popcount64)
 from ._jit import kernel, prange
+from ._simd import fetch_add
 from .activation import _apply
 
 #: group kinds past the partitions (PARTITIONS index k < DOT8_ANY): eight weight rows, and
 #: the 2 x 4 biclique
 DOT8_ANY = len(PARTITIONS)
 DOT8_BI = DOT8_ANY + 1
-#: eight mask bytes (0 or 1) times PACK8: byte i's bit lands on bit 56 + i, carry-free
-PACK8 = np.uint64(0x0102040810204080)
 
 # -- neuron: eight kept outputs at a time, straight from a channels-last image ------------
 #: a work item is a run of at most NEURON_SLOTS consecutive output pixels (whole output
@@ -104,20 +104,18 @@ def neuron_weights(w, cb, kn, wn):
 
 
 @kernel()
-def neuron_image(x, pt, pl, xp):
-    """xp[b, yy, xx, c] = x[b*cb + c, yy - pt, xx - pl], 0 outside the image (x: C x H x W,
-    xp: nblk x Hp x Wp x cb).
+def neuron_image(x, pt, pl, xp, r0, r1):
+    """xp[b, yy, xx, c] = x[b*cb + c, yy - pt, xx - pl], 0 outside the image, for the rows
+    r0 <= b*Hp + yy < r1 (x: C x H x W, xp: nblk x Hp x Wp x cb).
 
     A strided slice copy per channel and padded row (Numba's slice copies run several
-    times faster than element loops here). Serial: it is small, and a parallel region
-    of its own cost more at 2 threads than it saved (waking the sleeping worker; whole
-    VGG-f conv stack at 2 threads 7.98 -> 6.36 ms, medians).
+    times faster than element loops here).
     """
     c_count, h, w = x.shape
     nblk, hp, wp, cb = xp.shape
     x0 = min(max(pl, 0), wp)
     x1 = max(min(pl + w, wp), x0)
-    for r in range(nblk * hp):
+    for r in range(r0, r1):
         b = r // hp
         yy = r % hp
         iy = yy - pt
@@ -155,9 +153,10 @@ GROUP_KERNEL, GROUP_LANES, GROUP_HEADS = _group_tables()
 
 
 @kernel()
-def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst, acc, idx):
-    """List the kept (channel, pixel) pairs of channels c0 .. c0 + nc - 1 x pixels q0 ..
-    q0 + nb - 1 in groups of eight, for the dot8 kernels; returns (groups, pairs).
+def _neuron_groups(bm, c0, nc, nb, kn, xq, bias, row0, has_bias, offs, dst, acc, idx):
+    """List the kept (channel, pixel) pairs of one work item in groups of eight, for the
+    dot8 kernels; returns the number of groups. bm[c]: bit t set iff pixel t of the
+    item's run is kept in channel c0 + c (c < nc, t < nb); consumed here.
 
     Bicliques first: channel c is paired with each of the next NEURON_WINDOW channels d
     in turn, and the pixels where both are still unlisted are taken four at a time as a
@@ -172,27 +171,6 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
     padded with copies of the last pair.
     """
     one = np.uint64(1)
-    p_count = keep.shape[1]
-    kf = keep.ravel()
-    bm = np.empty(nc, np.uint64)
-    n8 = nb // 8 * 8
-    kept = 0
-    for c in range(nc):
-        # the mask bytes (0 or 1) as bits, eight at a time: the multiply moves byte i's
-        # bit to bit 56 + i, with no carries
-        at = (c0 + c) * p_count + q0
-        m = np.uint64(0)
-        for t in range(0, n8, 8):
-            m |= ((load_u64(kf, at + t) * PACK8) >> np.uint64(56)) << np.uint64(t)
-        if n8 < nb:
-            if nb >= 8:
-                # the last eight bytes again (an overlap ORs the same bits twice)
-                m |= ((load_u64(kf, at + nb - 8) * PACK8) >> np.uint64(56)) << np.uint64(nb - 8)
-            else:
-                for t in range(nb):
-                    m |= np.uint64(kf[at + t]) << np.uint64(t)
-        bm[c] = m
-        kept += np.int64(popcount64(m))
     # pending left-overs: output, weight row, patch, bias; a set bit of ``starts`` marks
     # the first pair of a channel (room for a channel's pairs past 7 pending, and padding)
     pe = np.empty(NEURON_SLOTS + 16, np.int64)
@@ -269,180 +247,221 @@ def _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst
                 px[i - at] = px[i]
                 pb[i - at] = pb[i]
             npend -= at
-    return ng, kept
+    return ng
+
+
+@kernel()
+def _neuron_item(wf, xf, key, thr, bias, row0, has_bias, act, p0, p1, scale, of, p_count, mg, kn, hp, wp, cb,
+                 nblk, direct, kh, kw, sh, sw, dh, dw, ow, ni, nchunk, chunk_len, c0, nc, q0, nb):
+    """One work item of :func:`conv_neuron`: channels c0 .. c0 + nc - 1 x the run of nb
+    pixels from q0; returns the number of outputs computed."""
+    seg = kw * cb
+    ntap = -(-kh // ni)
+    # the item's mask, channel by channel: bit t of bm[c] for pixel q0 + t
+    bm = np.empty(nc, np.uint64)
+    kept = 0
+    for c in range(nc):
+        bm[c] = keep_bits(key, thr, (row0 + c0 + c) * p_count + q0, nb)
+        kept += np.int64(popcount64(bm[c]))
+    xq = np.empty(NEURON_SLOTS, np.int64)
+    if direct:
+        xb = xf
+        for t in range(nb):
+            oy = (q0 + t) // ow
+            ox = (q0 + t) % ow
+            xq[t] = (oy * sh * wp + ox * sw) * cb
+    else:
+        # the run's patches as rows of kn floats (rows on vector boundaries: kn is a
+        # multiple of VEC_WIDTH and the buffer starts on a 64-byte boundary)
+        raw = np.empty(nb * kn + 16, np.float32)
+        a0 = ((-raw.ctypes.data) % 64) // 4
+        xb = raw[a0:a0 + nb * kn]
+        run_len = kw * cb if dw == 1 else cb
+        for t in range(nb):
+            oy = (q0 + t) // ow
+            ox = (q0 + t) % ow
+            d = t * kn
+            xq[t] = d
+            for i in range(kh):
+                for j in range(kw * cb // run_len):
+                    copy_f32(xb, d, xf, ((oy * sh + i * dh) * wp + ox * sw + j * dw) * cb, run_len)
+                    d += run_len
+            xb[d:t * kn + kn] = 0.0
+    ng_most = (nc * nb) // 8 + 2
+    offs = np.empty(ng_most * 16, np.int64)
+    dst = np.empty(ng_most * 8, np.int64)
+    idx = np.empty(ng_most, np.int64)
+    acc = np.empty(ng_most * 8, np.float32)
+    ng = _neuron_groups(bm, c0, nc, nb, kn, xq, bias, row0, has_bias, offs, dst, acc, idx)
+    # the groups by kind (a counting sort, stable): each kind's run of groups takes
+    # the same branch, where mixed kinds would mispredict it group after group
+    order = np.empty(ng, np.int64)
+    first = np.zeros(DOT8_BI + 2, np.int64)
+    for g in range(ng):
+        first[idx[g] + 1] += 1
+    for k in range(DOT8_BI + 1):
+        first[k + 1] += first[k]
+    for g in range(ng):
+        order[first[idx[g]]] = g
+        first[idx[g]] += 1
+    for ci in range(nchunk):
+        if direct:
+            blk = ci // ntap
+            i0 = (ci % ntap) * ni
+            w0 = (blk * kh + i0) * seg
+            x0 = (blk * hp + i0 * dh) * wp * cb
+            ns = min(ni, kh - i0)
+            sl = seg
+            w_seg = seg
+            x_seg = dh * wp * cb
+        else:
+            w0 = ci * chunk_len
+            x0 = w0
+            ns = 1
+            sl = min(chunk_len, kn - w0)
+            w_seg = 0
+            x_seg = 0
+        for gi in range(ng):
+            g = order[gi]
+            # dot8 by kind, written out here so that it is inlined (a call would pass
+            # and reference-count the arrays for every group)
+            k = idx[g]
+            o = 16 * g
+            a = 8 * g
+            if k == DOT8_BI:
+                dot8_bi(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 0:
+                dot8_8(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 1:
+                dot8_71(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 2:
+                dot8_62(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 3:
+                dot8_611(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 4:
+                dot8_53(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 5:
+                dot8_521(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 6:
+                dot8_5111(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 7:
+                dot8_44(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 8:
+                dot8_431(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 9:
+                dot8_422(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 10:
+                dot8_4211(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 11:
+                dot8_332(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 12:
+                dot8_3311(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 13:
+                dot8_3221(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            elif k == 14:
+                dot8_2222(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+            else:
+                dot8_any(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
+    # the item's outputs through a tile, copied out row by row: every output written,
+    # the dropped ones 0
+    tile = np.zeros(nc * NEURON_SLOTS, np.float32)
+    for i in range(ng * 8):
+        tile[dst[i]] = _apply(acc[i], act, p0, p1) * scale
+    for c in range(nc):
+        copy_f32(of, (c0 + c) * p_count + q0, tile, c * NEURON_SLOTS, nb)
+    return kept
 
 
 @kernel(parallel=True)
-def conv_neuron(wn, xp, keep, bias, row0, has_bias, act, p0, p1, scale, out,
-                direct, kh, kw, sh, sw, dh, dw, ow, ni, nry, nbr, chunk_len):
-    """out[c, p] = act(wn[c] . patch(p) + bias[row0 + c]) * scale where keep[c, p], else 0.
+def conv_neuron(wn, x, pt, pl, xp, key, thr, bias, row0, has_bias, act, p0, p1, scale, out,
+                direct, kh, kw, sh, sw, dh, dw, ow, ni, nry, nbr, chunk_len, workers):
+    """out[c, p] = act(wn[c] . patch(p) + bias[row0 + c]) * scale where unit (row0 + c) * P
+    + p of the mask (key, thr) is kept, else 0.
 
-    One conv group. wn: Mg x kn reordered weights (:func:`neuron_weights`); xp: the
-    group's channels-last padded image in blocks, nblk x Hp x Wp x cb
-    (:func:`neuron_image`); keep: Mg x P uint8, 0 or 1; out: Mg x P, every output written.
-    Geometry from :func:`neuron_layout`.
+    One conv group. wn: Mg x kn reordered weights (:func:`neuron_weights`); x: the
+    group's input, C/group x H x W, copied here to xp, its channels-last padded image
+    in blocks, nblk x Hp x Wp x cb (:func:`neuron_image`); key, thr (uint64): the
+    layer key and drop threshold of the mask generator; out: Mg x P, every output
+    written. Geometry from :func:`neuron_layout`.
 
-    Work items, shared out over threads: a run of at most NEURON_SLOTS consecutive
-    pixels x NEURON_CHANNELS channels, channel-chunk major so that a thread's consecutive
-    items share weight rows. A patch is read straight from xp (``direct``: per block, kh
-    segments of kw * cb floats), or else the run's patches are first copied to rows of
-    kn floats, zero-padded. The item's kept pairs are listed in groups of eight
-    (:func:`_neuron_groups`) and, per K chunk (whose image region stays in cache while
-    the weight rows pass), every group runs its dot8 kernel, adding its eight partial
-    sums to its accumulators; then the item's outputs are written. Returns the number of
-    outputs computed.
+    Work items: a run of at most NEURON_SLOTS consecutive pixels x NEURON_CHANNELS
+    channels, channel-chunk major so that consecutive items share weight rows. An item
+    makes its own part of the mask (:func:`keep_bits`). A patch is read straight from
+    xp (``direct``: per block, kh segments of kw * cb floats), or else the run's
+    patches are first copied to rows of kn floats, zero-padded. The item's kept pairs
+    are listed in groups of eight (:func:`_neuron_groups`) and, per K chunk (whose image
+    region stays in cache while the weight rows pass), every group runs its dot8
+    kernel, adding its eight partial sums to its accumulators; then the item's outputs
+    are written.
+
+    One parallel region: ``workers`` prange iterations (one per thread) take tasks in
+    order from a shared counter (an atomic add), so that the threads stay busy to the
+    end whatever the tasks' sizes or other load on the cores: first the image copy
+    (chunks of rows), then, once a second counter says those are done, the items.
+    Returns the number of outputs computed.
     """
     mg, kn = wn.shape
     nblk, hp, wp, cb = xp.shape
-    p_count = keep.shape[1]
+    p_count = out.shape[1]
     oh = p_count // ow
     wf = wn.ravel()
     of = out.reshape(out.size)
     xf = xp.ravel()
-    seg = kw * cb
-    ntap = -(-kh // ni)
-    nchunk = nblk * ntap if direct else -(-kn // chunk_len)
+    nchunk = nblk * -(-kh // ni) if direct else -(-kn // chunk_len)
     nruns = nry * nbr
-    nch = (mg + NEURON_CHANNELS - 1) // NEURON_CHANNELS
-    counts = np.zeros(nch * nruns, np.int64)
-    for it in prange(nch * nruns):
-        ch = it // nruns
-        run = it % nruns
-        ry = run // nbr
-        oy0 = ry * oh // nry
-        bi = run % nbr
-        ox0 = bi * ow // nbr
-        nb = ((ry + 1) * oh // nry - oy0) * ((bi + 1) * ow // nbr - ox0)
-        q0 = oy0 * ow + ox0
-        c0 = ch * NEURON_CHANNELS
-        nc = min(NEURON_CHANNELS, mg - c0)
-        xq = np.empty(NEURON_SLOTS, np.int64)
-        if direct:
-            xb = xf
-            for t in range(nb):
-                oy = (q0 + t) // ow
-                ox = (q0 + t) % ow
-                xq[t] = (oy * sh * wp + ox * sw) * cb
-        else:
-            # the run's patches as rows of kn floats (rows on vector boundaries: kn is a
-            # multiple of VEC_WIDTH and the buffer starts on a 64-byte boundary)
-            raw = np.empty(nb * kn + 16, np.float32)
-            a0 = ((-raw.ctypes.data) % 64) // 4
-            xb = raw[a0:a0 + nb * kn]
-            run_len = kw * cb if dw == 1 else cb
-            for t in range(nb):
-                oy = (q0 + t) // ow
-                ox = (q0 + t) % ow
-                d = t * kn
-                xq[t] = d
-                for i in range(kh):
-                    for j in range(kw * cb // run_len):
-                        copy_f32(xb, d, xf, ((oy * sh + i * dh) * wp + ox * sw + j * dw) * cb, run_len)
-                        d += run_len
-                xb[d:t * kn + kn] = 0.0
-        ng_most = (nc * nb) // 8 + 2
-        offs = np.empty(ng_most * 16, np.int64)
-        dst = np.empty(ng_most * 8, np.int64)
-        idx = np.empty(ng_most, np.int64)
-        acc = np.empty(ng_most * 8, np.float32)
-        ng, kept = _neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, row0, has_bias, offs, dst, acc, idx)
-        # the groups by kind (a counting sort, stable): each kind's run of groups takes
-        # the same branch, where mixed kinds would mispredict it group after group
-        order = np.empty(ng, np.int64)
-        first = np.zeros(DOT8_BI + 2, np.int64)
-        for g in range(ng):
-            first[idx[g] + 1] += 1
-        for k in range(DOT8_BI + 1):
-            first[k + 1] += first[k]
-        for g in range(ng):
-            order[first[idx[g]]] = g
-            first[idx[g]] += 1
-        for ci in range(nchunk):
-            if direct:
-                blk = ci // ntap
-                i0 = (ci % ntap) * ni
-                w0 = (blk * kh + i0) * seg
-                x0 = (blk * hp + i0 * dh) * wp * cb
-                ns = min(ni, kh - i0)
-                sl = seg
-                w_seg = seg
-                x_seg = dh * wp * cb
-            else:
-                w0 = ci * chunk_len
-                x0 = w0
-                ns = 1
-                sl = min(chunk_len, kn - w0)
-                w_seg = 0
-                x_seg = 0
-            for gi in range(ng):
-                g = order[gi]
-                # dot8 by kind, written out here so that it is inlined (a call would pass
-                # and reference-count the arrays for every group)
-                k = idx[g]
-                o = 16 * g
-                a = 8 * g
-                if k == DOT8_BI:
-                    dot8_bi(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 0:
-                    dot8_8(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 1:
-                    dot8_71(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 2:
-                    dot8_62(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 3:
-                    dot8_611(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 4:
-                    dot8_53(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 5:
-                    dot8_521(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 6:
-                    dot8_5111(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 7:
-                    dot8_44(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 8:
-                    dot8_431(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 9:
-                    dot8_422(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 10:
-                    dot8_4211(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 11:
-                    dot8_332(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 12:
-                    dot8_3311(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 13:
-                    dot8_3221(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                elif k == 14:
-                    dot8_2222(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-                else:
-                    dot8_any(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-        # the item's outputs through a tile, copied out row by row: every output written,
-        # the dropped ones 0
-        tile = np.zeros(nc * NEURON_SLOTS, np.float32)
-        for i in range(ng * 8):
-            tile[dst[i]] = _apply(acc[i], act, p0, p1) * scale
-        for c in range(nc):
-            copy_f32(of, (c0 + c) * p_count + q0, tile, c * NEURON_SLOTS, nb)
-        counts[it] = kept
-    return counts.sum()
+    nitem = -(-mg // NEURON_CHANNELS) * nruns
+    nrows = nblk * hp
+    nimg = min(nrows, 4 * workers) if workers > 1 else 1
+    ntask = nimg + nitem
+    nw = max(1, min(workers, ntask))
+    done = np.zeros(nw, np.int64)
+    queue = np.zeros(2, np.int64)  # [next task, image tasks finished]
+    for wk in prange(nw):
+        ready = False
+        computed = 0  # this thread's outputs (written to done once: no shared line per item)
+        while True:
+            task = fetch_add(queue, 0, 1)
+            if task >= ntask:
+                break
+            if task < nimg:
+                neuron_image(x, pt, pl, xp, task * nrows // nimg, (task + 1) * nrows // nimg)
+                fetch_add(queue, 1, 1)
+                continue
+            while not ready:  # the other threads' last rows (a few us at most)
+                ready = fetch_add(queue, 1, 0) == nimg
+            it = task - nimg
+            ch = it // nruns
+            run = it % nruns
+            ry = run // nbr
+            oy0 = ry * oh // nry
+            bi = run % nbr
+            ox0 = bi * ow // nbr
+            nb = ((ry + 1) * oh // nry - oy0) * ((bi + 1) * ow // nbr - ox0)
+            c0 = ch * NEURON_CHANNELS
+            computed += _neuron_item(wf, xf, key, thr, bias, row0, has_bias, act, p0, p1, scale, of, p_count, mg, kn,
+                                     hp, wp, cb, nblk, direct, kh, kw, sh, sw, dh, dw, ow, ni, nchunk, chunk_len, c0,
+                                     min(NEURON_CHANNELS, mg - c0), oy0 * ow + ox0, nb)
+        done[wk] = computed
+    return done.sum()
 
 
-def conv_neuron_group(xg, w, g, mg, keep_all, bias, has_bias, act, p0, p1, scale, geo, yg) -> int:
+def conv_neuron_group(xg, w, g, mg, key, thr, bias, has_bias, act, p0, p1, scale, geo, yg) -> int:
     """Kept outputs of conv group ``g`` of one image; returns how many were computed.
 
     xg: the group's input (C/group x H x W); w: all the weights (M x C/group x KH x KW,
-    reordered once per array and cached); keep_all: the image's M x P uint8 mask; geo:
-    (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow); yg: the group's Mg x P output, every element
-    written (dropped outputs 0).
+    reordered once per array and cached); key, thr: the image's mask (layer key and
+    drop threshold, :mod:`aipnet.kernels.drowsy`), whose units are those of all M
+    channels; geo: (kh, kw, sh, sw, dh, dw, pt, pl, oh, ow); yg: the group's Mg x P
+    output, every element written (dropped outputs 0).
     """
     kh, kw, sh, sw, dh, dw, pt, pl, oh, ow = geo
     cg = xg.shape[0]
     direct, cb, nblk, ni, kn, hp, wp, nry, nbr, chunk_len = neuron_layout(cg, kh, kw, sh, sw, dh, dw, oh, ow)
     wn = _neuron_weights_cached(w, cb, kn)
     xp = _image_buffer(nblk * hp * wp * cb).reshape(nblk, hp, wp, cb)
-    neuron_image(xg, pt, pl, xp)
-    keep = keep_all[g * mg:(g + 1) * mg]
-    return int(conv_neuron(wn[g * mg:(g + 1) * mg], xp, keep, bias, g * mg, has_bias, act, p0, p1, scale, yg,
-                           direct, kh, kw, sh, sw, dh, dw, ow, ni, nry, nbr, chunk_len))
+    return int(conv_neuron(wn[g * mg:(g + 1) * mg], xg, pt, pl, xp, np.uint64(key), np.uint64(thr), bias, g * mg,
+                           has_bias, act, p0, p1, scale, yg, direct, kh, kw, sh, sw, dh, dw, ow, ni, nry, nbr,
+                           chunk_len, numba.get_num_threads()))
 
 
 #: the padded image's buffer, per Python thread, kept from call to call (fresh memory

@@ -331,9 +331,9 @@ def _check_groups(keep, c0, nc, q0, nb, kn=1000, bias=None):
     ngm = dn.NEURON_CHANNELS * slots // 8 + 2
     offs, dst = np.full(16 * ngm, -1, np.int64), np.full(8 * ngm, -1, np.int64)
     acc, idx = np.full(8 * ngm, np.nan, np.float32), np.full(ngm, -1, np.int64)
-    ng, kept = dn._neuron_groups(keep, c0, nc, q0, nb, kn, xq, bias, 0, True, offs, dst, acc, idx)
+    bm = np.array([sum(int(keep[c0 + c, q0 + t]) << t for t in range(nb)) for c in range(nc)], np.uint64)
+    ng = dn._neuron_groups(bm, c0, nc, nb, kn, xq, bias, 0, True, offs, dst, acc, idx)
     want = {(c, t) for c in range(nc) for t in range(nb) if keep[c0 + c, q0 + t]}
-    assert kept == len(want)
     seen = []
     for g in range(ng):
         k = idx[g]
@@ -370,6 +370,32 @@ def test_neuron_groups_list_every_kept_pair_once(p):
     for c0, nc in ((0, NEURON_CHANNELS), (NEURON_CHANNELS, 1), (NEURON_CHANNELS + 1, 2), (2 * NEURON_CHANNELS, 9)):
         for q0, nb in ((0, NEURON_SLOTS), (5, 1), (NEURON_SLOTS + 3, 13), (2 * NEURON_SLOTS, 54)):
             _check_groups(keep, c0, nc, q0, nb)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 0.97, 1.0])
+def test_neuron_keep_bits_are_the_documented_mask(p):
+    """The neuron kernel's own mask words (eight units per vector, any run length up to
+    64 and any start) hold the documented generator's bits."""
+    from numba import njit
+
+    from aipnet.kernels._dot8 import keep_bits
+    from aipnet.kernels.drowsy import drop_threshold, layer_key
+
+    @njit
+    def bits(key, thr, u, n):
+        return keep_bits(key, thr, u, n)
+
+    key, thr = np.uint64(layer_key(9, 4, 2)), np.uint64(drop_threshold(p))
+    ref = ref_keep_units(9, 4, 2, 3000, p)
+    for u in (0, 1, 7, 64, 999, 2900):
+        for n in (1, 2, 7, 8, 9, 31, 54, 63, 64):
+            want = sum(int(ref[u + t]) << t for t in range(n))
+            assert int(bits(key, thr, u, n)) == want
+    # far units: GAMMA * (unit + 1) wraps modulo 2**64
+    u = (1 << 40) + 5
+    k = _py_mix64(_py_mix64(_py_mix64(GAMMA * 10) ^ (GAMMA * 5) & MASK64) ^ (GAMMA * 3) & MASK64)
+    hs = [_py_mix64(k ^ (GAMMA * (u + t + 1)) & MASK64) >> 40 for t in range(64)]
+    assert int(bits(key, thr, u, 64)) == sum(int(h >= int(thr)) << t for t, h in enumerate(hs))
 
 
 def test_neuron_groups_long_left_over_runs():
