@@ -9,8 +9,9 @@
  * next prefetched along. A 6 x 16 micro-kernel broadcasts its A operand from six weight
  * rows read in place through row pointers, so any subset of rows (the kept channels, the
  * rows of the kept tiles) is computed without copying them; the exact conv, which computes
- * every row, passes its weights packed once per layer into panels of 6 rows (gemm_pack_a:
- * one contiguous stream a micro-kernel, which the hardware prefetches better than six).
+ * every row, passes its weights packed into panels of 6 rows (gemm_pack_a, once per layer
+ * when they are constant: one contiguous stream a micro-kernel, which the hardware
+ * prefetches better than six).
  * Each block has a list of output rows, the kept ones first (computed in groups of at most
  * 6), then the dropped ones (zeroed). One item = a block x a range of row groups, K in
  * chunks of gemm_kstep(K) (both operands of a chunk stay in L1 / L2, as in a GEMM), the

@@ -116,7 +116,8 @@ def test_hostile_bytes_get_errors():
 # one), its fifth panel in a thread's room or, past the room, the gathers-then-items schedule;
 # the input read in place (no pads: stride 1, stride 3) or padded (stride 2, whose shuffled
 # loads read past the last tap); packed weights with groups of rows that are not multiples of
-# 6, K in two chunks with a shorter tail, several conv groups, batch > 1
+# 6, K in two chunks with a shorter tail, several conv groups, batch > 1; strides with
+# dilations and asymmetric pads, a 1-D conv of several blocks, a single output pixel
 PANEL_CASES = [
     conv_case("merged_tail_narrow", 5, (7, 19), 13, 3, pads=[1, 1, 1, 1], act="relu"),
     conv_case("merged_tail_panel", 4, (12, 12), 8, 1),
@@ -125,6 +126,9 @@ PANEL_CASES = [
     conv_case("stride2_no_pads", 6, (13, 13), 9, 1, strides=[2, 2]),
     conv_case("packed_k_chunks", 41, (9, 10), 14, 3, pads=[1, 1, 1, 1], act="clip6"),
     conv_case("packed_groups", 12, (11, 13), 22, 3, group=2, pads=[1, 0, 1, 2]),
+    conv_case("dilated_strided", 5, (15, 17), 7, 3, strides=[2, 1], dilations=[2, 3], pads=[2, 1, 0, 3]),
+    conv_case("conv1d_blocks", 4, (150,), 9, (5,), strides=[2], dilations=[2], pads=[3, 1]),
+    conv_case("one_pixel", 2, (3, 3), 3, 3, group=1),
 ]
 
 
@@ -247,7 +251,7 @@ def test_exact_conv_sessions_in_threads():
     (packed weights, the engine's state), so both stay exact."""
     import threading
 
-    case = PANEL_CASES[-1]
+    case = next(c for c in PANEL_CASES if c.name == "packed_groups")
     model = case.model()
     m = aipnet.load(model)
     feeds = [case.feeds(2, seed=s) for s in (5, 6)]
