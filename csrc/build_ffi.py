@@ -10,7 +10,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-SOURCES = ["format.c", "runtime.c", "ops.c", "threads.c", "activation.c", "conv.c", "gemm.c", "pool.c",
+SOURCES = ["format.c", "runtime.c", "ops.c", "threads.c", "activation.c", "conv.c", "conv_panels.c", "gemm.c", "pool.c",
            "norm.c", "softmax.c", "perf.c", "aip.c", "drowsy.c", "drowsy_neuron.c"]
 CFLAGS = ["-O3", "-std=gnu11", "-pthread", "-fvisibility=hidden", "-Wno-unused-parameter"]
 

@@ -1,62 +1,23 @@
 /* 2-D convolution (mirror of kernels/conv.py). Layouts: NCHW activations, M x C/group x
  * KH x KW weights.
  *
- * General case: a GEMM of the weights (M x K, K = C/group x KH x KW) by the patch matrix
- * (K x P, P output pixels) from operands packed whole (gemm.c's layout): the weights once
- * per layer when they are constant (kept in the scratch), the patch matrix straight from
- * a zero-padded copy of the input (no im2col matrix): for every row of K and panel of 16
- * pixels, a 16-float copy when the panel's taps are consecutive, else a gather (AVX2 on
- * x86-64) with precomputed pixel offsets. The product runs in 2-D tiles shared by the
- * threads (nothing repacked per thread) with bias and activation applied per tile.
- * Depthwise convolutions use a direct kernel. Shapes whose padded image would not fit
- * 32-bit offsets fall back to im2col + sgemm. */
+ * General case: the panel engine (conv_panels.c), the C backend's one dense conv kernel,
+ * which DrowsyNet's tile, pixel and channel granularities run on too: for every block of 64
+ * output pixels, the patches gathered straight from a zero-padded copy of the input (no
+ * im2col matrix) into panels of K x 16, multiplied by the weights, packed once per layer
+ * when they are constant (kept in the scratch with the engine's layout), in 6 x 16
+ * register tiles, bias and activation applied in registers. Depthwise convolutions use a
+ * direct kernel. Shapes the engine cannot take (panel_fits: a padded plane of 2^31 floats
+ * or more, past its 32-bit offsets, or nothing to sum over) fall back to im2col + sgemm. */
 #include <string.h>
 
-#include "internal.h"
+#include "conv_panels.h"
 
 #define ALIGN16(n) (((size_t)(n) + 15) / 16 * 16)
-
-typedef struct conv_geom {
-    int64_t cg, mg, P, K, Hp, Wp, np, npad;
-    size_t pa_g, pa, pb, xp, base;   /* floats, each region 64-byte aligned */
-    int alias;                       /* the input itself is the padded image */
-} conv_geom;
-
-static int is_dw(const conv_params *cp) { return cp->group == cp->c && cp->c / cp->group == 1 && cp->group > 1; }
-
-/* 0: not packable (fall back to im2col + sgemm) */
-static int geom(const conv_params *cp, conv_geom *gm) {
-    gm->cg = cp->c / cp->group;
-    gm->mg = cp->m / cp->group;
-    gm->P = cp->oh * cp->ow;
-    gm->K = gm->cg * cp->kh * cp->kw;
-    gm->Hp = (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh + 1;
-    gm->Wp = (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1;
-    gm->np = (gm->P + GEMM_NR - 1) / GEMM_NR;
-    gm->npad = gm->np * GEMM_NR;
-    gm->alias = cp->pt == 0 && cp->pl == 0 && gm->Hp == cp->h && gm->Wp == cp->w;
-    gm->pa_g = ALIGN16(gemm_packed_a_floats(gm->mg, gm->K));
-    gm->pa = gm->pa_g * (size_t)cp->group;
-    gm->pb = ALIGN16(gemm_packed_b_floats(gm->P, gm->K));
-    gm->xp = gm->alias ? 0 : ALIGN16(gm->cg * gm->Hp * gm->Wp);
-    gm->base = ALIGN16(gm->npad) + ALIGN16(gm->np);   /* int32 offsets, int32 flags */
-    return gm->Hp * gm->Wp < ((int64_t)1 << 30) && gm->P > 0 && gm->K > 0;
-}
-
-/* scratch header (first 16 floats) */
-typedef struct conv_hdr { const float *w; int w_ready, base_ready; } conv_hdr;
-enum { HDR = 16 };
 
 static size_t im2col_floats(const conv_params *cp) {
     int64_t cg = cp->c / cp->group;
     return (size_t)(cg * cp->kh * cp->kw) * (size_t)(cp->oh * cp->ow);
-}
-
-size_t conv_scratch_floats(const conv_params *cp) {
-    if (is_dw(cp)) return 0;
-    conv_geom gm;
-    if (!geom(cp, &gm)) return im2col_floats(cp);
-    return HDR + gm.pa + gm.pb + gm.xp + gm.base;
 }
 
 typedef struct im2col_job { const conv_params *cp; const float *x; float *cols; int64_t cg; } im2col_job;
@@ -103,7 +64,7 @@ static void depthwise_task(void *ctx, int64_t b, int64_t e) {
     }
 }
 
-/* -- the packed path ------------------------------------------------------------------------ */
+/* -- padding (shared with conv_panels.c and drowsy_neuron.c) -------------------------------- */
 typedef struct pad_job { const conv_params *cp; const float *x; float *xpad; int64_t Hp, Wp; } pad_job;
 
 static void pad_task(void *ctx, int64_t b, int64_t e) {
@@ -133,131 +94,79 @@ void conv_pad_rows(const conv_params *cp, const float *x, int64_t Hp, int64_t Wp
     pad_task(&pj, r0, r1);
 }
 
-/* pixel q's tap (0, 0) in the padded image (-1 past P); flag of panel j: its 16 pixels'
- * taps are 16 consecutive floats */
-static void panel_bases(const conv_params *cp, const conv_geom *gm, int32_t *base, int32_t *contig) {
-    for (int64_t q = 0; q < gm->npad; q++)
-        base[q] = q < gm->P ? (int32_t)((q / cp->ow) * cp->sh * gm->Wp + (q % cp->ow) * cp->sw) : -1;
-    for (int64_t j = 0; j < gm->np; j++) {
-        int ok = 1;
-        for (int l = 0; l < GEMM_NR && ok; l++) ok = base[j * GEMM_NR + l] == base[j * GEMM_NR] + l;
-        contig[j] = ok;
-    }
+/* -- the panel engine ------------------------------------------------------------------------ */
+/* The scratch of a panel conv: this header, the weights packed by group (gemm_pack_a), then the
+ * engine's regions (panel_bind). The engine's set-up (slots, blocks, row list: all rows, all
+ * kept) depends on the shape only and is done at the first call; the weights are packed again
+ * at every call unless they are constant and the same buffer as last time. The scratch is the
+ * plan's (ops.c: one per conv step, arena_alloc zeroes it, so ready and w_ready start at 0),
+ * and a session runs one call at a time, so no two calls share it at once. */
+typedef struct panel_hdr { panel_conv pc; const float *w; int ready, w_ready; } panel_hdr;
+#define PHDR_FLOATS (ALIGN64(sizeof(panel_hdr)) / sizeof(float))
+
+static size_t wpack_floats(const conv_params *cp) {
+    return ALIGN16(gemm_packed_a_floats(cp->m / cp->group, cp->c / cp->group * cp->kh * cp->kw));
 }
 
-typedef struct packb_job {
-    const conv_params *cp; const conv_geom *gm;
-    const float *xp; const int32_t *base, *contig; float *pb;
-} packb_job;
-
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
-
-/* rows [b, e) of the patch matrix into their places in the packed panels */
-#define DEFINE_PACKB(NAME, ATTR, GATHER)                                                           \
-    ATTR static void NAME(const packb_job *j, int64_t b, int64_t e) {                              \
-        const conv_params *cp = j->cp;                                                             \
-        const conv_geom *gm = j->gm;                                                               \
-        int64_t kk = cp->kh * cp->kw, hw = gm->Hp * gm->Wp, K = gm->K, kstep = gemm_kstep(K);      \
-        for (int64_t r = b; r < e; r++) {                                                          \
-            int64_t c = r / kk, ti = (r % kk) / cp->kw, tj = r % cp->kw;                           \
-            const float *xr = j->xp + c * hw + ti * cp->dh * gm->Wp + tj * cp->dw;                 \
-            int64_t pc = r / kstep * kstep, kc = K - pc < kstep ? K - pc : kstep;                  \
-            float *d = j->pb + pc * gm->npad + (r - pc) * GEMM_NR;                                 \
-            for (int64_t q = 0; q < gm->np; q++, d += kc * GEMM_NR) {                              \
-                const int32_t *bs = j->base + q * GEMM_NR;                                         \
-                if (j->contig[q]) {                                                                \
-                    const float *s = xr + bs[0];                                                   \
-                    *(v8u *)d = *(const v8u *)s;                                                   \
-                    *(v8u *)(d + 8) = *(const v8u *)(s + 8);                                       \
-                } else GATHER(d, xr, bs);                                                          \
-            }                                                                                      \
-        }                                                                                          \
-    }
-
-static inline __attribute__((always_inline)) void gather16_base(float *d, const float *xr, const int32_t *bs) {
-    for (int t = 0; t < GEMM_NR; t++) d[t] = bs[t] >= 0 ? xr[bs[t]] : 0.0f;
-}
-DEFINE_PACKB(packb_base, , gather16_base)
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-__attribute__((target("avx2,fma"), always_inline)) static inline void gather16_avx2(float *d, const float *xr,
-                                                                                    const int32_t *bs) {
-    __m256i i0 = _mm256_loadu_si256((const __m256i *)bs), i1 = _mm256_loadu_si256((const __m256i *)(bs + 8));
-    __m256i neg = _mm256_set1_epi32(-1);
-    __m256 m0 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i0, neg)), m1 = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i1, neg));
-    _mm256_store_ps(d, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, i0, m0, 4));
-    _mm256_store_ps(d + 8, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, i1, m1, 4));
-}
-DEFINE_PACKB(packb_avx2, __attribute__((target("avx2,fma"))), gather16_avx2)
-#define CONV_DISPATCH 1
-#endif
-
-static void packb_task(void *ctx, int64_t b, int64_t e) {
-#ifdef CONV_DISPATCH
-    if (aipn_cpu_has_avx2_fma()) { packb_avx2(ctx, b, e); return; }
-#endif
-    packb_base(ctx, b, e);
+size_t conv_scratch_floats(const conv_params *cp) {
+    if (conv_is_depthwise(cp)) return 0;
+    if (!panel_fits(cp)) return im2col_floats(cp);
+    return PHDR_FLOATS + wpack_floats(cp) * (size_t)cp->group + panel_scratch_bytes(cp, PANEL_SHARED) / sizeof(float);
 }
 
-static void conv2d_packed(pool *p, const conv_params *cp, const conv_geom *gm, const float *x, const float *w,
-                          const float *bias, float *y, float *scratch, int act, float p0, float p1) {
-    conv_hdr *hdr = (conv_hdr *)scratch;
-    float *pa = scratch + HDR, *pb = pa + gm->pa, *xp = pb + gm->pb;
-    int32_t *base = (int32_t *)(xp + gm->xp), *contig = base + ALIGN16(gm->npad);
-    int64_t P = gm->P, K = gm->K, mg = gm->mg, cg = gm->cg;
-    if (!(cp->weights_const && hdr->w_ready && hdr->w == w)) {
-        for (int64_t g = 0; g < cp->group; g++) gemm_pack_a(p, mg, K, w + g * mg * K, K, 0, pa + g * gm->pa_g);
-        hdr->w = w;
-        hdr->w_ready = 1;
+static void conv2d_panels(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias, float *y,
+                          float *scratch, int act, float p0, float p1) {
+    panel_hdr *h = (panel_hdr *)scratch;
+    panel_conv *pc = &h->pc;
+    float *wpack = scratch + PHDR_FLOATS;
+    int64_t P = cp->oh * cp->ow, cg = cp->c / cp->group, mg = cp->m / cp->group, K = cg * cp->kh * cp->kw;
+    size_t wg = wpack_floats(cp);
+    if (!h->ready) {   /* every pixel a slot, every row kept: row list 0 .. M - 1, a group's from row0 */
+        panel_bind(cp, PANEL_SHARED, wpack + wg * (size_t)cp->group, pc);
+        for (int64_t q = 0; q < P; q++) pc->pix[q] = q;
+        panel_slots(pc, P);
+        for (int64_t i = 0; i < cp->m; i++) pc->rowbuf[i] = (int32_t)i;
+        for (int64_t b = 0; b < pc->nblk; b++) pc->nkept[b] = (int32_t)mg;
+        h->ready = 1;
     }
-    if (!hdr->base_ready) {
-        panel_bases(cp, gm, base, contig);
-        hdr->base_ready = 1;
+    if (!(cp->weights_const && h->w_ready && h->w == w)) {
+        for (int64_t g = 0; g < cp->group; g++) gemm_pack_a(p, mg, K, w + g * mg * K, K, 0, wpack + g * wg);
+        h->w = w;
+        h->w_ready = 1;
     }
-    for (int64_t n = 0; n < cp->n; n++) {
-        float *yn = y + n * cp->m * P;
+    pc->cp = cp;
+    pc->w = w; pc->bias = bias; pc->act = act; pc->p0 = p0; pc->p1 = p1; pc->scale = 1.0f;
+    for (int64_t n = 0; n < cp->n; n++)
         for (int64_t g = 0; g < cp->group; g++) {
-            const float *xg = x + (n * cp->c + g * cg) * cp->h * cp->w, *src = xg;
-            if (!gm->alias) {
-                conv_pad_input(p, cp, xg, cg, gm->Hp, gm->Wp, xp);
-                src = xp;
-            }
-            packb_job bj = {cp, gm, src, base, contig, pb};
-            pool_for(p, K, 1 + 2048 / (gm->npad + 1), packb_task, &bj);
-            sgemm_packed(p, mg, P, K, pa + g * gm->pa_g, pb, yn + g * mg * P, P, bias ? bias + g * mg : NULL, act, p0,
-                         p1);
+            pc->x = x + (n * cp->c + g * cg) * cp->h * cp->w;
+            pc->y = y + n * cp->m * P;
+            pc->row0 = g * mg;
+            pc->rows = pc->rowbuf + g * mg;
+            pc->wpack = wpack + g * wg;
+            panel_run(p, pc);
         }
-    }
 }
 
 void conv2d(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias, float *y,
             float *scratch, int act, float p0, float p1) {
-    conv_geom gm;
-    if (!is_dw(cp) && geom(cp, &gm)) {
-        conv2d_packed(p, cp, &gm, x, w, bias, y, scratch, act, p0, p1);
-        return;
-    }
     int64_t cg = cp->c / cp->group, mg = cp->m / cp->group, P = cp->oh * cp->ow, K = cg * cp->kh * cp->kw;
-    if (cp->group == cp->c && cg == 1 && cp->group > 1) {
+    if (conv_is_depthwise(cp)) {
         dw_job j = {cp, x, w, y, cp->m / cp->c};
         pool_for(p, cp->n * cp->m, 1, depthwise_task, &j);
         for (int64_t n = 0; n < cp->n; n++) bias_act_rows(p, y + n * cp->m * P, cp->m, P, bias, act, p0, p1);
         return;
     }
-    int pointwise = cp->kh == 1 && cp->kw == 1 && cp->sh == 1 && cp->sw == 1 && cp->pt == 0 && cp->pl == 0 &&
-                    cp->oh == cp->h && cp->ow == cp->w;
+    if (panel_fits(cp)) {
+        conv2d_panels(p, cp, x, w, bias, y, scratch, act, p0, p1);
+        return;
+    }
+    /* the shapes panel_fits refuses: im2col + sgemm (64-bit offsets throughout) */
     for (int64_t n = 0; n < cp->n; n++) {
         float *yn = y + n * cp->m * P;
         for (int64_t g = 0; g < cp->group; g++) {
-            const float *xg = x + (n * cp->c + g * cg) * cp->h * cp->w;
-            const float *patch = xg;
-            if (!pointwise) {
-                im2col_job j = {cp, xg, scratch, cg};
-                pool_for(p, K, 4, im2col_task, &j);
-                patch = scratch;
-            }
-            sgemm(p, mg, P, K, w + g * mg * K, K, 0, patch, P, 0, yn + g * mg * P, P, 0);
+            im2col_job j = {cp, x + (n * cp->c + g * cg) * cp->h * cp->w, scratch, cg};
+            pool_for(p, K, 4, im2col_task, &j);
+            sgemm(p, mg, P, K, w + g * mg * K, K, 0, scratch, P, 0, yn + g * mg * P, P, 0);
         }
         bias_act_rows(p, yn, cp->m, P, bias, act, p0, p1);
     }

@@ -1,31 +1,10 @@
-/* Internals shared by the DrowsyNet kernels: drowsy.c (masks, the panel engine of the
- * tile, pixel and channel granularities, depthwise, the dispatcher conv2d_drowsy) and
- * drowsy_neuron.c (the neuron granularity). Not part of the public API. */
+/* Internals shared by the DrowsyNet kernels: drowsy.c (masks, depthwise, the dispatcher
+ * conv2d_drowsy, which runs the tile, pixel and channel granularities on the panel engine of
+ * conv_panels.c) and drowsy_neuron.c (the neuron granularity). Not part of the public API. */
 #ifndef AIPN_DROWSY_INTERNAL_H
 #define AIPN_DROWSY_INTERNAL_H
 
-#include "internal.h"
-
-/* the fused activation of one output (ACT_*) */
-static inline float apply(float v, int act, float p0, float p1) {
-    switch (act) {
-    case ACT_RELU: return v < 0.0f ? 0.0f : v;
-    case ACT_CLIP: { float r = v < p0 ? p0 : v; return r > p1 ? p1 : r; }
-    case ACT_LEAKY: return v < 0.0f ? v * p1 : v;
-    default: return v;
-    }
-}
-
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
-#define INLINE static inline __attribute__((always_inline))
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_DISPATCH 1
-#define have_avx2 aipn_cpu_has_avx2_fma
-#define AVX2_ATTR __attribute__((target("avx2,fma")))
-#endif
+#include "conv_panels.h"   /* the panel engine, the vector types and the AVX2 dispatch */
 
 /* the work of one image and group, shared by the tasks */
 typedef struct djob {
@@ -39,8 +18,6 @@ typedef struct djob {
     /* counts, one slot per task start (summed afterwards) */
     uint64_t *done;
 } djob;
-
-#define ALIGN64(n) (((n) + 63) & ~(size_t)63)
 
 /* -- neuron granularity (drowsy_neuron.c) ---------------------------------------------------- */
 /* bytes of the neuron kernel's own scratch (padded channels-last image, reordered weights,

@@ -78,41 +78,6 @@ INLINE void ukernel(int64_t kc, const float *a, const float *b, float *c, int64_
         for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tmp[i][j] : tmp[i][j];
 }
 
-typedef struct gemm_pp_job {
-    int64_t m, n, k, mpad, npad, ldc;
-    const float *pa, *pb;
-    float *c;
-    const float *bias;
-    int act; float p0, p1;
-    int64_t mt, nt, bm, bn;   /* tiles: bm x bn of about mt x nt panels */
-} gemm_pp_job;
-
-INLINE float act_apply(float v, int act, float p0, float p1) {
-    switch (act) {
-    case ACT_RELU: return v < 0.0f ? 0.0f : v;
-    case ACT_CLIP: { float r = v < p0 ? p0 : v; return r > p1 ? p1 : r; }
-    case ACT_LEAKY: return v < 0.0f ? v * p1 : v;
-    default: return v;
-    }
-}
-
-/* bias_act_rows on one tile (the same arithmetic: act(y + bias), bias 0 when absent) */
-INLINE void tile_epilogue(const gemm_pp_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
-    const float p0 = g->p0, p1 = g->p1;
-    for (int64_t i = i0; i < i1; i++) {
-        const float bb = g->bias ? g->bias[i] : 0.0f;
-        float *restrict y = g->c + i * g->ldc;
-#define EPI_LOOP(A) for (int64_t j = j0; j < j1; j++) y[j] = act_apply(y[j] + bb, A, p0, p1)
-        switch (g->act) {
-        case ACT_RELU: EPI_LOOP(ACT_RELU); break;
-        case ACT_CLIP: EPI_LOOP(ACT_CLIP); break;
-        case ACT_LEAKY: EPI_LOOP(ACT_LEAKY); break;
-        default: EPI_LOOP(ACT_NONE); break;
-        }
-#undef EPI_LOOP
-    }
-}
-
 typedef struct gemm_job {
     int64_t m, n, k, lda, ldb, ldc;
     const float *a, *b;
@@ -162,22 +127,6 @@ INLINE int64_t kstep_of(int64_t k) {
         }                                                                                              \
     }
 
-/* C tile rows [i0, i1) x cols [j0, j1) (multiples of MR / NR but for the ends) from fully
- * packed A and B, then c = act(c + bias[row]) on the tile (bias NULL and ACT_NONE: none) */
-#define DEFINE_GEMM_TILE(NAME, UK, ATTR)                                                               \
-    ATTR static void NAME(const gemm_pp_job *g, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {       \
-        int64_t kstep = kstep_of(g->k);                                                                \
-        for (int64_t pc = 0; pc < g->k; pc += kstep) {                                                 \
-            int64_t kc = g->k - pc < kstep ? g->k - pc : kstep;                                        \
-            const float *ak = g->pa + pc * g->mpad, *bk = g->pb + pc * g->npad;                        \
-            for (int64_t jr = j0; jr < j1; jr += NR)                                                   \
-                for (int64_t ir = i0; ir < i1; ir += MR)                                               \
-                    UK(kc, ak + ir * kc, bk + jr * kc, g->c + ir * g->ldc + jr, g->ldc,                \
-                       i1 - ir < MR ? i1 - ir : MR, j1 - jr < NR ? j1 - jr : NR, pc > 0);              \
-        }                                                                                              \
-        if (g->bias || g->act != ACT_NONE) tile_epilogue(g, i0, i1, j0, j1);                           \
-    }
-
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 /* the same 6 x 16 tile with AVX2 intrinsics: broadcasts straight from memory keep all
@@ -215,7 +164,6 @@ __attribute__((target("avx2,fma"), always_inline)) static inline void ukernel_av
         for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = acc ? c[i * ldc + j] + tmp[i][j] : tmp[i][j];
 }
 DEFINE_GEMM_BLOCK(gemm_block_avx2, ukernel_avx2, __attribute__((target("avx2,fma"))))
-DEFINE_GEMM_TILE(gemm_tile_avx2, ukernel_avx2, __attribute__((target("avx2,fma"))))
 /* CPU check shared by every kernel file (declared in internal.h), cached after the first call */
 int aipn_cpu_has_avx2_fma(void) {
     static int v = -1;
@@ -232,7 +180,6 @@ int aipn_cpu_has_avx2_fma(void) {
 #endif
 
 DEFINE_GEMM_BLOCK(gemm_block_base, ukernel, )
-DEFINE_GEMM_TILE(gemm_tile_base, ukernel, )
 
 const char *gemm_isa(void) {
 #ifdef HAVE_DISPATCH
@@ -268,7 +215,7 @@ static void gemm_task(void *ctx, int64_t b, int64_t e) {
 /* -- whole operands packed once ------------------------------------------------------------ */
 int64_t gemm_kstep(int64_t k) { return kstep_of(k); }
 size_t gemm_packed_a_floats(int64_t m, int64_t k) { return (size_t)((m + MR - 1) / MR * MR) * (size_t)k; }
-size_t gemm_packed_b_floats(int64_t n, int64_t k) { return (size_t)((n + NR - 1) / NR * NR) * (size_t)k; }
+static size_t gemm_packed_b_floats(int64_t n, int64_t k) { return (size_t)((n + NR - 1) / NR * NR) * (size_t)k; }
 
 typedef struct packall_job { int64_t rows, k, ld, np; const float *src; int trans, is_b; float *dst; } packall_job;
 
@@ -293,45 +240,6 @@ static void pack_all(pool *p, int64_t rows, int64_t k, const float *src, int64_t
 
 void gemm_pack_a(pool *p, int64_t m, int64_t k, const float *a, int64_t lda, int trans_a, float *dst) {
     pack_all(p, m, k, a, lda, trans_a, 0, dst);
-}
-
-static void pp_task(void *ctx, int64_t b, int64_t e) {
-    const gemm_pp_job *g = ctx;
-    int64_t mp = g->mpad / MR, np = g->npad / NR;
-    for (int64_t t = b; t < e; t++) {
-        /* N-block major: consecutive tiles share their B block */
-        int64_t bi = t % g->bm, bj = t / g->bm;
-        int64_t i0 = bi * mp / g->bm * MR, i1 = (bi + 1) * mp / g->bm * MR;
-        int64_t j0 = bj * np / g->bn * NR, j1 = (bj + 1) * np / g->bn * NR;
-        if (i1 > g->m) i1 = g->m;
-        if (j1 > g->n) j1 = g->n;
-        if (i0 >= i1 || j0 >= j1) continue;
-#ifdef HAVE_DISPATCH
-        if (have_avx2()) { gemm_tile_avx2(g, i0, i1, j0, j1); continue; }
-#endif
-        gemm_tile_base(g, i0, i1, j0, j1);
-    }
-}
-
-void sgemm_packed(pool *p, int64_t m, int64_t n, int64_t k, const float *pa, const float *pb, float *c, int64_t ldc,
-                  const float *bias, int act, float p0, float p1) {
-    if (m <= 0 || n <= 0 || k <= 0) return;
-    int64_t mp = (m + MR - 1) / MR, np = (n + NR - 1) / NR, t = pool_threads(p);
-    /* tiles of at most 16 x 8 panels (96 x 128: the A block of a K step in L2, a B panel in
-     * L1), cut further until there are enough for the threads to share dynamically */
-    int64_t mt = mp < 16 ? mp : 16, nt = np < 8 ? np : 8;
-    int64_t want = t > 1 ? 8 * t : 1;
-    for (;;) {
-        int64_t bm = (mp + mt - 1) / mt, bn = (np + nt - 1) / nt;
-        if (bm * bn >= want) break;
-        if (mt * MR >= nt * NR && mt > 2) mt = (mt + 1) / 2;
-        else if (nt > 1) nt = (nt + 1) / 2;
-        else if (mt > 1) mt = (mt + 1) / 2;
-        else break;
-    }
-    gemm_pp_job g = {m, n, k, mp * MR, np * NR, ldc, pa, pb, c, bias, act, p0, p1, mt, nt,
-                     (mp + mt - 1) / mt, (np + nt - 1) / nt};
-    pool_for(p, g.bm * g.bn, 1, pp_task, &g);
 }
 
 void sgemm(pool *p, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, int trans_a, const float *b,

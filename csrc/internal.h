@@ -100,19 +100,15 @@ void sgemm(pool *p, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda
 /* y[r, :] = x[r, :] . W^T for W n x k row-major (the FC shape), any batch */
 void fc_f32(pool *p, const float *x, int64_t rows, int64_t k, const float *w, int64_t n, float *y);
 const char *gemm_isa(void);
-/* Operands packed whole, for reuse (weights packed once per layer) and for sharing between
- * threads: K in blocks of gemm_kstep(k) rows; within the block at pc (kc rows), A is
- * ceil(m / GEMM_MR) panels of kc x GEMM_MR (zero rows past m) at pa + pc * mpad, B is
- * ceil(n / GEMM_NR) panels of kc x GEMM_NR (zero columns past n) at pb + pc * npad, with
- * mpad, npad = m, n rounded up to GEMM_MR, GEMM_NR. Buffers 64-byte aligned. */
-enum { GEMM_MR = 6, GEMM_NR = 16 };
+/* A packed whole, for reuse (the exact conv's weights, packed once per layer for the panel
+ * engine) and for sharing between threads (sgemm packs its shared operand the same way): K
+ * in blocks of gemm_kstep(k) rows; within the block at pc (kc rows), ceil(m / GEMM_MR)
+ * panels of kc x GEMM_MR (zero rows past m) at pa + pc * mpad, mpad = m rounded up to
+ * GEMM_MR. Buffers 64-byte aligned. */
+enum { GEMM_MR = 6 };
 int64_t gemm_kstep(int64_t k);
 size_t gemm_packed_a_floats(int64_t m, int64_t k);
-size_t gemm_packed_b_floats(int64_t n, int64_t k);
 void gemm_pack_a(pool *p, int64_t m, int64_t k, const float *a, int64_t lda, int trans_a, float *dst);
-/* C[m x n] (ldc) = A B from packed A and B, then act(C + bias[row]) (bias may be NULL) */
-void sgemm_packed(pool *p, int64_t m, int64_t n, int64_t k, const float *pa, const float *pb, float *c, int64_t ldc,
-                  const float *bias, int act, float p0, float p1);
 /* conv.c */
 typedef struct conv_params {
     int64_t n, c, h, w, m, kh, kw, oh, ow;
@@ -121,8 +117,8 @@ typedef struct conv_params {
 } conv_params;
 size_t conv_scratch_floats(const conv_params *cp);
 /* xpad[c, yy, xx] = x[c, yy - pt, xx - pl] for `channels` planes of Hp x Wp, 0 outside the
- * image (Hp x Wp covers exactly the taps the output reads); shared by the exact and the
- * DrowsyNet conv engines. */
+ * image (Hp x Wp covers exactly the taps the output reads); used by the panel engine
+ * (conv_panels.c: the exact conv and DrowsyNet's tile, pixel, channel) and the neuron kernel. */
 void conv_pad_input(pool *p, const conv_params *cp, const float *x, int64_t channels, int64_t Hp, int64_t Wp,
                     float *xpad);
 /* rows [r0, r1) of it (row r: padded row r % Hp of channel r / Hp) on the calling thread, for
@@ -143,6 +139,8 @@ static inline float depthwise_tap_sum(const conv_params *cp, const float *xc, co
     }
     return acc;
 }
+/* depthwise: one input channel per group (conv2d and conv2d_drowsy use direct kernels for it) */
+static inline int conv_is_depthwise(const conv_params *cp) { return cp->group == cp->c && cp->group > 1; }
 void conv2d(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias,
             float *y, float *scratch, int act, float p0, float p1);
 /* pool.c */

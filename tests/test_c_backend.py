@@ -15,7 +15,7 @@ import aipnet
 from aipnet import aipn_format, native
 from aipnet.errors import AipnetError, InputError, KnobError, ModelFileError
 from aipnet.registry import supported_ops
-from cases import CASES
+from cases import CASES, conv_case
 from light_models import LIGHT_MODELS, randomized_light_model
 from util import assert_close, ort_run
 
@@ -111,6 +111,38 @@ def test_hostile_bytes_get_errors():
     native.NativeModel.from_bytes(data)
 
 
+# shapes that reach every branch of the exact conv's panel engine (csrc/conv_panels.c): a last
+# block of 1..16 pixels merged into the one before (a narrow 5-pixel panel, a whole 16-pixel
+# one), its fifth panel in a thread's room or, past the room, the gathers-then-items schedule;
+# the input read in place (no pads: stride 1, stride 3) or padded (stride 2, whose shuffled
+# loads read past the last tap); packed weights with groups of rows that are not multiples of
+# 6, K in two chunks with a shorter tail, several conv groups, batch > 1; strides with
+# dilations and asymmetric pads, a 1-D conv of several blocks, a single output pixel
+PANEL_CASES = [
+    conv_case("merged_tail_narrow", 5, (7, 19), 13, 3, pads=[1, 1, 1, 1], act="relu"),
+    conv_case("merged_tail_panel", 4, (12, 12), 8, 1),
+    conv_case("alias_stride1", 7, (13, 14), 10, 3),
+    conv_case("alias_stride3", 3, (12, 24), 7, 3, strides=[3, 3]),
+    conv_case("stride2_no_pads", 6, (13, 13), 9, 1, strides=[2, 2]),
+    conv_case("packed_k_chunks", 41, (9, 10), 14, 3, pads=[1, 1, 1, 1], act="clip6"),
+    conv_case("packed_groups", 12, (11, 13), 22, 3, group=2, pads=[1, 0, 1, 2]),
+    conv_case("dilated_strided", 5, (15, 17), 7, 3, strides=[2, 1], dilations=[2, 3], pads=[2, 1, 0, 3]),
+    conv_case("conv1d_blocks", 4, (150,), 9, (5,), strides=[2], dilations=[2], pads=[3, 1]),
+    conv_case("one_pixel", 2, (3, 3), 3, 3, group=1),
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("case", PANEL_CASES, ids=lambda c: c.name)
+def test_exact_conv_panel_paths(case, threads):
+    model = case.model()
+    sess = aipnet.Session(aipnet.load(model), backend="c", threads=threads)
+    for batch in (1, 2):
+        feeds = case.feeds(batch, seed=batch)
+        for _ in range(2):   # the second run reuses the weights packed by the first
+            assert_close(sess.run(feeds), ort_run(model, feeds)[0], f"{case.name} batch {batch}")
+
+
 @pytest.fixture(scope="module")
 def aipnet_run():
     if shutil.which("make") is None or shutil.which("cc") is None:
@@ -135,6 +167,26 @@ def test_aipnet_run_matches_python(aipnet_run, tmp_path):
     bad = subprocess.run([str(aipnet_run), str(tmp_path / "x.npy"), str(tmp_path / "x.npy"), str(tmp_path / "z")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "not an .aipn file" in bad.stderr
+
+
+def test_exact_conv_thread_counts(aipnet_run, tmp_path):
+    """The panel engine's schedules for 1 to 5 threads (whole blocks in rooms of 4 or 5 panels,
+    or gathers then items when the rooms would not fit) give identical outputs (aipnet-run:
+    the Python sessions cap the threads at the cores)."""
+    for case in PANEL_CASES[:2]:
+        model = case.model()
+        path = tmp_path / "m.aipn"
+        aipn_format.save(aipnet.load(model).graph, path)
+        x = case.feeds(2)["x"]
+        np.save(tmp_path / "x.npy", x)
+        outs = []
+        for threads in (1, 2, 3, 5):
+            subprocess.run([str(aipnet_run), str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), "--threads",
+                            str(threads)], check=True)
+            outs.append(np.load(tmp_path / "y.npy"))
+        assert_close(outs[0], ort_run(model, {"x": x})[0], case.name)
+        for y in outs[1:]:
+            np.testing.assert_array_equal(y, outs[0])
 
 
 # -- special values (0, -0, +-inf, NaN) as onnxruntime, as the Numba backend is tested --
@@ -167,3 +219,56 @@ def test_clip_and_fused_relu_special_values():
                   {"x": (3, 4, 4)}, "y", {"w": np.ones((2, 3, 1, 1), np.float32)})
     x = special_input((1, 3, 4, 4), 4)
     same_values(aipnet.Session(aipnet.load(model), backend="c").run(x), ort_run(model, {"x": x})[0], "Conv+Relu")
+
+
+def test_exact_conv_weights_from_input():
+    """Weights that are a graph input, not a constant: packed again at every run, also when
+    the caller's buffer is the same one with new values (groups, batch > 1)."""
+    model = graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=2)],
+                  {"x": (6, 9, 11), "w": (3, 3, 3)}, "y")
+    model.graph.input[1].type.tensor_type.shape.dim[0].dim_value = 8
+    sess = aipnet.Session(aipnet.load(model), backend="c", threads=2)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 6, 9, 11)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    for _ in range(3):
+        assert_close(sess.run({"x": x, "w": w}), ort_run(model, {"x": x, "w": w})[0], "weights from input")
+        w[...] = rng.standard_normal(w.shape)
+
+
+def test_exact_conv_fallback_past_int32_planes():
+    """A padded plane of 2^31 floats or more (here 65539 x 65540: dilated taps, big pads) is
+    past the panel engine's 32-bit offsets: im2col + sgemm, with groups and batch > 1."""
+    model = conv_case("huge_plane", 2, (3, 4), 4, 33, group=2, dilations=[2048, 2048], pads=[32768] * 4,
+                      act="relu").model()
+    sess = aipnet.Session(aipnet.load(model), backend="c", threads=2)
+    feeds = {"x": np.random.default_rng(4).standard_normal((2, 2, 3, 4)).astype(np.float32)}
+    assert_close(sess.run(feeds), ort_run(model, feeds)[0], "huge plane")
+
+
+def test_exact_conv_sessions_in_threads():
+    """Two sessions of one model run at once in two threads: each plan has its own scratch
+    (packed weights, the engine's state), so both stay exact."""
+    import threading
+
+    case = next(c for c in PANEL_CASES if c.name == "packed_groups")
+    model = case.model()
+    m = aipnet.load(model)
+    feeds = [case.feeds(2, seed=s) for s in (5, 6)]
+    refs = [ort_run(model, f)[0] for f in feeds]
+    errors = []
+
+    def work(i):
+        sess = aipnet.Session(m, backend="c", threads=1)
+        try:
+            for _ in range(20):
+                assert_close(sess.run(feeds[i]), refs[i], f"thread {i}")
+        except AssertionError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
