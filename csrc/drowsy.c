@@ -716,10 +716,10 @@ static void panel_regions(const conv_params *cp, int gran, size_t *sz) {
     sz[R_CBUF] = gran == DROWSY_PIXEL ? (size_t)(mg * TB * BLK) * sizeof(float) : 0;
 }
 
-size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran) {
+size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran, int threads) {
     size_t n = ALIGN64((size_t)drowsy_unit_count(gran, cp->m, cp->oh * cp->ow)), sz[NREG];
     if (is_depthwise(cp)) return n;
-    if (gran == DROWSY_NEURON) return n + neuron_scratch_bytes(cp);
+    if (gran == DROWSY_NEURON) return n + neuron_scratch_bytes(cp, threads);
     panel_regions(cp, gran, sz);
     for (int r = 0; r < NREG; r++) n += ALIGN64(sz[r]);
     return n;

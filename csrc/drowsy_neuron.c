@@ -2,6 +2,7 @@
  * masked 2-D convolution that computes only the kept (channel, pixel) outputs of a random
  * per-neuron mask, eight dot products at a time. Called by conv2d_drowsy (drowsy.c) once per
  * image and group; the interface is in drowsy_internal.h. */
+#include <stddef.h>
 #include <string.h>
 
 #include "drowsy_internal.h"
@@ -275,7 +276,7 @@ INLINE void feed_singles(gbuild *b, int c, pixset s) {
 /* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count.
  * Each group also names a weight row to prefetch: one of the next new rows used up to look
  * groups later */
-static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr) {
+static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr, int16_t *hi) {
     gbuild b = {gr, 0, -1, (nb + 3) / 4};
     for (int a = 0; a < nc; a += 2) {
         pixset A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B, T = 0;
@@ -294,7 +295,6 @@ static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr
     }
     /* channels come in order: hi[g], the highest row used up to group g; group g prefetches
      * one of the two rows after it (alternately), if a group up to look later uses it */
-    int16_t hi[MAXG];
     for (int g = 0, h = 0; g < b.ng; g++) {
         h = gr[g].ca > h ? gr[g].ca : h;
         h = gr[g].cb > h ? gr[g].cb : h;
@@ -459,6 +459,19 @@ DEFINE_COPY(copy_avx2, AVX2_ATTR)
 #endif
 
 /* -- the items -------------------------------------------------------------------------------- */
+/* a thread's work buffers, in the scratch (not on the stack: ~110 KB, more than threads of
+ * small stacks have); the direct layout needs no patch rows (nor their runs) */
+typedef struct nslot {
+    ngroup gr[MAXG];
+    v8 gacc[MAXG];
+    float acc[NCN * NBP + 8];                 /* the item's sums, rows of nb rounded up to 32 */
+    float *ypf[NCN * (NBP / 16 + 1)];         /* the output lines the item writes */
+    int16_t hi[MAXG];                         /* build_groups' */
+    int64_t off[CHK], rl[CHK];                /* copy: the runs of a K chunk */
+    float buf[NBUF];                          /* copy: the patch rows */
+} nslot;
+static size_t slot_bytes(const nlayout *l) { return ALIGN64(l->direct ? offsetof(nslot, off) : sizeof(nslot)); }
+
 /* a[t] = kept (bit t of bm) ? act(a[t] + bias) * scale : 0 for the 32 slots of each half
  * holding pixels (a fixed count, the switch outside the loop: it vectorises) */
 #define ROW_OUT(ACT)                                                                               \
@@ -518,7 +531,7 @@ static const nisa isa_avx2 = {groups_avx2, out_avx2, copy_avx2};
 /* one item: output pixels q0 .. q0 + nb - 1 x channels [c0, c1) of the group;
  * buf: the copy layout's rows. Branch-free where the mask is read (it is random: a branch
  * per output would be mispredicted half the time at p = 0.5). */
-static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, float *buf, int64_t q0, int64_t nb,
+static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, nslot *s, int64_t q0, int64_t nb,
                             int64_t c0, int64_t c1) {
     const conv_params *cp = j->cp;
     int64_t P = j->P, Kn = l->Kn, cg = l->cg, oy[NBP], ox[NBP];
@@ -528,7 +541,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
     }
     int nc = (int)(c1 - c0);
     pixset bits[NCN];
-    float *ypf[NCN * (NBP / 16 + 1)];
+    float **ypf = s->ypf;
     int npf = 0;
     uint64_t n = 0;
     for (int c = 0; c < nc; c++) {
@@ -539,9 +552,9 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
         float *yr = j->y + (j->row0 + c0 + c) * P + q0;
         for (uintptr_t a = (uintptr_t)yr / 64 * 64; a < (uintptr_t)(yr + nb); a += 64) ypf[npf++] = (float *)a;
     }
-    ngroup gr[MAXG];
-    int ng = build_groups(bits, nc, (int)nb, l->look, gr);
-    v8 gacc[MAXG];
+    ngroup *gr = s->gr;
+    int ng = build_groups(bits, nc, (int)nb, l->look, gr, s->hi);
+    v8 *gacc = s->gacc;
     memset(gacc, 0, (size_t)ng * sizeof(v8));
     const float *w0 = l->wn + (j->row0 + c0) * Kn, *xq[NBP];
     for (int64_t ch = 0; ch < l->nchunk; ch++) {
@@ -562,11 +575,10 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
             int64_t k0 = ch * CHK, k1 = l->K - k0 < CHK ? l->K : k0 + CHK, len = (k1 - k0 + 7) / 8 * 8;
             c = (nchunk){1, 1, len, 0, 0, 0, 0};
             wofs = k0;
-            int64_t off[CHK], rl[CHK];
-            int nrun = patch_runs(cp, l, k0, k1, off, rl);
+            int nrun = patch_runs(cp, l, k0, k1, s->off, s->rl);
             for (int64_t t = 0; t < nb; t++) {
-                float *d = buf + t * l->rs;
-                isa->copy(d, l->src + oy[t] * cp->sh * l->xc + ox[t] * cp->sw, off, rl, nrun);
+                float *d = s->buf + t * l->rs;
+                isa->copy(d, l->src + oy[t] * cp->sh * l->xc + ox[t] * cp->sw, s->off, s->rl, nrun);
                 for (int64_t k = k1 - k0; k < len; k++) d[k] = 0.0f;
                 xq[t] = d;
             }
@@ -575,7 +587,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
     }
     /* the sums into the item's outputs, then act(acc + bias) * scale where kept, 0 elsewhere */
     int as = (int)(nb + 31) / 32 * 32;   /* row stride of the sums */
-    float acc[NCN * NBP + 8] __attribute__((aligned(32)));
+    float *acc = s->acc;
     memset(acc, 0, (size_t)(nc * as) * sizeof(float));
     for (int g = 0; g < ng; g++) {
         const ngroup *G = &gr[g];
@@ -588,13 +600,14 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
 
 /* items channel-chunk major, so that consecutive items share their weights; taken one at a
  * time from a shared counter (dynamic, so that both threads finish together) */
-typedef struct n_job { const djob *j; const nlayout *l; const nisa *isa; int64_t nitems, next; } n_job;
+typedef struct n_job { const djob *j; const nlayout *l; const nisa *isa; uint8_t *slots; int64_t nitems, next; } n_job;
+/* task b of one per thread: slot b its own */
 static void neuron_task(void *ctx, int64_t b, int64_t e) {
     n_job *nj = ctx;
     const djob *j = nj->j;
     const nlayout *l = nj->l;
     const conv_params *cp = j->cp;
-    float buf[NBUF] __attribute__((aligned(32)));
+    nslot *s = (nslot *)(nj->slots + b * slot_bytes(l));
     uint64_t done = 0;
     for (int64_t it; (it = __atomic_fetch_add(&nj->next, 1, __ATOMIC_RELAXED)) < nj->nitems;) {
         int64_t ch = it / l->nblk, blk = it % l->nblk, q0, q1;
@@ -607,7 +620,7 @@ static void neuron_task(void *ctx, int64_t b, int64_t e) {
             q1 = oy * cp->ow + (bi + 1) * cp->ow / l->nbr;
         }
         int64_t c0 = ch * NCN, c1 = c0 + NCN < j->mg ? c0 + NCN : j->mg;
-        done += neuron_item(j, l, nj->isa, buf, q0, q1 - q0, c0, c1);
+        done += neuron_item(j, l, nj->isa, s, q0, q1 - q0, c0, c1);
     }
     __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
     (void)b; (void)e;
@@ -615,19 +628,22 @@ static void neuron_task(void *ctx, int64_t b, int64_t e) {
 
 /* -- the entry points (drowsy_internal.h) ----------------------------------------------------- */
 /* scratch: xp (direct: blocks of Hp x Wp x CB; copy: cg x Hp x Wp; and 8 spare floats), wn
- * (M x Kn) */
+ * (M x Kn), then a slot per thread */
 static size_t xp_bytes(const nlayout *l) { return ALIGN64((size_t)(l->Hp * l->Wp * l->cg + 8) * sizeof(float)); }
+static size_t wn_bytes(const conv_params *cp, const nlayout *l) { return ALIGN64((size_t)(cp->m * l->Kn) * sizeof(float)); }
 
-size_t neuron_scratch_bytes(const conv_params *cp) {
+size_t neuron_scratch_bytes(const conv_params *cp, int threads) {
     nlayout l;
     neuron_layout(cp, &l);
-    return xp_bytes(&l) + ALIGN64((size_t)(cp->m * l.Kn) * sizeof(float));
+    return xp_bytes(&l) + wn_bytes(cp, &l) + (size_t)(threads < 1 ? 1 : threads) * slot_bytes(&l);
 }
 
-static void neuron_bind(const conv_params *cp, void *scratch, nlayout *l) {
+/* returns the slots */
+static uint8_t *neuron_bind(const conv_params *cp, void *scratch, nlayout *l) {
     neuron_layout(cp, l);
     l->xp = (const float *)scratch;
     l->wn = (const float *)((uint8_t *)scratch + xp_bytes(l));
+    return (uint8_t *)scratch + xp_bytes(l) + wn_bytes(cp, l);
 }
 
 void neuron_prepare_weights(pool *p, const conv_params *cp, const float *w, void *scratch) {
@@ -640,7 +656,7 @@ void neuron_prepare_weights(pool *p, const conv_params *cp, const float *w, void
 void neuron_conv_group(pool *p, const djob *j, void *scratch) {
     const conv_params *cp = j->cp;
     nlayout l;
-    neuron_bind(cp, scratch, &l);
+    uint8_t *slots = neuron_bind(cp, scratch, &l);
     float *xp = (float *)l.xp;
     if (l.direct) {
         nx_job xj = {cp, &l, j->x, xp};
@@ -662,7 +678,7 @@ void neuron_conv_group(pool *p, const djob *j, void *scratch) {
         }
     }
     memset(xp + l.Hp * l.Wp * l.cg, 0, 8 * sizeof(float));   /* the spare floats a copy may read */
-    n_job nj = {j, &l, &isa_base, l.nblk * ((j->mg + NCN - 1) / NCN), 0};
+    n_job nj = {j, &l, &isa_base, slots, l.nblk * ((j->mg + NCN - 1) / NCN), 0};
 #ifdef HAVE_DISPATCH
     if (have_avx2()) nj.isa = &isa_avx2;
 #endif

@@ -305,12 +305,13 @@ def test_aipnet_run_drowsy_flags(tmp_path):
 
 
 @pytest.mark.skipif(not RUN.exists(), reason="csrc/aipnet-run is not built (make -C csrc)")
-@pytest.mark.parametrize("gran", ["pixel", "channel", "tile"])
+@pytest.mark.parametrize("gran", ["neuron", "pixel", "channel", "tile"])
 def test_thread_counts_give_the_same_outputs(tmp_path, gran):
     """The panel engine's schedules (whole blocks from runs of consecutive blocks shared out
-    between 1 to 5 threads, with helpers; gathers then items) compute every output the same
-    way: identical outputs whatever the thread count (aipnet-run: the Python sessions cap the
-    threads at the cores)."""
+    between 1 to 5 threads, with helpers; gathers then items) and the neuron kernel's items
+    (each thread with its work buffers in the scratch, sized for the pool's threads) compute
+    every output the same way: identical outputs whatever the thread count (aipnet-run: the
+    Python sessions cap the threads at the cores)."""
     from aipnet import aipn_format
 
     for case in (c for c in EXTRA if c.name in ("many_blocks_few_rows", "big_tiles")):   # 19 and 7 blocks
