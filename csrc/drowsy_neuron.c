@@ -216,12 +216,14 @@ DEFINE_NHWC(nhwc_avx2, AVX2_ATTR, nhwc8_avx2)
 /* -- groups ------------------------------------------------------------------------------------ */
 /* up to 8 outputs: lane i < split of channel ca, the others of cb (channels relative to
  * the item), lane i is pixel lq[i]; lanes past cnt compute pixel 0 (their result is dropped);
- * lq has room for 8-byte copies; pf: the weight row the group prefetches */
-typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, pf, pad2; int8_t lq[16]; } ngroup;
+ * lq has room for 8-byte copies; pf: the weight row the group prefetches; dst[i]: lane i's
+ * slot among the item's sums (SPARE past cnt) */
+typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, pf, pad2; int8_t lq[16]; int16_t dst[8]; } ngroup;
 /* groups of an item at most: all have 8 outputs but one partial group per channel */
 enum { MAXG = NCN * NBP / 8 + NCN, SPARE = NCN * NBP };
 
 typedef uint64_t pixset;   /* a set of the item's pixels, bit t: pixel t */
+typedef short v8s __attribute__((vector_size(16)));
 INLINE int popcount64(pixset v) {   /* without the POPCNT instruction, which may be missing */
     v -= (v >> 1) & 0x5555555555555555u;
     v = (v & 0x3333333333333333u) + ((v >> 2) & 0x3333333333333333u);
@@ -275,7 +277,7 @@ INLINE void feed_singles(gbuild *b, int c, pixset s) {
 
 /* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count.
  * Each group also names a weight row to prefetch: one of the next new rows used up to look
- * groups later */
+ * groups later, and its lanes' slots among the sums (rows of nb rounded up to 32: as) */
 static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr, int16_t *hi) {
     gbuild b = {gr, 0, -1, (nb + 3) / 4};
     for (int a = 0; a < nc; a += 2) {
@@ -300,9 +302,17 @@ static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr
         h = gr[g].cb > h ? gr[g].cb : h;
         hi[g] = (int16_t)h;
     }
+    int as = (nb + 31) / 32 * 32;
     for (int g = 0; g < b.ng; g++) {
+        ngroup *G = &gr[g];
         int ahead = hi[g + look < b.ng ? g + look : b.ng - 1], want = hi[g] + 1 + (g & 1);
-        gr[g].pf = (int16_t)(want <= ahead ? want : ahead);
+        G->pf = (int16_t)(want <= ahead ? want : ahead);
+        /* the eight lanes at once (branches on the random counts would be mispredicted) */
+        v8s lane = {0, 1, 2, 3, 4, 5, 6, 7}, lq = {G->lq[0], G->lq[1], G->lq[2], G->lq[3], G->lq[4], G->lq[5], G->lq[6], G->lq[7]};
+        v8s in_a = lane < G->split, in_cnt = lane < G->cnt;
+        v8s v = (((short)(G->ca * as) & in_a) | ((short)(G->cb * as) & ~in_a)) + lq;
+        v = (v & in_cnt) | ((short)SPARE & ~in_cnt);
+        memcpy(G->dst, &v, sizeof v);
     }
     return b.ng;
 }
@@ -367,16 +377,19 @@ AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, v8 *o) {
 #define KEEP_REG(v) __asm__("" : "+x"(v))
 #endif
 
-/* one K chunk of the groups: gacc[g] += group g's eight dot products (code: CODE_BIC or
- * the split 1..8), with the patch of pixel t at xq[t] and weight row ca at w0 + ca Kn; one
- * function per ISA with the dot products inlined (a call per group costs too much). Group g
+/* one K chunk of the groups: group g's eight dot products (code: CODE_BIC or the split
+ * 1..8), with the patch of pixel t at xq[t] and weight row ca at w0 + ca Kn, added to those
+ * of the chunks before (gacc[g], unless first), into gacc[g] or, on the last chunk, into
+ * their slots acc[dst]; one function per ISA with the dot products inlined (a call per
+ * group costs too much). Group g
  * also fetches the output lines ypf[2 g], ypf[2 g + 1] (of npf) that the item writes at its
  * end: fetched all at once, they would stall on the misses in flight */
 typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float *const *xq, const float *w0,
-                          int64_t Kn, v8 *gacc, float *const *ypf, int npf);
+                          int64_t Kn, v8 *gacc, float *acc, int first, int last, float *const *ypf, int npf);
 #define DEFINE_GROUPS(NAME, ATTR, REDUCE, KEEP)                                                    \
     ATTR static void NAME(const ngroup *gr, int ng, const nchunk *c, const float *const *xq,       \
-                          const float *w0, int64_t Kn, v8 *gacc, float *const *ypf, int npf) {     \
+                          const float *w0, int64_t Kn, v8 *gacc, float *acc, int first, int last,  \
+                          float *const *ypf, int npf) {                                            \
         for (int g = 0; g < ng; g++) {                                                             \
             const ngroup *G = &gr[g];                                                              \
             for (int q = 2 * g; q < npf && q < 2 * g + 2; q++) __builtin_prefetch(ypf[q], 1);      \
@@ -397,7 +410,11 @@ typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float
             }                                                                                      \
             v8 t;                                                                                  \
             REDUCE(r, &t);                                                                         \
-            gacc[g] += t;                                                                          \
+            if (!first) t += gacc[g];                                                              \
+            if (last)                                                                              \
+                for (int i = 0; i < 8; i++) acc[G->dst[i]] = t[i];                                 \
+            else                                                                                   \
+                gacc[g] = t;                                                                       \
         }                                                                                          \
     }
 DEFINE_GROUPS(groups_base, , reduce8_base, KEEP_NONE)
@@ -554,8 +571,9 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, ns
     }
     ngroup *gr = s->gr;
     int ng = build_groups(bits, nc, (int)nb, l->look, gr, s->hi);
-    v8 *gacc = s->gacc;
-    memset(gacc, 0, (size_t)ng * sizeof(v8));
+    /* the sums: every kept output's slot written by its group, the others 0 */
+    float *acc = s->acc;
+    memset(acc, 0, (size_t)(nc * ((nb + 31) / 32 * 32)) * sizeof(float));
     const float *w0 = l->wn + (j->row0 + c0) * Kn, *xq[NBP];
     for (int64_t ch = 0; ch < l->nchunk; ch++) {
         nchunk c;
@@ -583,17 +601,9 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, ns
                 xq[t] = d;
             }
         }
-        isa->groups(gr, ng, &c, xq, w0 + wofs, Kn, gacc, ypf, ch ? 0 : npf);
+        isa->groups(gr, ng, &c, xq, w0 + wofs, Kn, s->gacc, acc, ch == 0, ch == l->nchunk - 1, ypf, ch ? 0 : npf);
     }
-    /* the sums into the item's outputs, then act(acc + bias) * scale where kept, 0 elsewhere */
-    int as = (int)(nb + 31) / 32 * 32;   /* row stride of the sums */
-    float *acc = s->acc;
-    memset(acc, 0, (size_t)(nc * as) * sizeof(float));
-    for (int g = 0; g < ng; g++) {
-        const ngroup *G = &gr[g];
-        int ca = G->ca * as, cb = G->cb * as;
-        for (int i = 0; i < 8; i++) acc[i < G->cnt ? (i < G->split ? ca : cb) + G->lq[i] : SPARE] = gacc[g][i];
-    }
+    /* act(acc + bias) * scale where kept, 0 elsewhere */
     isa->out(j, acc, bits, nc, c0, q0, nb);
     return n;
 }
