@@ -98,22 +98,29 @@ static void neuron_layout(const conv_params *cp, nlayout *l) {
         neuron_blocks(cp, l, NBP);
         /* the image region of a chunk: span bytes per channel of each of the input rows its
          * tap rows and the block's output rows meet, x CB channels; at most NREGION when it
-         * can be: blocks of channels (of 8k), then as many tap rows per chunk as fit */
+         * can be (one tap row of 8 channels, or of all when not 8k, may be more) */
         int64_t nb = l->nrw > 1 ? cp->ow : (cp->ow + l->nbr - 1) / l->nbr, sc;
         int64_t span = ((nb - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1) * (int64_t)sizeof(float);
         int64_t rows = l->nrw > 1 ? (cp->oh + l->nblk - 1) / l->nblk : 1;
-        l->CB = cg;
-        if (cg % 8 == 0) {
-            int64_t fit = NREGION / (input_rows(cp, rows, 1) * span) / 8 * 8;
-            l->CB = fit < 8 ? 8 : fit < cg ? fit : cg;
-            l->ncb = (cg + l->CB - 1) / l->CB;
-            l->CB = ((cg + l->ncb - 1) / l->ncb + 7) / 8 * 8;   /* balanced */
+        /* the fewest chunks (each costs every group a reduction and its set-up): for each
+         * count of tap rows, blocks of as many channels as fit. More tap rows share input
+         * rows (3 of 3x3 on 4 output rows: 6 input rows, not 12), so they can win over
+         * more channels */
+        l->nchunk = 0;
+        for (sc = 1; sc <= cp->kh; sc++) {
+            int64_t CB = cg, ncb, nts = (cp->kh + sc - 1) / sc, s2 = (cp->kh + nts - 1) / nts;
+            if (s2 != sc) continue;   /* the same tap row chunks as a smaller count */
+            if (sc > 1 && input_rows(cp, rows, sc) * span * (cg % 8 ? cg : 8) > NREGION) break;
+            if (cg % 8 == 0) {
+                int64_t fit = NREGION / (input_rows(cp, rows, sc) * span) / 8 * 8;
+                CB = fit < 8 ? 8 : fit < cg ? fit : cg;
+                ncb = (cg + CB - 1) / CB;
+                CB = ((cg + ncb - 1) / ncb + 7) / 8 * 8;   /* balanced */
+            }
+            ncb = (cg + CB - 1) / CB;
+            if (l->nchunk && ncb * nts >= l->nchunk) continue;
+            l->CB = CB; l->ncb = ncb; l->sc = sc; l->nts = nts; l->nchunk = ncb * nts;
         }
-        l->ncb = (cg + l->CB - 1) / l->CB;
-        for (sc = 1; sc < cp->kh && input_rows(cp, rows, sc + 1) * span * l->CB <= NREGION; sc++) {}
-        l->nts = (cp->kh + sc - 1) / sc;
-        l->sc = (cp->kh + l->nts - 1) / l->nts;   /* balanced */
-        l->nchunk = l->ncb * l->nts;
     } else {
         l->Kn = (K + 7) / 8 * 8;
         l->nchunk = (K + CHK - 1) / CHK;
