@@ -139,10 +139,10 @@ static int panel_mode(int gran) {
     return gran == DROWSY_TILE ? PANEL_BLOCKS : gran == DROWSY_PIXEL ? PANEL_PIXELS : PANEL_SHARED;
 }
 
-size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran) {
+size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran, int threads) {
     size_t n = ALIGN64((size_t)drowsy_unit_count(gran, cp->m, cp->oh * cp->ow));
     if (conv_is_depthwise(cp)) return n;
-    if (gran == DROWSY_NEURON) return n + neuron_scratch_bytes(cp);
+    if (gran == DROWSY_NEURON) return n + neuron_scratch_bytes(cp, threads);
     return n + panel_scratch_bytes(cp, panel_mode(gran));
 }
 

@@ -21,11 +21,12 @@ typedef struct djob {
 
 /* -- neuron granularity (drowsy_neuron.c) ---------------------------------------------------- */
 /* bytes of the neuron kernel's own scratch (padded channels-last image, reordered weights,
- * patch rows), 64-byte aligned regions */
-size_t neuron_scratch_bytes(const conv_params *cp);
+ * the work buffers of each of `threads` threads), 64-byte aligned regions */
+size_t neuron_scratch_bytes(const conv_params *cp, int threads);
 /* the weights reordered into the scratch (once per layer when they are constant) */
 void neuron_prepare_weights(pool *p, const conv_params *cp, const float *w, void *scratch);
-/* one image and group (j: x, y, units, row0, mg, bias, act, scale, done): every output of
+/* one image and group (j: x, y, units, row0, mg, bias, act, scale, done) on at most the
+ * threads the scratch was sized for (pool_threads(p)): every output of
  * rows [row0, row0 + mg) written, kept ones act(acc + bias) * scale, dropped ones 0;
  * outputs computed added to *j->done */
 void neuron_conv_group(pool *p, const djob *j, void *scratch);

@@ -2,6 +2,7 @@
  * masked 2-D convolution that computes only the kept (channel, pixel) outputs of a random
  * per-neuron mask, eight dot products at a time. Called by conv2d_drowsy (drowsy.c) once per
  * image and group; the interface is in drowsy_internal.h. */
+#include <stddef.h>
 #include <string.h>
 
 #include "drowsy_internal.h"
@@ -97,22 +98,29 @@ static void neuron_layout(const conv_params *cp, nlayout *l) {
         neuron_blocks(cp, l, NBP);
         /* the image region of a chunk: span bytes per channel of each of the input rows its
          * tap rows and the block's output rows meet, x CB channels; at most NREGION when it
-         * can be: blocks of channels (of 8k), then as many tap rows per chunk as fit */
+         * can be (one tap row of 8 channels, or of all when not 8k, may be more) */
         int64_t nb = l->nrw > 1 ? cp->ow : (cp->ow + l->nbr - 1) / l->nbr, sc;
         int64_t span = ((nb - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1) * (int64_t)sizeof(float);
         int64_t rows = l->nrw > 1 ? (cp->oh + l->nblk - 1) / l->nblk : 1;
-        l->CB = cg;
-        if (cg % 8 == 0) {
-            int64_t fit = NREGION / (input_rows(cp, rows, 1) * span) / 8 * 8;
-            l->CB = fit < 8 ? 8 : fit < cg ? fit : cg;
-            l->ncb = (cg + l->CB - 1) / l->CB;
-            l->CB = ((cg + l->ncb - 1) / l->ncb + 7) / 8 * 8;   /* balanced */
+        /* the fewest chunks (each costs every group a reduction and its set-up): for each
+         * count of tap rows, blocks of as many channels as fit. More tap rows share input
+         * rows (3 of 3x3 on 4 output rows: 6 input rows, not 12), so they can win over
+         * more channels */
+        l->nchunk = 0;
+        for (sc = 1; sc <= cp->kh; sc++) {
+            int64_t CB = cg, ncb, nts = (cp->kh + sc - 1) / sc, s2 = (cp->kh + nts - 1) / nts;
+            if (s2 != sc) continue;   /* the same tap row chunks as a smaller count */
+            if (sc > 1 && input_rows(cp, rows, sc) * span * (cg % 8 ? cg : 8) > NREGION) break;
+            if (cg % 8 == 0) {
+                int64_t fit = NREGION / (input_rows(cp, rows, sc) * span) / 8 * 8;
+                CB = fit < 8 ? 8 : fit < cg ? fit : cg;
+                ncb = (cg + CB - 1) / CB;
+                CB = ((cg + ncb - 1) / ncb + 7) / 8 * 8;   /* balanced */
+            }
+            ncb = (cg + CB - 1) / CB;
+            if (l->nchunk && ncb * nts >= l->nchunk) continue;
+            l->CB = CB; l->ncb = ncb; l->sc = sc; l->nts = nts; l->nchunk = ncb * nts;
         }
-        l->ncb = (cg + l->CB - 1) / l->CB;
-        for (sc = 1; sc < cp->kh && input_rows(cp, rows, sc + 1) * span * l->CB <= NREGION; sc++) {}
-        l->nts = (cp->kh + sc - 1) / sc;
-        l->sc = (cp->kh + l->nts - 1) / l->nts;   /* balanced */
-        l->nchunk = l->ncb * l->nts;
     } else {
         l->Kn = (K + 7) / 8 * 8;
         l->nchunk = (K + CHK - 1) / CHK;
@@ -215,12 +223,14 @@ DEFINE_NHWC(nhwc_avx2, AVX2_ATTR, nhwc8_avx2)
 /* -- groups ------------------------------------------------------------------------------------ */
 /* up to 8 outputs: lane i < split of channel ca, the others of cb (channels relative to
  * the item), lane i is pixel lq[i]; lanes past cnt compute pixel 0 (their result is dropped);
- * lq has room for 8-byte copies; pf: the weight row the group prefetches */
-typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, pf, pad2; int8_t lq[16]; } ngroup;
+ * lq has room for 8-byte copies; pf: the weight row the group prefetches; dst[i]: lane i's
+ * slot among the item's sums (SPARE past cnt) */
+typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, pf, pad2; int8_t lq[16]; int16_t dst[8]; } ngroup;
 /* groups of an item at most: all have 8 outputs but one partial group per channel */
 enum { MAXG = NCN * NBP / 8 + NCN, SPARE = NCN * NBP };
 
 typedef uint64_t pixset;   /* a set of the item's pixels, bit t: pixel t */
+typedef short v8s __attribute__((vector_size(16)));
 INLINE int popcount64(pixset v) {   /* without the POPCNT instruction, which may be missing */
     v -= (v >> 1) & 0x5555555555555555u;
     v = (v & 0x3333333333333333u) + ((v >> 2) & 0x3333333333333333u);
@@ -274,8 +284,8 @@ INLINE void feed_singles(gbuild *b, int c, pixset s) {
 
 /* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count.
  * Each group also names a weight row to prefetch: one of the next new rows used up to look
- * groups later */
-static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr) {
+ * groups later, and its lanes' slots among the sums (rows of nb rounded up to 32: as) */
+static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr, int16_t *hi) {
     gbuild b = {gr, 0, -1, (nb + 3) / 4};
     for (int a = 0; a < nc; a += 2) {
         pixset A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B, T = 0;
@@ -294,15 +304,22 @@ static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr
     }
     /* channels come in order: hi[g], the highest row used up to group g; group g prefetches
      * one of the two rows after it (alternately), if a group up to look later uses it */
-    int16_t hi[MAXG];
     for (int g = 0, h = 0; g < b.ng; g++) {
         h = gr[g].ca > h ? gr[g].ca : h;
         h = gr[g].cb > h ? gr[g].cb : h;
         hi[g] = (int16_t)h;
     }
+    int as = (nb + 31) / 32 * 32;
     for (int g = 0; g < b.ng; g++) {
+        ngroup *G = &gr[g];
         int ahead = hi[g + look < b.ng ? g + look : b.ng - 1], want = hi[g] + 1 + (g & 1);
-        gr[g].pf = (int16_t)(want <= ahead ? want : ahead);
+        G->pf = (int16_t)(want <= ahead ? want : ahead);
+        /* the eight lanes at once (branches on the random counts would be mispredicted) */
+        v8s lane = {0, 1, 2, 3, 4, 5, 6, 7}, lq = {G->lq[0], G->lq[1], G->lq[2], G->lq[3], G->lq[4], G->lq[5], G->lq[6], G->lq[7]};
+        v8s in_a = lane < G->split, in_cnt = lane < G->cnt;
+        v8s v = (((short)(G->ca * as) & in_a) | ((short)(G->cb * as) & ~in_a)) + lq;
+        v = (v & in_cnt) | ((short)SPARE & ~in_cnt);
+        memcpy(G->dst, &v, sizeof v);
     }
     return b.ng;
 }
@@ -367,16 +384,19 @@ AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, v8 *o) {
 #define KEEP_REG(v) __asm__("" : "+x"(v))
 #endif
 
-/* one K chunk of the groups: gacc[g] += group g's eight dot products (code: CODE_BIC or
- * the split 1..8), with the patch of pixel t at xq[t] and weight row ca at w0 + ca Kn; one
- * function per ISA with the dot products inlined (a call per group costs too much). Group g
+/* one K chunk of the groups: group g's eight dot products (code: CODE_BIC or the split
+ * 1..8), with the patch of pixel t at xq[t] and weight row ca at w0 + ca Kn, added to those
+ * of the chunks before (gacc[g], unless first), into gacc[g] or, on the last chunk, into
+ * their slots acc[dst]; one function per ISA with the dot products inlined (a call per
+ * group costs too much). Group g
  * also fetches the output lines ypf[2 g], ypf[2 g + 1] (of npf) that the item writes at its
  * end: fetched all at once, they would stall on the misses in flight */
 typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float *const *xq, const float *w0,
-                          int64_t Kn, v8 *gacc, float *const *ypf, int npf);
+                          int64_t Kn, v8 *gacc, float *acc, int first, int last, float *const *ypf, int npf);
 #define DEFINE_GROUPS(NAME, ATTR, REDUCE, KEEP)                                                    \
     ATTR static void NAME(const ngroup *gr, int ng, const nchunk *c, const float *const *xq,       \
-                          const float *w0, int64_t Kn, v8 *gacc, float *const *ypf, int npf) {     \
+                          const float *w0, int64_t Kn, v8 *gacc, float *acc, int first, int last,  \
+                          float *const *ypf, int npf) {                                            \
         for (int g = 0; g < ng; g++) {                                                             \
             const ngroup *G = &gr[g];                                                              \
             for (int q = 2 * g; q < npf && q < 2 * g + 2; q++) __builtin_prefetch(ypf[q], 1);      \
@@ -397,7 +417,11 @@ typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float
             }                                                                                      \
             v8 t;                                                                                  \
             REDUCE(r, &t);                                                                         \
-            gacc[g] += t;                                                                          \
+            if (!first) t += gacc[g];                                                              \
+            if (last)                                                                              \
+                for (int i = 0; i < 8; i++) acc[G->dst[i]] = t[i];                                 \
+            else                                                                                   \
+                gacc[g] = t;                                                                       \
         }                                                                                          \
     }
 DEFINE_GROUPS(groups_base, , reduce8_base, KEEP_NONE)
@@ -459,6 +483,19 @@ DEFINE_COPY(copy_avx2, AVX2_ATTR)
 #endif
 
 /* -- the items -------------------------------------------------------------------------------- */
+/* a thread's work buffers, in the scratch (not on the stack: ~110 KB, more than threads of
+ * small stacks have); the direct layout needs no patch rows (nor their runs) */
+typedef struct nslot {
+    ngroup gr[MAXG];
+    v8 gacc[MAXG];
+    float acc[NCN * NBP + 8];                 /* the item's sums, rows of nb rounded up to 32 */
+    float *ypf[NCN * (NBP / 16 + 1)];         /* the output lines the item writes */
+    int16_t hi[MAXG];                         /* build_groups' */
+    int64_t off[CHK], rl[CHK];                /* copy: the runs of a K chunk */
+    float buf[NBUF];                          /* copy: the patch rows */
+} nslot;
+static size_t slot_bytes(const nlayout *l) { return ALIGN64(l->direct ? offsetof(nslot, off) : sizeof(nslot)); }
+
 /* a[t] = kept (bit t of bm) ? act(a[t] + bias) * scale : 0 for the 32 slots of each half
  * holding pixels (a fixed count, the switch outside the loop: it vectorises) */
 #define ROW_OUT(ACT)                                                                               \
@@ -518,7 +555,7 @@ static const nisa isa_avx2 = {groups_avx2, out_avx2, copy_avx2};
 /* one item: output pixels q0 .. q0 + nb - 1 x channels [c0, c1) of the group;
  * buf: the copy layout's rows. Branch-free where the mask is read (it is random: a branch
  * per output would be mispredicted half the time at p = 0.5). */
-static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, float *buf, int64_t q0, int64_t nb,
+static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, nslot *s, int64_t q0, int64_t nb,
                             int64_t c0, int64_t c1) {
     const conv_params *cp = j->cp;
     int64_t P = j->P, Kn = l->Kn, cg = l->cg, oy[NBP], ox[NBP];
@@ -528,7 +565,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
     }
     int nc = (int)(c1 - c0);
     pixset bits[NCN];
-    float *ypf[NCN * (NBP / 16 + 1)];
+    float **ypf = s->ypf;
     int npf = 0;
     uint64_t n = 0;
     for (int c = 0; c < nc; c++) {
@@ -539,10 +576,11 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
         float *yr = j->y + (j->row0 + c0 + c) * P + q0;
         for (uintptr_t a = (uintptr_t)yr / 64 * 64; a < (uintptr_t)(yr + nb); a += 64) ypf[npf++] = (float *)a;
     }
-    ngroup gr[MAXG];
-    int ng = build_groups(bits, nc, (int)nb, l->look, gr);
-    v8 gacc[MAXG];
-    memset(gacc, 0, (size_t)ng * sizeof(v8));
+    ngroup *gr = s->gr;
+    int ng = build_groups(bits, nc, (int)nb, l->look, gr, s->hi);
+    /* the sums: every kept output's slot written by its group, the others 0 */
+    float *acc = s->acc;
+    memset(acc, 0, (size_t)(nc * ((nb + 31) / 32 * 32)) * sizeof(float));
     const float *w0 = l->wn + (j->row0 + c0) * Kn, *xq[NBP];
     for (int64_t ch = 0; ch < l->nchunk; ch++) {
         nchunk c;
@@ -562,39 +600,31 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, fl
             int64_t k0 = ch * CHK, k1 = l->K - k0 < CHK ? l->K : k0 + CHK, len = (k1 - k0 + 7) / 8 * 8;
             c = (nchunk){1, 1, len, 0, 0, 0, 0};
             wofs = k0;
-            int64_t off[CHK], rl[CHK];
-            int nrun = patch_runs(cp, l, k0, k1, off, rl);
+            int nrun = patch_runs(cp, l, k0, k1, s->off, s->rl);
             for (int64_t t = 0; t < nb; t++) {
-                float *d = buf + t * l->rs;
-                isa->copy(d, l->src + oy[t] * cp->sh * l->xc + ox[t] * cp->sw, off, rl, nrun);
+                float *d = s->buf + t * l->rs;
+                isa->copy(d, l->src + oy[t] * cp->sh * l->xc + ox[t] * cp->sw, s->off, s->rl, nrun);
                 for (int64_t k = k1 - k0; k < len; k++) d[k] = 0.0f;
                 xq[t] = d;
             }
         }
-        isa->groups(gr, ng, &c, xq, w0 + wofs, Kn, gacc, ypf, ch ? 0 : npf);
+        isa->groups(gr, ng, &c, xq, w0 + wofs, Kn, s->gacc, acc, ch == 0, ch == l->nchunk - 1, ypf, ch ? 0 : npf);
     }
-    /* the sums into the item's outputs, then act(acc + bias) * scale where kept, 0 elsewhere */
-    int as = (int)(nb + 31) / 32 * 32;   /* row stride of the sums */
-    float acc[NCN * NBP + 8] __attribute__((aligned(32)));
-    memset(acc, 0, (size_t)(nc * as) * sizeof(float));
-    for (int g = 0; g < ng; g++) {
-        const ngroup *G = &gr[g];
-        int ca = G->ca * as, cb = G->cb * as;
-        for (int i = 0; i < 8; i++) acc[i < G->cnt ? (i < G->split ? ca : cb) + G->lq[i] : SPARE] = gacc[g][i];
-    }
+    /* act(acc + bias) * scale where kept, 0 elsewhere */
     isa->out(j, acc, bits, nc, c0, q0, nb);
     return n;
 }
 
 /* items channel-chunk major, so that consecutive items share their weights; taken one at a
  * time from a shared counter (dynamic, so that both threads finish together) */
-typedef struct n_job { const djob *j; const nlayout *l; const nisa *isa; int64_t nitems, next; } n_job;
+typedef struct n_job { const djob *j; const nlayout *l; const nisa *isa; uint8_t *slots; int64_t nitems, next; } n_job;
+/* task b of one per thread: slot b its own */
 static void neuron_task(void *ctx, int64_t b, int64_t e) {
     n_job *nj = ctx;
     const djob *j = nj->j;
     const nlayout *l = nj->l;
     const conv_params *cp = j->cp;
-    float buf[NBUF] __attribute__((aligned(32)));
+    nslot *s = (nslot *)(nj->slots + b * slot_bytes(l));
     uint64_t done = 0;
     for (int64_t it; (it = __atomic_fetch_add(&nj->next, 1, __ATOMIC_RELAXED)) < nj->nitems;) {
         int64_t ch = it / l->nblk, blk = it % l->nblk, q0, q1;
@@ -607,7 +637,7 @@ static void neuron_task(void *ctx, int64_t b, int64_t e) {
             q1 = oy * cp->ow + (bi + 1) * cp->ow / l->nbr;
         }
         int64_t c0 = ch * NCN, c1 = c0 + NCN < j->mg ? c0 + NCN : j->mg;
-        done += neuron_item(j, l, nj->isa, buf, q0, q1 - q0, c0, c1);
+        done += neuron_item(j, l, nj->isa, s, q0, q1 - q0, c0, c1);
     }
     __atomic_fetch_add(j->done, done, __ATOMIC_RELAXED);
     (void)b; (void)e;
@@ -615,19 +645,22 @@ static void neuron_task(void *ctx, int64_t b, int64_t e) {
 
 /* -- the entry points (drowsy_internal.h) ----------------------------------------------------- */
 /* scratch: xp (direct: blocks of Hp x Wp x CB; copy: cg x Hp x Wp; and 8 spare floats), wn
- * (M x Kn) */
+ * (M x Kn), then a slot per thread */
 static size_t xp_bytes(const nlayout *l) { return ALIGN64((size_t)(l->Hp * l->Wp * l->cg + 8) * sizeof(float)); }
+static size_t wn_bytes(const conv_params *cp, const nlayout *l) { return ALIGN64((size_t)(cp->m * l->Kn) * sizeof(float)); }
 
-size_t neuron_scratch_bytes(const conv_params *cp) {
+size_t neuron_scratch_bytes(const conv_params *cp, int threads) {
     nlayout l;
     neuron_layout(cp, &l);
-    return xp_bytes(&l) + ALIGN64((size_t)(cp->m * l.Kn) * sizeof(float));
+    return xp_bytes(&l) + wn_bytes(cp, &l) + (size_t)(threads < 1 ? 1 : threads) * slot_bytes(&l);
 }
 
-static void neuron_bind(const conv_params *cp, void *scratch, nlayout *l) {
+/* returns the slots */
+static uint8_t *neuron_bind(const conv_params *cp, void *scratch, nlayout *l) {
     neuron_layout(cp, l);
     l->xp = (const float *)scratch;
     l->wn = (const float *)((uint8_t *)scratch + xp_bytes(l));
+    return (uint8_t *)scratch + xp_bytes(l) + wn_bytes(cp, l);
 }
 
 void neuron_prepare_weights(pool *p, const conv_params *cp, const float *w, void *scratch) {
@@ -640,7 +673,7 @@ void neuron_prepare_weights(pool *p, const conv_params *cp, const float *w, void
 void neuron_conv_group(pool *p, const djob *j, void *scratch) {
     const conv_params *cp = j->cp;
     nlayout l;
-    neuron_bind(cp, scratch, &l);
+    uint8_t *slots = neuron_bind(cp, scratch, &l);
     float *xp = (float *)l.xp;
     if (l.direct) {
         nx_job xj = {cp, &l, j->x, xp};
@@ -662,7 +695,7 @@ void neuron_conv_group(pool *p, const djob *j, void *scratch) {
         }
     }
     memset(xp + l.Hp * l.Wp * l.cg, 0, 8 * sizeof(float));   /* the spare floats a copy may read */
-    n_job nj = {j, &l, &isa_base, l.nblk * ((j->mg + NCN - 1) / NCN), 0};
+    n_job nj = {j, &l, &isa_base, slots, l.nblk * ((j->mg + NCN - 1) / NCN), 0};
 #ifdef HAVE_DISPATCH
     if (have_avx2()) nj.isa = &isa_avx2;
 #endif

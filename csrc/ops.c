@@ -179,7 +179,7 @@ static aipn_status prep_drowsy(plan *pl, const aipn_model *m, step *st, const va
     st->drowsy_rate = rate;
     st->dk = (drowsy_knobs){gran, c->seed, 0, c->drowsy_fixed_mask, layer, drowsy_threshold(rate),
                             rescale ? (float)(1.0 / (1.0 - rate)) : 1.0f, w->is_const};
-    st->dscratch = arena_alloc(&pl->mem, conv_drowsy_scratch_bytes(&st->cp, gran) + 64);
+    st->dscratch = arena_alloc(&pl->mem, conv_drowsy_scratch_bytes(&st->cp, gran, pl->threads) + 64);
     if (!st->dscratch) return aipn_fail(AIPN_ERR_MEMORY, "out of memory for the DrowsyNet scratch of node '%s'", st->nd->name);
     return AIPN_OK;
 }

@@ -338,6 +338,7 @@ static aipn_status make_plan(aipn_session *s, const aipn_tensor *in, uint32_t n,
     }
     p->nin = n;
     p->cfg = &s->cfg;
+    p->threads = pool_threads(s->pool);
     p->keylen = 0;
     for (uint32_t i = 0; i < n && p->keylen + MAXD + 1 <= sizeof p->key / sizeof p->key[0]; i++) {
         p->key[p->keylen++] = in[i].ndim;

@@ -52,6 +52,7 @@ typedef struct plan {
     step *steps;
     uint32_t nsteps;
     const aipn_config *cfg;  /* the session's knobs */
+    int threads;             /* of the session's pool (per-thread scratch) */
     uint64_t image_offset;   /* DrowsyNet image id of the batch's first image (this run) */
 } plan;
 

@@ -47,14 +47,17 @@ EXTRA = [
     conv_case("groups_odd_rows", 6, (12, 15), 10, 3, group=2, pads=[1, 1, 1, 1]),
 ]
 # the C neuron kernel's layouts and item shapes (csrc/drowsy_neuron.c): items of whole rows
-# (5 and 6 rows of 9), two runs of 35 pixels per row, channel blocks of 120 + 112 (a region
-# past its L1 budget), dilated tap runs (cg % 8 == 0), a run of 5 pixels, and the copy
+# (5 and 6 rows of 9), two runs of 35 pixels per row, K chunks of all 3 tap rows of channel
+# blocks of 80 + 80 + 72, of all 5 of 48 + 48 + 32, of 3 + 2 tap rows of all 64 channels,
+# dilated tap runs (cg % 8 == 0), a run of 5 pixels, and the copy
 # layout: from the input itself (no pads, a spare row under the taps), from a padded copy, K
 # in two chunks, dilated single taps
 NEURON = [
     conv_case("neuron_rows", 16, (11, 9), 20, 3, pads=[1, 1, 1, 1], act="relu"),
     conv_case("neuron_wide", 8, (4, 70), 12, 3, pads=[1, 1, 1, 1]),
     conv_case("neuron_cblocks", 232, (9, 10), 12, 3, pads=[1, 1, 1, 1]),
+    conv_case("neuron_5x5_cblocks", 128, (10, 12), 12, 5, pads=[2, 2, 2, 2]),
+    conv_case("neuron_tap_chunks", 64, (27, 27), 12, 5, pads=[2, 2, 2, 2], act="relu"),
     conv_case("neuron_dil_w", 16, (12, 14), 20, 3, dilations=[1, 2], pads=[1, 2, 1, 2]),
     conv_case("neuron_narrow", 8, (3, 7), 10, 3),
     conv_case("neuron_copy_alias", 3, (24, 23), 20, 5, strides=[2, 2], act="relu"),
@@ -305,12 +308,13 @@ def test_aipnet_run_drowsy_flags(tmp_path):
 
 
 @pytest.mark.skipif(not RUN.exists(), reason="csrc/aipnet-run is not built (make -C csrc)")
-@pytest.mark.parametrize("gran", ["pixel", "channel", "tile"])
+@pytest.mark.parametrize("gran", ["neuron", "pixel", "channel", "tile"])
 def test_thread_counts_give_the_same_outputs(tmp_path, gran):
     """The panel engine's schedules (whole blocks from runs of consecutive blocks shared out
-    between 1 to 5 threads, with helpers; gathers then items) compute every output the same
-    way: identical outputs whatever the thread count (aipnet-run: the Python sessions cap the
-    threads at the cores)."""
+    between 1 to 5 threads, with helpers; gathers then items) and the neuron kernel's items
+    (each thread with its work buffers in the scratch, sized for the pool's threads) compute
+    every output the same way: identical outputs whatever the thread count (aipnet-run: the
+    Python sessions cap the threads at the cores)."""
     from aipnet import aipn_format
 
     for case in (c for c in EXTRA if c.name in ("many_blocks_few_rows", "big_tiles")):   # 19 and 7 blocks
