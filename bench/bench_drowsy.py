@@ -7,7 +7,7 @@ them alike; medians over ``--repeat`` rounds. Writes ``bench/drowsy_speed.json``
 of the Numba backend under "rows", as before, and of the C backend under "rows_c") and
 ``docs/drowsy_speed.png``.
 
-    python bench/bench_drowsy.py [--repeat 10] [--threads 2] [--backends numba,c]
+    python bench/bench_drowsy.py [--repeat 10] [--threads 2] [--backends numba,c] [--json F] [--plot F.png]
     pytest bench/bench_drowsy.py --benchmark-only     (pytest-benchmark, p = 0 and 0.5)
 """
 
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tqdm import tqdm
 
 import aipnet
 
@@ -45,13 +46,16 @@ def measure(repeat: int = 10, threads: int | None = None, warmup: int = 2, backe
                                                            drowsy_granularity=g)
     times: dict[tuple, list[float]] = {k: [] for k in sessions}
     macs: dict[tuple, float] = {}
+    bar = tqdm(total=warmup + repeat, desc="drowsy speed rounds", unit="round", leave=False, dynamic_ncols=True)
     for i in range(warmup + repeat):
+        bar.update()
         for key, sess in sessions.items():
             sess.run(x, image_offset=i)
             if i >= warmup:
                 times[key].append(conv_time(sess))
                 convs = [layer for layer in sess.stats["layers"] if layer["op"] == "Conv"]
                 macs[key] = sum(c["macs"] for c in convs) / sum(c["macs"] + c["macs_skipped"] for c in convs)
+    bar.close()
     out = {"model": "vggf-conv", "batch": 1, "repeat": repeat,
            "threads": aipnet.Session(model, threads=threads).effective_threads, "backends": list(backends)}
     for b in backends:
@@ -94,10 +98,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--backends", default="numba,c", help="comma-separated: numba, c")
+    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "drowsy_speed.json", help="where the results go")
+    ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "drowsy_speed.png", help="where the plot goes")
     args = ap.parse_args()
     res = measure(args.repeat, args.threads, backends=tuple(args.backends.split(",")))
-    (ROOT / "bench" / "drowsy_speed.json").write_text(json.dumps(res, indent=1))
-    plot(res, ROOT / "docs" / "drowsy_speed.png")
+    args.json.write_text(json.dumps(res, indent=1))
+    plot(res, args.plot)
     for b in res["backends"]:
         key = "" if b == "numba" else "_" + b
         print(f"backend {b}: exact conv time {res['exact_median_conv_s' + key] * 1e3:.2f} ms (median of "
