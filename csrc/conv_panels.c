@@ -88,11 +88,12 @@ enum { RC = 8 };
 
 /* the input lines that rows [r0, r1) of block b's gather reads, fetched ahead of it (a block
  * reads a few lines of each patch row, spread over the channel planes: too short a stream for
- * the hardware prefetcher) */
+ * the hardware prefetcher); once per run of taps that read the same lines (lead) */
 INLINE void prefetch_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
     const int32_t *o = pj->c->pfo + b * PFMAX;
     int64_t n = pj->c->npfo[b];
     for (int64_t r = r0; r < r1; r++) {
+        if (!pj->c->lead[r]) continue;
         const float *xr = pj->xp + pj->c->roff[r];
         for (int64_t i = 0; i < n; i++) __builtin_prefetch(xr + o[i], 0, 3);
     }
@@ -180,14 +181,15 @@ static int32_t block_segs(const conv_params *cp, int64_t pitch, const int64_t *p
 }
 
 /* block b's prefetch offsets (prefetch_block), from its segments (slots s0 .. s0 + n - 1 at
- * b0, b0 + 1, ...): chains of offsets at most 16 floats apart, so that the lines of a chain
- * cover every float between its ends, a chain per run of segments that lie close; 0 when
- * they would be more than PFMAX (taps too spread out to be worth it) */
-static int32_t block_prefetch(const pseg *sg, int32_t nseg, int32_t *o) {
+ * b0, b0 + 1, ...) read by a run of taps up to ext floats apart (pfext): chains of offsets at
+ * most 16 floats apart, so that the lines of a chain cover every float between its ends, a
+ * chain per run of segments that lie close; 0 when they would be more than PFMAX (taps too
+ * spread out to be worth it) */
+static int32_t block_prefetch(const pseg *sg, int32_t nseg, int64_t ext, int32_t *o) {
     int32_t n = 0;
     int64_t last = INT64_MIN / 2;
     for (int32_t q = 0; q < nseg; q++) {
-        int64_t a = sg[q].b0, e = a + sg[q].n - 1;
+        int64_t a = sg[q].b0, e = a + sg[q].n - 1 + ext;
         if (a > last + 16) {   /* a new chain */
             if (n == PFMAX) return 0;
             o[n++] = (int32_t)(last = a);
@@ -655,7 +657,7 @@ static int aliased(const conv_params *cp, int64_t Hp, int64_t pitch) {
 }
 
 /* the regions, in order (bytes; each taken 64-byte aligned) */
-enum { R_XPAD, R_PIX, R_ROFF, R_BASE, R_SEGS, R_NSEGS, R_PFO, R_NPFO, R_BW, R_NKEPT, R_COLS, R_ROWS, R_ITEMS, R_ISTART, R_CBUF, NREG };
+enum { R_XPAD, R_PIX, R_ROFF, R_LEAD, R_BASE, R_SEGS, R_NSEGS, R_PFO, R_NPFO, R_BW, R_NKEPT, R_COLS, R_ROWS, R_ITEMS, R_ISTART, R_CBUF, NREG };
 static void panel_regions(const conv_params *cp, int mode, size_t *sz) {
     int64_t cg = cp->c / cp->group, mg = cp->m / cp->group, P = cp->oh * cp->ow, K = cg * cp->kh * cp->kw;
     int64_t TB = (P + BLK - 1) / BLK, Hp, Wq, pitch;
@@ -663,6 +665,7 @@ static void panel_regions(const conv_params *cp, int mode, size_t *sz) {
     sz[R_XPAD] = aliased(cp, Hp, pitch) ? 0 : (size_t)(cg * Hp * pitch) * sizeof(float);
     sz[R_PIX] = (size_t)(TB * BLK) * sizeof(int64_t);
     sz[R_ROFF] = (size_t)K * sizeof(int64_t);
+    sz[R_LEAD] = (size_t)K;
     sz[R_BASE] = (size_t)(TB * BLK) * sizeof(int32_t);
     sz[R_SEGS] = (size_t)(TB * BLK) * sizeof(pseg);
     sz[R_PFO] = (size_t)(TB * PFMAX) * sizeof(int32_t);
@@ -700,14 +703,19 @@ void panel_bind(const conv_params *cp, int mode, void *scratch, panel_conv *pc) 
     pc->alias = aliased(cp, pc->Hp, pc->pitch);
     pc->mode = mode;
     pc->room = (pc->P + BLK - 1) / BLK * (BLK / 16);
-    pc->xpad = reg[R_XPAD]; pc->pix = reg[R_PIX]; pc->roff = reg[R_ROFF]; pc->base = reg[R_BASE];
+    pc->xpad = reg[R_XPAD]; pc->pix = reg[R_PIX]; pc->roff = reg[R_ROFF]; pc->lead = reg[R_LEAD]; pc->base = reg[R_BASE];
     pc->segs = reg[R_SEGS]; pc->nsegs = reg[R_NSEGS]; pc->pfo = reg[R_PFO]; pc->npfo = reg[R_NPFO]; pc->bw = reg[R_BW]; pc->nkept = reg[R_NKEPT];
     pc->cols = reg[R_COLS]; pc->rowbuf = reg[R_ROWS]; pc->items = reg[R_ITEMS]; pc->istart = reg[R_ISTART];
     pc->cbuf = reg[R_CBUF];
     for (int64_t r = 0, kk = cp->kh * cp->kw; r < pc->K; r++) {
         int64_t t = r % cp->kw * cp->dw;   /* the tap's column offset: phase t % sw, t / sw into it */
         pc->roff[r] = (r / kk) * pc->Hp * pc->pitch + (r % kk) / cp->kw * cp->dh * pc->pitch + t % cp->sw * pc->Wq + t / cp->sw;
+        /* the first tap of its phase in its kernel row: the taps after it in that phase read
+         * the same lines, up to pfext floats further */
+        pc->lead[r] = 1;
+        for (int64_t u = t - cp->dw; u >= 0 && pc->lead[r]; u -= cp->dw) pc->lead[r] = u % cp->sw != t % cp->sw;
     }
+    pc->pfext = (cp->kw - 1) * cp->dw / cp->sw;
 }
 
 void panel_slots(panel_conv *pc, int64_t nslot) {
@@ -719,6 +727,6 @@ void panel_slots(panel_conv *pc, int64_t nslot) {
     for (int64_t b = 0; b < pc->nblk; b++) {
         pc->bw[b] = (int32_t)(b == pc->nblk - 1 ? nslot - b * BLK : BLK);
         pc->nsegs[b] = block_segs(pc->cp, pc->pitch, pc->pix + b * BLK, pc->bw[b], pc->base + b * BLK, pc->segs + b * BLK);
-        pc->npfo[b] = block_prefetch(pc->segs + b * BLK, pc->nsegs[b], pc->pfo + b * PFMAX);
+        pc->npfo[b] = block_prefetch(pc->segs + b * BLK, pc->nsegs[b], pc->pfext, pc->pfo + b * PFMAX);
     }
 }

@@ -59,6 +59,8 @@ typedef struct panel_conv {
     float *xpad;                    /* the padded input of a group (alias: unused) */
     int64_t *pix;                   /* slot -> output pixel */
     int64_t *roff;                  /* patch row r = (c, ti, tj) -> xpad offset of tap (ti, tj) of channel c */
+    uint8_t *lead;                  /* patch row r: the first tap of its stride phase in its kernel row */
+    int64_t pfext;                  /* how far the taps of a phase reach past its first one (floats) */
     int32_t *base;                  /* slot -> xpad offset of its tap (0, 0), -1 past the last block's end */
     pseg *segs; int32_t *nsegs, *bw;   /* block b: segs + b PANEL_BLK, nsegs[b], bw[b] slots */
     int32_t *pfo, *npfo;            /* block b: its input's lines, npfo[b] offsets at pfo + b PANEL_PFMAX */
