@@ -74,12 +74,13 @@ typedef struct pjob {
 /* Rows [r0, r1) of block b's panels, RC patch rows at a time (their panel lines stay in L1).
  * A block of long segments (consecutive pixels: tile, channel) is copied segment by segment:
  * every store lies inside its segment (8 floats at a time, the last 8 overlapping the
- * previous ones; scalar below 8), so the panel rows are written once, in place, with
+ * previous ones; 4 and 4 overlapping from 4 to 7; scalar below 4), so the panel rows are written once, in place, with
  * nothing to mend afterwards (a segment's taps are consecutive floats at every stride, see
  * padded_size). A block of short ones (scattered kept pixels) is
  * gathered slot by slot, 16 at a time, from each slot's offset (-1 past the block: 0).
  * Segments are a few floats long, so the copies stay inline (no memcpy calls). */
 enum { RC = 8 };
+typedef float v4u __attribute__((vector_size(16), aligned(4)));
 #if defined(__clang__)
 #define NO_MEMCPY __attribute__((no_builtin("memcpy", "memset")))
 #else
@@ -125,6 +126,9 @@ INLINE void prefetch_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
                         if (n >= 8) {                                                              \
                             for (int64_t t = 0; t + 8 < n; t += 8) *(v8u *)(dr + t) = *(const v8u *)(sr + t); \
                             *(v8u *)(dr + n - 8) = *(const v8u *)(sr + n - 8);                     \
+                        } else if (n >= 4) {                                                       \
+                            *(v4u *)dr = *(const v4u *)sr;                                         \
+                            *(v4u *)(dr + n - 4) = *(const v4u *)(sr + n - 4);                     \
                         } else                                                                     \
                             for (int64_t t = 0; t < n; t++) dr[t] = sr[t];                         \
                     }                                                                              \
