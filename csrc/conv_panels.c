@@ -74,9 +74,9 @@ typedef struct pjob {
 /* Rows [r0, r1) of block b's panels, RC patch rows at a time (their panel lines stay in L1).
  * A block of long segments (consecutive pixels: tile, channel) is copied segment by segment:
  * every store lies inside its segment (8 floats at a time, the last 8 overlapping the
- * previous ones; 4 and 4 overlapping from 4 to 7; scalar below 4), so the panel rows are written once, in place, with
- * nothing to mend afterwards (a segment's taps are consecutive floats at every stride, see
- * padded_size). A block of short ones (scattered kept pixels) is
+ * previous ones; two overlapping 4s from 4 to 7; scalar below 4), so the panel rows are
+ * written once, in place, with nothing to mend afterwards (a segment's taps are consecutive
+ * floats at every stride, see padded_size). A block of short ones (scattered kept pixels) is
  * gathered slot by slot, 16 at a time, from each slot's offset (-1 past the block: 0).
  * Segments are a few floats long, so the copies stay inline (no memcpy calls). */
 enum { RC = 8 };
@@ -101,7 +101,7 @@ INLINE void prefetch_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
 }
 
 /* block b's gather; nb >= 0: block nb's input prefetched along (the block likely gathered next) */
-#define DEFINE_GATHER(NAME, ATTR, GATHER16)                                                 \
+#define DEFINE_GATHER(NAME, ATTR, GATHER16)                                                        \
     NO_MEMCPY ATTR static void NAME(const pjob *pj, int64_t b, int64_t nb, float *panel, int64_t r0, int64_t r1) { \
         int64_t K = pj->c->K, bw = pj->c->bw[b], nseg = pj->c->nsegs[b];                                 \
         const pseg *sg = pj->c->segs + b * BLK;                                                       \

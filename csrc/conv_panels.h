@@ -37,7 +37,7 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
  * width, so that a tile is one block's rows). */
 enum { PANEL_BLK = DROWSY_TILE_P, PANEL_PFMAX = 64 };
 /* a block's segment: slots s0 .. s0 + n - 1, in one panel, whose taps (0, 0) lie at xpad
- * offsets b0, b0 + sw, ... (consecutive pixels of one output row; int32 offsets: a channel
+ * offsets b0, b0 + 1, ... (consecutive pixels of one output row; int32 offsets: a channel
  * plane Hp x pitch < 2^31 floats) */
 typedef struct pseg { int32_t b0; int16_t s0, n; } pseg;
 typedef struct pitem { int32_t b, g0, g1; } pitem;   /* block b, row groups [g0, g1) */
