@@ -3,8 +3,9 @@
  * tile, pixel and channel granularities.
  *
  * The pixels to compute ("slots") are cut in blocks of BLK = 64; the patches of a block are
- * gathered from the padded input (conv_pad_rows, conv.c: every tap of every output pixel
- * inside it, no bounds checks; the input itself when it needs no padding) into up to 4
+ * gathered from the padded input (every tap of every output pixel inside it, no bounds
+ * checks, rows split in their stride phases so that the taps of consecutive output pixels
+ * are consecutive floats; the input itself when it needs no padding) into up to 4
  * panels of K x 16 (16 slots a k, the B operand), the input of the block to be gathered
  * next prefetched along. A 6 x 16 micro-kernel broadcasts its A operand from six weight
  * rows read in place through row pointers, so any subset of rows (the kept channels, the
@@ -73,61 +74,36 @@ typedef struct pjob {
 /* Rows [r0, r1) of block b's panels, RC patch rows at a time (their panel lines stay in L1).
  * A block of long segments (consecutive pixels: tile, channel) is copied segment by segment:
  * every store lies inside its segment (8 floats at a time, the last 8 overlapping the
- * previous ones; scalar below 8), so the panel rows are written once, in place, with
- * nothing to mend afterwards; taps 8 at a time: unit stride a load, strides 2 and 4 loads
- * and shuffles (they read up to 3 floats past the last tap: xpad has slack), others a
- * hardware gather (AVX2) or scalars. A block of short ones (scattered kept pixels) is
+ * previous ones; two overlapping 4s from 4 to 7; scalar below 4), so the panel rows are
+ * written once, in place, with nothing to mend afterwards (a segment's taps are consecutive
+ * floats at every stride, see padded_size). A block of short ones (scattered kept pixels) is
  * gathered slot by slot, 16 at a time, from each slot's offset (-1 past the block: 0).
  * Segments are a few floats long, so the copies stay inline (no memcpy calls). */
 enum { RC = 8 };
+typedef float v4u __attribute__((vector_size(16), aligned(4)));
 #if defined(__clang__)
 #define NO_MEMCPY __attribute__((no_builtin("memcpy", "memset")))
 #else
 #define NO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
-INLINE void copy8_base(float *d, const float *s, int64_t sw) {
-    if (sw == 1) *(v8u *)d = *(const v8u *)s;
-    else for (int t = 0; t < 8; t++) d[t] = s[t * sw];
-}
-#ifdef HAVE_DISPATCH
-AVX2_ATTR INLINE __m256 load8_avx2(const float *s, int64_t sw) {
-    switch (sw) {
-    case 1: return _mm256_loadu_ps(s);
-    case 2: {   /* s[0, 2, .., 14]: even lanes of two vectors, 64-bit pairs back in order */
-        __m256 u = _mm256_shuffle_ps(_mm256_loadu_ps(s), _mm256_loadu_ps(s + 8), 0x88);
-        return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(u), 0xD8));
-    }
-    case 4: {   /* s[0, 4, .., 28]: lanes 0 and 4 of four vectors */
-        __m256 t01 = _mm256_shuffle_ps(_mm256_loadu_ps(s), _mm256_loadu_ps(s + 8), 0x00);
-        __m256 t23 = _mm256_shuffle_ps(_mm256_loadu_ps(s + 16), _mm256_loadu_ps(s + 24), 0x00);
-        __m256 u = _mm256_shuffle_ps(t01, t23, 0x88);
-        return _mm256_permutevar8x32_ps(u, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    }
-    default: {
-        __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)sw));
-        return _mm256_i32gather_ps(s, idx, 4);
-    }
-    }
-}
-AVX2_ATTR INLINE void copy8_avx2(float *d, const float *s, int64_t sw) { _mm256_storeu_ps(d, load8_avx2(s, sw)); }
-#endif
 
 /* the input lines that rows [r0, r1) of block b's gather reads, fetched ahead of it (a block
  * reads a few lines of each patch row, spread over the channel planes: too short a stream for
- * the hardware prefetcher) */
+ * the hardware prefetcher); once per run of taps that read the same lines (lead) */
 INLINE void prefetch_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
     const int32_t *o = pj->c->pfo + b * PFMAX;
     int64_t n = pj->c->npfo[b];
     for (int64_t r = r0; r < r1; r++) {
+        if (!pj->c->lead[r]) continue;
         const float *xr = pj->xp + pj->c->roff[r];
         for (int64_t i = 0; i < n; i++) __builtin_prefetch(xr + o[i], 0, 3);
     }
 }
 
 /* block b's gather; nb >= 0: block nb's input prefetched along (the block likely gathered next) */
-#define DEFINE_GATHER(NAME, ATTR, COPY8, GATHER16)                                                 \
+#define DEFINE_GATHER(NAME, ATTR, GATHER16)                                                        \
     NO_MEMCPY ATTR static void NAME(const pjob *pj, int64_t b, int64_t nb, float *panel, int64_t r0, int64_t r1) { \
-        int64_t K = pj->c->K, bw = pj->c->bw[b], nseg = pj->c->nsegs[b], sw = pj->c->cp->sw;             \
+        int64_t K = pj->c->K, bw = pj->c->bw[b], nseg = pj->c->nsegs[b];                                 \
         const pseg *sg = pj->c->segs + b * BLK;                                                       \
         const int32_t *bs = pj->c->base + b * BLK;                                                    \
         float *last = panel + (bw - 1) / 16 * K * 16;                                              \
@@ -148,10 +124,13 @@ INLINE void prefetch_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
                         const float *sr = s + pj->c->roff[r];                                         \
                         float *dr = d + r * 16;                                                    \
                         if (n >= 8) {                                                              \
-                            for (int64_t t = 0; t + 8 < n; t += 8) COPY8(dr + t, sr + t * sw, sw); \
-                            COPY8(dr + n - 8, sr + (n - 8) * sw, sw);                              \
+                            for (int64_t t = 0; t + 8 < n; t += 8) *(v8u *)(dr + t) = *(const v8u *)(sr + t); \
+                            *(v8u *)(dr + n - 8) = *(const v8u *)(sr + n - 8);                     \
+                        } else if (n >= 4) {                                                       \
+                            *(v4u *)dr = *(const v4u *)sr;                                         \
+                            *(v4u *)(dr + n - 4) = *(const v4u *)(sr + n - 4);                     \
                         } else                                                                     \
-                            for (int64_t t = 0; t < n; t++) dr[t] = sr[t * sw];                    \
+                            for (int64_t t = 0; t < n; t++) dr[t] = sr[t];                         \
                     }                                                                              \
                 }                                                                                  \
                 for (int64_t r = ra; r < rb; r++)                                                  \
@@ -172,9 +151,9 @@ AVX2_ATTR INLINE void gather16_avx2(float *d, const float *xr, const int32_t *bs
     _mm256_store_ps(d + 8, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, i1, m1, 4));
 }
 #endif
-DEFINE_GATHER(gather_base, , copy8_base, gather16_base)
+DEFINE_GATHER(gather_base, , gather16_base)
 #ifdef HAVE_DISPATCH
-DEFINE_GATHER(gather_avx2, AVX2_ATTR, copy8_avx2, gather16_avx2)
+DEFINE_GATHER(gather_avx2, AVX2_ATTR, gather16_avx2)
 #endif
 
 /* rows [r0, r1) of block b's panels, into panel (up to 5 panels of K x 16); block nb's input
@@ -188,17 +167,17 @@ static void gather_block(const pjob *pj, int64_t b, int64_t nb, float *panel, in
 }
 
 /* the offsets of a block's slots px[0 .. bw) (ascending; -1 up to the end of its last panel)
- * and their segments: runs of slots within one panel whose taps follow each other at stride
- * sw (consecutive pixels of one output row; across rows too when the padded input's rows
+ * and their segments: runs of slots within one panel whose taps are consecutive floats
+ * (consecutive pixels of one output row; across rows too when the padded input's rows
  * are the output's, as for 1 x 1 kernels at stride 1 without pads). The output coordinates
  * are stepped from pixel to pixel (no divisions: this runs once a call). */
-static int32_t block_segs(const conv_params *cp, int64_t Wp, const int64_t *px, int64_t bw, int32_t *base, pseg *sg) {
+static int32_t block_segs(const conv_params *cp, int64_t pitch, const int64_t *px, int64_t bw, int32_t *base, pseg *sg) {
     int32_t n = 0;
     int64_t oy = px[0] / cp->ow, ox = px[0] % cp->ow;
     for (int64_t s = 0; s < bw; s++) {
         if (s) for (ox += px[s] - px[s - 1]; ox >= cp->ow; ox -= cp->ow) oy++;
-        base[s] = (int32_t)(oy * cp->sh * Wp + ox * cp->sw);
-        if (n && s % 16 && base[s] == base[s - 1] + cp->sw) sg[n - 1].n++;
+        base[s] = (int32_t)(oy * cp->sh * pitch + ox);
+        if (n && s % 16 && base[s] == base[s - 1] + 1) sg[n - 1].n++;
         else sg[n++] = (pseg){base[s], (int16_t)s, 1};
     }
     for (int64_t s = bw; s % 16; s++) base[s] = -1;
@@ -206,14 +185,15 @@ static int32_t block_segs(const conv_params *cp, int64_t Wp, const int64_t *px, 
 }
 
 /* block b's prefetch offsets (prefetch_block), from its segments (slots s0 .. s0 + n - 1 at
- * b0, b0 + sw, ...): chains of offsets at most 16 floats apart, so that the lines of a chain
- * cover every float between its ends, a chain per run of segments that lie close; 0 when
- * they would be more than PFMAX (taps too spread out to be worth it) */
-static int32_t block_prefetch(const pseg *sg, int32_t nseg, int64_t sw, int32_t *o) {
+ * b0, b0 + 1, ...) read by a run of taps up to ext floats apart (pfext): chains of offsets at
+ * most 16 floats apart, so that the lines of a chain cover every float between its ends, a
+ * chain per run of segments that lie close; 0 when they would be more than PFMAX (taps too
+ * spread out to be worth it) */
+static int32_t block_prefetch(const pseg *sg, int32_t nseg, int64_t ext, int32_t *o) {
     int32_t n = 0;
     int64_t last = INT64_MIN / 2;
     for (int32_t q = 0; q < nseg; q++) {
-        int64_t a = sg[q].b0, e = a + (sg[q].n - 1) * sw;
+        int64_t a = sg[q].b0, e = a + sg[q].n - 1 + ext;
         if (a > last + 16) {   /* a new chain */
             if (n == PFMAX) return 0;
             o[n++] = (int32_t)(last = a);
@@ -473,10 +453,44 @@ static const ukset *uk_table(void) {
  * chunks of K a block, so that all threads have gathering to do) then the items. */
 enum { GR = 8, PADU = 4 };
 
+/* d[j] = s[j sw] for j < n; strides 2 to 4 as constants, which the compiler vectorises */
+INLINE void copy_strided(float *d, const float *s, int64_t n, int64_t sw) {
+    switch (sw) {
+    case 2: for (int64_t j = 0; j < n; j++) d[j] = s[2 * j]; break;
+    case 3: for (int64_t j = 0; j < n; j++) d[j] = s[3 * j]; break;
+    case 4: for (int64_t j = 0; j < n; j++) d[j] = s[4 * j]; break;
+    default: for (int64_t j = 0; j < n; j++) d[j] = s[j * sw]; break;
+    }
+}
+
+/* rows [r0, r1) (r = channel Hp + row) of the padded input split in stride phases (layout, below) */
+static void pad_phases(const panel_conv *c, int64_t r0, int64_t r1) {
+    const conv_params *cp = c->cp;
+    int64_t sw = cp->sw, Wq = c->Wq, Wp = (cp->ow - 1) * sw + (cp->kw - 1) * cp->dw + 1;
+    int64_t E = cp->w + cp->pl < Wp ? cp->w + cp->pl : Wp;   /* padded columns [pl, E) hold the image's */
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t iy = r % c->Hp - cp->pt;
+        float *d = c->xpad + r * c->pitch;
+        if (iy < 0 || iy >= cp->h) { memset(d, 0, (size_t)c->pitch * sizeof(float)); continue; }
+        const float *s = c->x + (r / c->Hp * cp->h + iy) * cp->w - cp->pl;   /* s[column] */
+        for (int64_t ph = 0; ph < sw; ph++, d += Wq) {
+            /* column j sw + ph: in the image for j in [j0, j1) */
+            int64_t j0 = cp->pl > ph ? (cp->pl - ph + sw - 1) / sw : 0, j1 = E > ph ? (E - ph + sw - 1) / sw : 0, j = 0;
+            if (j1 > Wq) j1 = Wq;
+            for (; j < j0 && j < Wq; j++) d[j] = 0.0f;
+            if (j < j1) copy_strided(d + j, s + j * sw + ph, j1 - j, sw);
+            for (j = j > j1 ? j : j1; j < Wq; j++) d[j] = 0.0f;
+        }
+    }
+}
+
 static uint64_t pad_unit(pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
-    int64_t rows = pj->c->cp->c / pj->c->cp->group * pj->c->Hp, step = (rows + PADU - 1) / PADU;
+    const panel_conv *c = pj->c;
+    int64_t rows = c->cp->c / c->cp->group * c->Hp, step = (rows + PADU - 1) / PADU;
     int64_t r0 = u * step, r1 = r0 + step < rows ? r0 + step : rows;
-    if (r0 < r1) conv_pad_rows(pj->c->cp, pj->c->x, pj->c->Hp, pj->c->Wp, pj->c->xpad, r0, r1);
+    if (r0 >= r1) return 0;
+    if (c->cp->sw == 1) conv_pad_rows(c->cp, c->x, c->Hp, c->pitch, c->xpad, r0, r1);
+    else pad_phases(c, r0, r1);
     return 0;
 }
 
@@ -622,33 +636,40 @@ uint64_t panel_run(pool *p, panel_conv *pc) {
 }
 
 /* -- layout ---------------------------------------------------------------------------------- */
-/* the padded input: every tap of every output pixel inside it */
-static void padded_size(const conv_params *cp, int64_t *Hp, int64_t *Wp) {
+/* The padded input: every tap of every output pixel inside it, Hp rows of Wp columns a channel.
+ * At column stride sw > 1 each row is stored split in its sw stride phases (columns ph,
+ * ph + sw, ... at ph Wq, Wq floats a phase, pitch = sw Wq floats a row), so that the taps of
+ * consecutive output pixels are consecutive floats at every stride: tap column ox sw + t lies
+ * in phase t % sw at t / sw + ox. The gathers copy unit-stride runs only (a strided gather
+ * costs several loads and shuffles per 8 taps, and the copy reads each input float once). */
+static void padded_size(const conv_params *cp, int64_t *Hp, int64_t *Wq, int64_t *pitch) {
+    int64_t Wp = (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1;
     *Hp = (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh + 1;
-    *Wp = (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1;
+    *Wq = (Wp + cp->sw - 1) / cp->sw;
+    *pitch = *Wq * cp->sw;
 }
 
 int panel_fits(const conv_params *cp) {
-    int64_t Hp, Wp;
-    padded_size(cp, &Hp, &Wp);
-    return Hp * Wp < ((int64_t)1 << 31) && cp->oh * cp->ow > 0 && cp->c / cp->group * cp->kh * cp->kw > 0;
+    int64_t Hp, Wq, pitch;
+    padded_size(cp, &Hp, &Wq, &pitch);
+    return Hp * pitch < ((int64_t)1 << 31) && cp->oh * cp->ow > 0 && cp->c / cp->group * cp->kh * cp->kw > 0;
 }
 
-/* the input is its own padded image: no pads, every row and column read, and no strided
- * gather reading past its last tap (strides 2 and 4 read up to 3 floats past: xpad has slack) */
-static int aliased(const conv_params *cp, int64_t Hp, int64_t Wp) {
-    return cp->pt == 0 && cp->pl == 0 && Hp == cp->h && Wp == cp->w && cp->sw != 2 && cp->sw != 4;
+/* the input is its own padded image: unit column stride, no pads, every row and column read */
+static int aliased(const conv_params *cp, int64_t Hp, int64_t pitch) {
+    return cp->sw == 1 && cp->pt == 0 && cp->pl == 0 && Hp == cp->h && pitch == cp->w;
 }
 
 /* the regions, in order (bytes; each taken 64-byte aligned) */
-enum { R_XPAD, R_PIX, R_ROFF, R_BASE, R_SEGS, R_NSEGS, R_PFO, R_NPFO, R_BW, R_NKEPT, R_COLS, R_ROWS, R_ITEMS, R_ISTART, R_CBUF, NREG };
+enum { R_XPAD, R_PIX, R_ROFF, R_LEAD, R_BASE, R_SEGS, R_NSEGS, R_PFO, R_NPFO, R_BW, R_NKEPT, R_COLS, R_ROWS, R_ITEMS, R_ISTART, R_CBUF, NREG };
 static void panel_regions(const conv_params *cp, int mode, size_t *sz) {
     int64_t cg = cp->c / cp->group, mg = cp->m / cp->group, P = cp->oh * cp->ow, K = cg * cp->kh * cp->kw;
-    int64_t TB = (P + BLK - 1) / BLK, Hp, Wp;
-    padded_size(cp, &Hp, &Wp);
-    sz[R_XPAD] = aliased(cp, Hp, Wp) ? 0 : (size_t)(cg * Hp * Wp + 16) * sizeof(float);   /* slack: the strided gathers' reads */
+    int64_t TB = (P + BLK - 1) / BLK, Hp, Wq, pitch;
+    padded_size(cp, &Hp, &Wq, &pitch);
+    sz[R_XPAD] = aliased(cp, Hp, pitch) ? 0 : (size_t)(cg * Hp * pitch) * sizeof(float);
     sz[R_PIX] = (size_t)(TB * BLK) * sizeof(int64_t);
     sz[R_ROFF] = (size_t)K * sizeof(int64_t);
+    sz[R_LEAD] = (size_t)K;
     sz[R_BASE] = (size_t)(TB * BLK) * sizeof(int32_t);
     sz[R_SEGS] = (size_t)(TB * BLK) * sizeof(pseg);
     sz[R_PFO] = (size_t)(TB * PFMAX) * sizeof(int32_t);
@@ -681,17 +702,24 @@ void panel_bind(const conv_params *cp, int mode, void *scratch, panel_conv *pc) 
     pc->K = cp->c / cp->group * cp->kh * cp->kw;
     pc->P = cp->oh * cp->ow;
     pc->mg = cp->m / cp->group;
-    padded_size(cp, &pc->Hp, &pc->Wp);
+    padded_size(cp, &pc->Hp, &pc->Wq, &pc->pitch);
     pc->kc = gemm_kstep(pc->K);
-    pc->alias = aliased(cp, pc->Hp, pc->Wp);
+    pc->alias = aliased(cp, pc->Hp, pc->pitch);
     pc->mode = mode;
     pc->room = (pc->P + BLK - 1) / BLK * (BLK / 16);
-    pc->xpad = reg[R_XPAD]; pc->pix = reg[R_PIX]; pc->roff = reg[R_ROFF]; pc->base = reg[R_BASE];
+    pc->xpad = reg[R_XPAD]; pc->pix = reg[R_PIX]; pc->roff = reg[R_ROFF]; pc->lead = reg[R_LEAD]; pc->base = reg[R_BASE];
     pc->segs = reg[R_SEGS]; pc->nsegs = reg[R_NSEGS]; pc->pfo = reg[R_PFO]; pc->npfo = reg[R_NPFO]; pc->bw = reg[R_BW]; pc->nkept = reg[R_NKEPT];
     pc->cols = reg[R_COLS]; pc->rowbuf = reg[R_ROWS]; pc->items = reg[R_ITEMS]; pc->istart = reg[R_ISTART];
     pc->cbuf = reg[R_CBUF];
-    for (int64_t r = 0, kk = cp->kh * cp->kw; r < pc->K; r++)
-        pc->roff[r] = (r / kk) * pc->Hp * pc->Wp + (r % kk) / cp->kw * cp->dh * pc->Wp + r % cp->kw * cp->dw;
+    for (int64_t r = 0, kk = cp->kh * cp->kw; r < pc->K; r++) {
+        int64_t t = r % cp->kw * cp->dw;   /* the tap's column offset: phase t % sw, t / sw into it */
+        pc->roff[r] = (r / kk) * pc->Hp * pc->pitch + (r % kk) / cp->kw * cp->dh * pc->pitch + t % cp->sw * pc->Wq + t / cp->sw;
+        /* the first tap of its phase in its kernel row: the taps after it in that phase read
+         * the same lines, up to pfext floats further */
+        pc->lead[r] = 1;
+        for (int64_t u = t - cp->dw; u >= 0 && pc->lead[r]; u -= cp->dw) pc->lead[r] = u % cp->sw != t % cp->sw;
+    }
+    pc->pfext = (cp->kw - 1) * cp->dw / cp->sw;
 }
 
 void panel_slots(panel_conv *pc, int64_t nslot) {
@@ -702,7 +730,7 @@ void panel_slots(panel_conv *pc, int64_t nslot) {
     if (pc->mode == PANEL_SHARED && pc->nblk > 1 && nslot - (pc->nblk - 1) * BLK <= 16) pc->nblk--;
     for (int64_t b = 0; b < pc->nblk; b++) {
         pc->bw[b] = (int32_t)(b == pc->nblk - 1 ? nslot - b * BLK : BLK);
-        pc->nsegs[b] = block_segs(pc->cp, pc->Wp, pc->pix + b * BLK, pc->bw[b], pc->base + b * BLK, pc->segs + b * BLK);
-        pc->npfo[b] = block_prefetch(pc->segs + b * BLK, pc->nsegs[b], pc->cp->sw, pc->pfo + b * PFMAX);
+        pc->nsegs[b] = block_segs(pc->cp, pc->pitch, pc->pix + b * BLK, pc->bw[b], pc->base + b * BLK, pc->segs + b * BLK);
+        pc->npfo[b] = block_prefetch(pc->segs + b * BLK, pc->nsegs[b], pc->pfext, pc->pfo + b * PFMAX);
     }
 }

@@ -37,8 +37,8 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
  * width, so that a tile is one block's rows). */
 enum { PANEL_BLK = DROWSY_TILE_P, PANEL_PFMAX = 64 };
 /* a block's segment: slots s0 .. s0 + n - 1, in one panel, whose taps (0, 0) lie at xpad
- * offsets b0, b0 + sw, ... (consecutive pixels of one output row; int32 offsets: a channel
- * plane Hp x Wp < 2^31 floats) */
+ * offsets b0, b0 + 1, ... (consecutive pixels of one output row; int32 offsets: a channel
+ * plane Hp x pitch < 2^31 floats) */
 typedef struct pseg { int32_t b0; int16_t s0, n; } pseg;
 typedef struct pitem { int32_t b, g0, g1; } pitem;   /* block b, row groups [g0, g1) */
 
@@ -52,12 +52,15 @@ enum { PANEL_SHARED = 0, PANEL_BLOCKS = 1, PANEL_PIXELS = 2 };
 typedef struct panel_conv {
     /* the layer (panel_bind) */
     const conv_params *cp;
-    int64_t K, P, mg, Hp, Wp, kc;   /* kc: the K chunk */
+    int64_t K, P, mg, kc;           /* kc: the K chunk */
+    int64_t Hp, Wq, pitch;          /* the padded input's layout (panel_bind) */
     int mode;                       /* PANEL_* */
     int alias;                      /* the group's input is its own padded image (nothing to copy) */
     float *xpad;                    /* the padded input of a group (alias: unused) */
     int64_t *pix;                   /* slot -> output pixel */
     int64_t *roff;                  /* patch row r = (c, ti, tj) -> xpad offset of tap (ti, tj) of channel c */
+    uint8_t *lead;                  /* patch row r: the first tap of its stride phase in its kernel row */
+    int64_t pfext;                  /* how far the taps of a phase reach past its first one (floats) */
     int32_t *base;                  /* slot -> xpad offset of its tap (0, 0), -1 past the last block's end */
     pseg *segs; int32_t *nsegs, *bw;   /* block b: segs + b PANEL_BLK, nsegs[b], bw[b] slots */
     int32_t *pfo, *npfo;            /* block b: its input's lines, npfo[b] offsets at pfo + b PANEL_PFMAX */

@@ -139,11 +139,13 @@ static int panel_mode(int gran) {
     return gran == DROWSY_TILE ? PANEL_BLOCKS : gran == DROWSY_PIXEL ? PANEL_PIXELS : PANEL_SHARED;
 }
 
+/* the units' keep flags, then the neuron kernel's scratch (per-thread slots for the pool's
+ * threads), or the panel engine's state (panel_conv) and regions */
 size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran, int threads) {
     size_t n = ALIGN64((size_t)drowsy_unit_count(gran, cp->m, cp->oh * cp->ow));
     if (conv_is_depthwise(cp)) return n;
     if (gran == DROWSY_NEURON) return n + neuron_scratch_bytes(cp, threads);
-    return n + panel_scratch_bytes(cp, panel_mode(gran));
+    return n + ALIGN64(sizeof(panel_conv)) + panel_scratch_bytes(cp, panel_mode(gran));
 }
 
 /* -- the masked convolution ---------------------------------------------------------------- */
@@ -156,21 +158,27 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
     int64_t nunits = drowsy_unit_count(gran, M, P);
     uint8_t *units = scratch;
     void *nscratch = units + ALIGN64((size_t)nunits);   /* the neuron kernel's own, or the panel engine's */
-    panel_conv pc;
+    panel_conv *pcp = nscratch;
     uint64_t done = 0;
     /* the neuron kernel's weights reordered once per layer (when constant) */
     if (gran == DROWSY_NEURON && !dw && !*wt_ready) {
         neuron_prepare_weights(p, cp, w, nscratch);
         if (kn->weights_const) *wt_ready = 1;
     }
-    if (panels) {
-        panel_bind(cp, panel_mode(gran), nscratch, &pc);
-        pc.w = w; pc.bias = bias; pc.act = act; pc.p0 = p0; pc.p1 = p1; pc.scale = kn->scale;
-        /* tile, channel: every pixel, blocks of 64 consecutive ones */
+    /* the panel engine's set-up, which depends on the shape only, done at the first call (the
+     * scratch is the plan's, kept between runs, one run at a time): its geometry and, for
+     * tile and channel, every pixel a slot, blocks of 64 consecutive ones */
+    if (panels && !*wt_ready) {
+        panel_bind(cp, panel_mode(gran), (uint8_t *)nscratch + ALIGN64(sizeof(panel_conv)), pcp);
         if (gran != DROWSY_PIXEL) {
-            for (int64_t q = 0; q < P; q++) pc.pix[q] = q;
-            panel_slots(&pc, P);
+            for (int64_t q = 0; q < P; q++) pcp->pix[q] = q;
+            panel_slots(pcp, P);
         }
+        *wt_ready = 1;
+    }
+    if (panels) {
+        pcp->cp = cp;
+        pcp->w = w; pcp->bias = bias; pcp->act = act; pcp->p0 = p0; pcp->p1 = p1; pcp->scale = kn->scale;
     }
     for (int64_t n = 0; n < cp->n; n++) {
         uint64_t image = kn->fixed ? 0 : kn->image0 + (uint64_t)n;
@@ -190,37 +198,37 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
         /* pixel: the kept pixels, shared by the groups */
         if (gran == DROWSY_PIXEL) {
             int64_t npix = 0;
-            for (int64_t q = 0; q < P; q++) if (units[q]) pc.pix[npix++] = q;
-            panel_slots(&pc, npix);
+            for (int64_t q = 0; q < P; q++) if (units[q]) pcp->pix[npix++] = q;
+            panel_slots(pcp, npix);
         }
         for (int64_t g = 0; g < cp->group; g++) {
             int64_t row0 = g * mg;
             j.x = x + (n * cp->c + g * cg) * cp->h * cp->w;
             j.row0 = row0; j.mg = mg;
             if (!panels) { neuron_conv_group(p, &j, nscratch); continue; }
-            pc.x = j.x; pc.y = yn; pc.row0 = row0;
-            int32_t *rows = pc.rowbuf;
+            pcp->x = j.x; pcp->y = yn; pcp->row0 = row0;
+            int32_t *rows = pcp->rowbuf;
             if (gran == DROWSY_PIXEL) {
-                if (!pc.nslot) { memset(yn + row0 * P, 0, (size_t)(mg * P) * sizeof(float)); continue; }
+                if (!pcp->nslot) { memset(yn + row0 * P, 0, (size_t)(mg * P) * sizeof(float)); continue; }
                 for (int64_t i = 0; i < mg; i++) rows[i] = (int32_t)(row0 + i);
-                for (int64_t b = 0; b < pc.nblk; b++) pc.nkept[b] = (int32_t)mg;
+                for (int64_t b = 0; b < pcp->nblk; b++) pcp->nkept[b] = (int32_t)mg;
             } else if (gran == DROWSY_CHANNEL) {
                 /* the kept rows, then the dropped ones (zeroed) */
                 int64_t nk = 0, nz = mg;
                 for (int64_t r = row0; r < row0 + mg; r++) rows[units[r] ? nk++ : --nz] = (int32_t)r;
-                for (int64_t b = 0; b < pc.nblk; b++) pc.nkept[b] = (int32_t)nk;
+                for (int64_t b = 0; b < pcp->nblk; b++) pcp->nkept[b] = (int32_t)nk;
             } else {
                 /* per block, the rows of its kept tiles in this group, then the others */
-                pc.rstride = mg;
-                for (int64_t b = 0; b < pc.nblk; b++) {
+                pcp->rstride = mg;
+                for (int64_t b = 0; b < pcp->nblk; b++) {
                     int32_t *rb = rows + b * mg;
                     int64_t nk = 0, nz = mg;
                     for (int64_t r = row0; r < row0 + mg; r++) rb[units[(r / DROWSY_TILE_C) * TB + b] ? nk++ : --nz] = (int32_t)r;
-                    pc.nkept[b] = (int32_t)nk;
+                    pcp->nkept[b] = (int32_t)nk;
                 }
             }
-            pc.rows = rows;
-            done += panel_run(p, &pc);
+            pcp->rows = rows;
+            done += panel_run(p, pcp);
         }
     }
     cnt->outputs = done;

@@ -204,8 +204,8 @@ void drowsy_keep_units(pool *p, uint64_t key, uint32_t thr, uint8_t *keep, int64
 /* threads: of the pool the conv will run on (the neuron kernel has per-thread buffers) */
 size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran, int threads);
 /* y (all of it) from x: kept outputs act(acc + bias) * scale, dropped 0; scratch of
- * conv_drowsy_scratch_bytes for pool_threads(p), 64-byte aligned, kept between runs (*wt_ready: the neuron
- * kernel's reordered weights in it are valid) */
+ * conv_drowsy_scratch_bytes for pool_threads(p), 64-byte aligned, kept between runs (*wt_ready: what it
+ * keeps is valid: the neuron kernel's reordered weights, the panel engine's set-up) */
 void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias, float *y,
                    void *scratch, int act, float p0, float p1, const drowsy_knobs *kn, int *wt_ready,
                    drowsy_counts *cnt);

@@ -114,8 +114,8 @@ def test_hostile_bytes_get_errors():
 # shapes that reach every branch of the exact conv's panel engine (csrc/conv_panels.c): a last
 # block of 1..16 pixels merged into the one before (a narrow 5-pixel panel, a whole 16-pixel
 # one), its fifth panel in a thread's room or, past the room, the gathers-then-items schedule;
-# the input read in place (no pads: stride 1, stride 3) or padded (stride 2, whose shuffled
-# loads read past the last tap); packed weights with groups of rows that are not multiples of
+# the input read in place (no pads, stride 1) or copied (stride 3: split in stride phases; stride
+# 2); packed weights with groups of rows that are not multiples of
 # 6, K in two chunks with a shorter tail, several conv groups, batch > 1; strides with
 # dilations and asymmetric pads, a 1-D conv of several blocks, a single output pixel
 PANEL_CASES = [

@@ -45,6 +45,12 @@ EXTRA = [
     conv_case("stride2_long_rows", 4, (20, 70), 23, 3, strides=[2, 2], pads=[1, 1, 1, 1]),
     conv_case("many_blocks_few_rows", 3, (20, 60), 5, 3, pads=[1, 1, 1, 1], act="clip6"),
     conv_case("groups_odd_rows", 6, (12, 15), 10, 3, group=2, pads=[1, 1, 1, 1]),
+    # the padded input split in stride phases: a left pad past the stride with a dilation
+    # (taps in both phases, some past the image), stride 3 without pads (the input itself
+    # fits but is copied into phases), a 1-D stride 4
+    conv_case("phases_pad_past_stride", 5, (17, 30), 12, 3, strides=[1, 2], dilations=[1, 2], pads=[1, 3, 0, 2]),
+    conv_case("phases_stride3_fit", 4, (14, 14), 10, 5, strides=[3, 3], act="relu"),
+    conv_case("phases_conv1d_s4", 3, (203,), 9, (7,), strides=[4], pads=[5, 2]),
 ]
 # the C neuron kernel's layouts and item shapes (csrc/drowsy_neuron.c): items of whole rows
 # (5 and 6 rows of 9), two runs of 35 pixels per row, K chunks of all 3 tap rows of channel
@@ -102,6 +108,16 @@ def test_c_equals_numba_per_conv(case, gran):
         assert np.all(yb[~keep] == 0.0)
         conv = [rec for rec in sb["layers"] if rec["op"] == "Conv"][0]
         assert conv["outputs_computed"] == int(keep.sum())
+
+
+@pytest.mark.parametrize("case", [c for c in EXTRA if c.name.startswith("phases_")], ids=lambda c: c.name)
+def test_c_exact_stride_phases(case):
+    """The exact conv on the stride-phase layout equals Numba's (and is 1 and 2 threads alike)."""
+    model = aipnet.load(case.model())
+    x = case.feeds(2)["x"]
+    ya = aipnet.Session(model, backend="numba").run(x)
+    for t in (1, 2):
+        np.testing.assert_allclose(aipnet.Session(model, backend="c", threads=t).run(x), ya, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("case", NEURON, ids=lambda c: c.name)
