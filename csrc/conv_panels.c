@@ -101,17 +101,19 @@ INLINE void prefetch_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
 }
 
 /* block b's gather; nb >= 0: block nb's input prefetched along (the block likely gathered next) */
-#define DEFINE_GATHER(NAME, ATTR, GATHER16)                                                        \
+#define DEFINE_GATHER(NAME, ATTR, GATHER16, GATHERW)                                               \
     NO_MEMCPY ATTR static void NAME(const pjob *pj, int64_t b, int64_t nb, float *panel, int64_t r0, int64_t r1) { \
         int64_t K = pj->c->K, bw = pj->c->bw[b], nseg = pj->c->nsegs[b];                                 \
         const pseg *sg = pj->c->segs + b * BLK;                                                       \
         const int32_t *bs = pj->c->base + b * BLK;                                                    \
         float *last = panel + (bw - 1) / 16 * K * 16;                                              \
         int slots = 4 * nseg > bw;   /* segments shorter than 4 on average */                      \
+        int64_t nwin = pj->c->nwins ? pj->c->nwins[b] : 0;                                         \
         for (int64_t ra = r0; ra < r1; ra += RC) {                                                 \
             int64_t rb = ra + RC < r1 ? ra + RC : r1;                                              \
             if (nb >= 0) prefetch_block(pj, nb, ra, rb);                                           \
-            if (slots)                                                                             \
+            if (slots && nwin) GATHERW(pj, pj->c->wins + b * BLK, nwin, panel, ra, rb, r1, bw);     \
+            else if (slots)                                                                        \
                 for (int64_t j = 0; j * 16 < bw; j++)                                              \
                     for (int64_t r = ra; r < rb; r++)                                              \
                         GATHER16(panel + j * K * 16 + r * 16, pj->xp + pj->c->roff[r], bs + 16 * j); \
@@ -141,6 +143,8 @@ INLINE void prefetch_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
 INLINE void gather16_base(float *d, const float *xr, const int32_t *bs) {
     for (int t = 0; t < 16; t++) d[t] = bs[t] >= 0 ? xr[bs[t]] : 0.0f;
 }
+/* windows: AVX2 only (the portable gather goes slot by slot) */
+#define GATHERW_NONE(pj, w, nw, panel, ra, rb, r1, bw) ((void)0)
 #ifdef HAVE_DISPATCH
 /* masked hardware gathers: empty slots (-1) load nothing and give 0 */
 AVX2_ATTR INLINE void gather16_avx2(float *d, const float *xr, const int32_t *bs) {
@@ -151,9 +155,38 @@ AVX2_ATTR INLINE void gather16_avx2(float *d, const float *xr, const int32_t *bs
     _mm256_store_ps(d + 8, _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xr, i1, m1, 4));
 }
 #endif
-DEFINE_GATHER(gather_base, , gather16_base)
 #ifdef HAVE_DISPATCH
-DEFINE_GATHER(gather_avx2, AVX2_ATTR, gather16_avx2)
+/* rows [ra, rb) of a block's panels from its windows (pwin), r1: the end of the rows this
+ * call gathers. A window's 8 floats are loaded, compacted (vpermps) and stored whole at its
+ * first slot's lane: the lanes past its slots are overwritten by the next window of the row
+ * (stores in order) or, past lane 16, spill into the next row of the panel, which is stored
+ * later (rows in order) and whose first windows cover the spilt lanes; the last row of the
+ * call stores such a window's lanes up to 16 only (masked: the next row may be another
+ * thread's). A short last panel's lanes past its slots are zeroed after the row's windows. */
+AVX2_ATTR INLINE void gatherw_avx2(const pjob *pj, const pwin *w, int64_t nw, float *panel, int64_t ra, int64_t rb,
+                                   int64_t r1, int64_t bw) {
+    int64_t K = pj->c->K, z0 = (bw - 1) % 16 + 1;
+    float *last = panel + (bw - 1) / 16 * K * 16;
+    __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t r = ra; r < rb; r++) {
+        const float *xr = pj->xp + pj->c->roff[r];
+        float *pr = panel + r * 16;
+        for (int64_t q = 0; q < nw; q++) {
+            __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)w[q].idx));
+            __m256 v = _mm256_permutevar8x32_ps(_mm256_loadu_ps(xr + w[q].src), idx);
+            int32_t l = w[q].dst % 16;
+            if (l > 8 && r == r1 - 1)
+                _mm256_maskstore_ps(pr + w[q].dst, _mm256_cmpgt_epi32(_mm256_set1_epi32(16 - l), iota), v);
+            else
+                _mm256_storeu_ps(pr + w[q].dst, v);
+        }
+        for (int64_t l = z0; l < 16; l++) last[r * 16 + l] = 0.0f;
+    }
+}
+#endif
+DEFINE_GATHER(gather_base, , gather16_base, GATHERW_NONE)
+#ifdef HAVE_DISPATCH
+DEFINE_GATHER(gather_avx2, AVX2_ATTR, gather16_avx2, gatherw_avx2)
 #endif
 
 /* rows [r0, r1) of block b's panels, into panel (up to 5 panels of K x 16); block nb's input
@@ -182,6 +215,23 @@ static int32_t block_segs(const conv_params *cp, int64_t pitch, const int64_t *p
     }
     for (int64_t s = bw; s % 16; s++) base[s] = -1;
     return n;
+}
+
+/* a block's windows (pwin) from its slots' offsets base[0 .. bw): each from its first slot's
+ * offset, moved back to maxbase - 7 at most (maxbase: the offset of the last pixel, so that
+ * the 8 floats of every tap lie inside the input), taking the slots of its panel up to 7
+ * floats further; 0 (slot by slot) when the input is too small for that or the windows hold
+ * fewer than 2 slots on average (sparse kept pixels: the hardware gathers do as well) */
+static int32_t block_windows(int64_t K, const int32_t *base, int64_t bw, int64_t maxbase, pwin *w) {
+    if (maxbase < 7) return 0;
+    int32_t n = 0;
+    for (int64_t s = 0, e; s < bw; s = e) {
+        int64_t w0 = base[s] < maxbase - 7 ? base[s] : maxbase - 7;
+        pwin *v = w + n++;
+        *v = (pwin){(int32_t)w0, (int32_t)(s / 16 * K * 16 + s % 16), {0}};
+        for (e = s; e < bw && e / 16 == s / 16 && base[e] - w0 < 8; e++) v->idx[e - s] = (uint8_t)(base[e] - w0);
+    }
+    return 2 * n > bw ? 0 : n;
 }
 
 /* block b's prefetch offsets (prefetch_block), from its segments (slots s0 .. s0 + n - 1 at
@@ -661,7 +711,7 @@ static int aliased(const conv_params *cp, int64_t Hp, int64_t pitch) {
 }
 
 /* the regions, in order (bytes; each taken 64-byte aligned) */
-enum { R_XPAD, R_PIX, R_ROFF, R_LEAD, R_BASE, R_SEGS, R_NSEGS, R_PFO, R_NPFO, R_BW, R_NKEPT, R_COLS, R_ROWS, R_ITEMS, R_ISTART, R_CBUF, NREG };
+enum { R_XPAD, R_PIX, R_ROFF, R_LEAD, R_BASE, R_SEGS, R_NSEGS, R_PFO, R_NPFO, R_BW, R_NKEPT, R_COLS, R_ROWS, R_ITEMS, R_ISTART, R_CBUF, R_WINS, R_NWINS, NREG };
 static void panel_regions(const conv_params *cp, int mode, size_t *sz) {
     int64_t cg = cp->c / cp->group, mg = cp->m / cp->group, P = cp->oh * cp->ow, K = cg * cp->kh * cp->kw;
     int64_t TB = (P + BLK - 1) / BLK, Hp, Wq, pitch;
@@ -679,6 +729,8 @@ static void panel_regions(const conv_params *cp, int mode, size_t *sz) {
     sz[R_ITEMS] = (size_t)(TB * ((mg + 5) / 6 + 1)) * sizeof(pitem);
     sz[R_ISTART] = (size_t)(TB + 1) * sizeof(int64_t);
     sz[R_CBUF] = mode == PANEL_PIXELS ? (size_t)(mg * TB * BLK) * sizeof(float) : 0;
+    sz[R_WINS] = mode == PANEL_PIXELS ? (size_t)(TB * BLK) * sizeof(pwin) : 0;
+    sz[R_NWINS] = mode == PANEL_PIXELS ? (size_t)TB * sizeof(int32_t) : 0;
 }
 
 size_t panel_scratch_bytes(const conv_params *cp, int mode) {
@@ -710,7 +762,7 @@ void panel_bind(const conv_params *cp, int mode, void *scratch, panel_conv *pc) 
     pc->xpad = reg[R_XPAD]; pc->pix = reg[R_PIX]; pc->roff = reg[R_ROFF]; pc->lead = reg[R_LEAD]; pc->base = reg[R_BASE];
     pc->segs = reg[R_SEGS]; pc->nsegs = reg[R_NSEGS]; pc->pfo = reg[R_PFO]; pc->npfo = reg[R_NPFO]; pc->bw = reg[R_BW]; pc->nkept = reg[R_NKEPT];
     pc->cols = reg[R_COLS]; pc->rowbuf = reg[R_ROWS]; pc->items = reg[R_ITEMS]; pc->istart = reg[R_ISTART];
-    pc->cbuf = reg[R_CBUF];
+    pc->cbuf = reg[R_CBUF]; pc->wins = reg[R_WINS]; pc->nwins = reg[R_NWINS];
     for (int64_t r = 0, kk = cp->kh * cp->kw; r < pc->K; r++) {
         int64_t t = r % cp->kw * cp->dw;   /* the tap's column offset: phase t % sw, t / sw into it */
         pc->roff[r] = (r / kk) * pc->Hp * pc->pitch + (r % kk) / cp->kw * cp->dh * pc->pitch + t % cp->sw * pc->Wq + t / cp->sw;
@@ -728,9 +780,12 @@ void panel_slots(panel_conv *pc, int64_t nslot) {
     /* PANEL_SHARED: a last block of one panel or less joins the one before, so that the rows'
      * weights are not read once more for a few pixels (the other modes: a block is a tile) */
     if (pc->mode == PANEL_SHARED && pc->nblk > 1 && nslot - (pc->nblk - 1) * BLK <= 16) pc->nblk--;
+    int64_t maxbase = (pc->cp->oh - 1) * pc->cp->sh * pc->pitch + pc->cp->ow - 1;   /* the last pixel's offset */
     for (int64_t b = 0; b < pc->nblk; b++) {
         pc->bw[b] = (int32_t)(b == pc->nblk - 1 ? nslot - b * BLK : BLK);
         pc->nsegs[b] = block_segs(pc->cp, pc->pitch, pc->pix + b * BLK, pc->bw[b], pc->base + b * BLK, pc->segs + b * BLK);
         pc->npfo[b] = block_prefetch(pc->segs + b * BLK, pc->nsegs[b], pc->pfext, pc->pfo + b * PFMAX);
+        if (pc->nwins)
+            pc->nwins[b] = block_windows(pc->K, pc->base + b * BLK, pc->bw[b], maxbase, pc->wins + b * BLK);
     }
 }

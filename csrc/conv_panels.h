@@ -41,6 +41,11 @@ enum { PANEL_BLK = DROWSY_TILE_P, PANEL_PFMAX = 64 };
  * plane Hp x pitch < 2^31 floats) */
 typedef struct pseg { int32_t b0; int16_t s0, n; } pseg;
 typedef struct pitem { int32_t b, g0, g1; } pitem;   /* block b, row groups [g0, g1) */
+/* a window of a block of scattered slots (PANEL_PIXELS): the 8 consecutive floats at xpad
+ * offset src hold a tap of each of its slots (pixels at most 7 floats apart), idx[l] that of
+ * its l-th slot; they go to panel float dst (panel j, lane l: j K 16 + l). The AVX2 gather
+ * copies a block's windows in place of gathering slot by slot. */
+typedef struct pwin { int32_t src, dst; uint8_t idx[8]; } pwin;
 
 /* what the row lists hold, which sizes the scratch:
  *   PANEL_SHARED  one list for every block (rows of the whole layer, M entries): exact, channel
@@ -64,6 +69,7 @@ typedef struct panel_conv {
     int32_t *base;                  /* slot -> xpad offset of its tap (0, 0), -1 past the last block's end */
     pseg *segs; int32_t *nsegs, *bw;   /* block b: segs + b PANEL_BLK, nsegs[b], bw[b] slots */
     int32_t *pfo, *npfo;            /* block b: its input's lines, npfo[b] offsets at pfo + b PANEL_PFMAX */
+    pwin *wins; int32_t *nwins;     /* PANEL_PIXELS, block b: nwins[b] windows at wins + b PANEL_BLK (0: none) */
     float *cols; int64_t room;      /* the blocks' panels (room: for that many panels of K x 16) */
     int32_t *rowbuf;                /* room for the row lists */
     int32_t *nkept;                 /* block b's kept rows (set by the caller) */

@@ -51,6 +51,11 @@ EXTRA = [
     conv_case("phases_pad_past_stride", 5, (17, 30), 12, 3, strides=[1, 2], dilations=[1, 2], pads=[1, 3, 0, 2]),
     conv_case("phases_stride3_fit", 4, (14, 14), 10, 5, strides=[3, 3], act="relu"),
     conv_case("phases_conv1d_s4", 3, (203,), 9, (7,), strides=[4], pads=[5, 2]),
+    # pixel's windows (8 consecutive floats compacted to the kept pixels among them): several
+    # blocks, the gathers split between threads (a window's lanes past 16 in the last row of
+    # a split); a plane under 8 floats (gathered slot by slot)
+    conv_case("windows_s2_blocks", 3, (31, 45), 7, 5, strides=[2, 2], pads=[2, 2, 2, 2], act="relu"),
+    conv_case("windows_tiny_plane", 3, (2, 3), 5, 1),
 ]
 # the C neuron kernel's layouts and item shapes (csrc/drowsy_neuron.c): items of whole rows
 # (5 and 6 rows of 9), two runs of 35 pixels per row, K chunks of all 3 tap rows of channel
