@@ -77,8 +77,10 @@ typedef struct pjob {
  * previous ones; two overlapping 4s from 4 to 7; scalar below 4), so the panel rows are
  * written once, in place, with nothing to mend afterwards (a segment's taps are consecutive
  * floats at every stride, see padded_size). A block of short ones (scattered kept pixels) is
- * gathered slot by slot, 16 at a time, from each slot's offset (-1 past the block: 0).
- * Segments are a few floats long, so the copies stay inline (no memcpy calls). */
+ * copied by windows with AVX2 (pwin, gatherw_avx2: 8 consecutive floats compacted to the
+ * kept pixels among them), else gathered slot by slot, 16 at a time, from each slot's offset
+ * (-1 past the block: 0). Segments are a few floats long, so the copies stay inline (no
+ * memcpy calls). */
 enum { RC = 8 };
 typedef float v4u __attribute__((vector_size(16), aligned(4)));
 #if defined(__clang__)
