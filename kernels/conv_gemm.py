@@ -239,12 +239,19 @@ def _run_workers(nw, x, xp, pt, pl, w2, panels, lanes, koff, pixoff, items, pix,
                  npad, packs, tstride, queue):
     """One parallel region: ``nw`` prange iterations (one per thread) take tasks from the
     shared queue until it is empty, so that the threads stay busy to the end whatever the
-    tasks' sizes or other load on the cores."""
-    done = np.zeros(nw, np.int64)
+    tasks' sizes or other load on the cores.
+
+    No array expressions here (np.zeros, .sum()): under parallel=True each becomes a
+    parallel region of its own, and every region wakes the sleeping OpenMP workers (100-200
+    us each on a 2-core VM, measured)."""
+    done = np.empty(nw, np.int64)
     for wk in prange(nw):
         done[wk] = _worker(x, xp, pt, pl, w2, panels, lanes, koff, pixoff, items, pix, bias, has_bias, act, p0, p1,
                            scale, y, npad, packs, tstride, queue)
-    return done.sum()
+    computed = 0
+    for wk in range(nw):
+        computed += done[wk]
+    return computed
 
 
 @kernel()
