@@ -273,7 +273,7 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, geo, granularity, mask, bias,
     p_count = oh * ow
     xp, koff, wp = windows(x.shape, group, geo)
     pix = np.arange(p_count)
-    pixoff = pixel_offsets(pix, ow, sh, sw, wp)
+    pixoff = alloff = pixel_offsets(oh, ow, sh, sw, wp)
     um = np.empty(unit_count(granularity, group * mg, p_count), np.uint8)
     npk = np.zeros(group, np.int64)
     computed = 0
@@ -284,7 +284,7 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, geo, granularity, mask, bias,
             ln, npk, items = channel_items(um, group, p_count)
         elif granularity == PIXEL:
             pix = np.flatnonzero(um)
-            pixoff = pixel_offsets(pix, ow, sh, sw, wp)
+            pixoff = alloff[pix]
             items = pixel_items(pix, p_count, npanel)
         else:
             items = tile_items(um, mg, npanel, p_count)
