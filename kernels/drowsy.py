@@ -143,7 +143,7 @@ def depthwise_masked(x, w, mult, sh, sw, dh, dw, pt, pl, keep, bias, has_bias, a
     c_count, h, wd = x.shape
     m_count, _, kh, kw = w.shape
     oh, ow = out.shape[1], out.shape[2]
-    counts = np.zeros(m_count, np.int64)
+    counts = np.empty(m_count, np.int64)  # no array expressions: each is a parallel region
     for m in prange(m_count):
         c = m // mult
         done = 0
@@ -165,7 +165,10 @@ def depthwise_masked(x, w, mult, sh, sw, dh, dw, pt, pl, keep, bias, has_bias, a
                 out[m, y, xx] = _apply(acc + b, act, p0, p1) * scale
                 done += 1
         counts[m] = done
-    return counts.sum()
+    computed = 0
+    for m in range(m_count):
+        computed += counts[m]
+    return computed
 
 
 # -- pixel, channel and tile: work items of the implicit-GEMM engine (kernels/conv_gemm.py) --
@@ -270,7 +273,7 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, geo, granularity, mask, bias,
     p_count = oh * ow
     xp, koff, wp = windows(x.shape, group, geo)
     pix = np.arange(p_count)
-    pixoff = pixel_offsets(pix, ow, sh, sw, wp)
+    pixoff = alloff = pixel_offsets(oh, ow, sh, sw, wp)
     um = np.empty(unit_count(granularity, group * mg, p_count), np.uint8)
     npk = np.zeros(group, np.int64)
     computed = 0
@@ -281,7 +284,7 @@ def conv_gemm_masked(x, w2, panels, lanes, npanel, geo, granularity, mask, bias,
             ln, npk, items = channel_items(um, group, p_count)
         elif granularity == PIXEL:
             pix = np.flatnonzero(um)
-            pixoff = pixel_offsets(pix, ow, sh, sw, wp)
+            pixoff = alloff[pix]
             items = pixel_items(pix, p_count, npanel)
         else:
             items = tile_items(um, mg, npanel, p_count)
