@@ -50,7 +50,12 @@ def measure(repeat: int = 10, threads: int | None = None, warmup: int = 2, backe
     for i in range(warmup + repeat):
         bar.update()
         for key, sess in sessions.items():
-            sess.run(x, image_offset=i)
+            # each timed run right after an untimed one of the same session: both runtimes'
+            # workers spin for a while after a parallel region (OpenMP's spin count, the C
+            # pool's 200 us), and each C session has its own pool, so without it a session
+            # would share the cores with the previous session's spinning workers
+            sess.run(x, image_offset=2 * i)
+            sess.run(x, image_offset=2 * i + 1)
             if i >= warmup:
                 times[key].append(conv_time(sess))
                 convs = [layer for layer in sess.stats["layers"] if layer["op"] == "Conv"]

@@ -13,15 +13,16 @@ from __future__ import annotations
 import os
 
 # Idle OpenMP workers under Numba's prange must not spin for long: they share a handful of
-# cores with the BLAS blocks of kernels.parallel. But sleeping at once makes every parallel
-# region pay a futex wake-up, and a network runs one or more regions per layer: a short
-# bounded spin (GOMP_SPINCOUNT, libgomp's unit; the C pool spins up to 200 us likewise)
-# measured VGG-f's exact conv stack 0-13% faster at 2 threads and DrowsyNet's neuron
-# kernel, which runs a region per conv group, 0.98-1.0 -> 0.84 of exact (bench_drowsy,
-# 41 rounds, two runs each). (Only defaults: a user's setting wins, and they take effect
-# only if no OpenMP runtime was loaded before aipnet.)
+# cores with BLAS's threads (the FC layers' Gemm, kernels.parallel). But sleeping at once
+# makes every parallel region pay a futex wake-up, and a network runs one or more regions
+# per layer. So: PASSIVE, with a short bounded spin (GOMP_SPINCOUNT, libgomp's unit). At
+# 2 threads on VGG-f, 10,000 measured conv time 6.7-7.0 ms against 7.3 without a spin
+# and DrowsyNet's neuron kernel (a region per conv group) 0.79 of exact against 0.91,
+# with the FC Gemm unchanged (9.2-10.1 against 9.5 ms); 100,000 slowed the Gemm to 14 ms,
+# its BLAS threads starting beside spinning OpenMP workers. (Only defaults: a user's
+# setting wins, and they take effect only if no OpenMP runtime was loaded before aipnet.)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("GOMP_SPINCOUNT", "100000")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numba  # noqa: E402
 
