@@ -41,9 +41,11 @@ DEFAULT_LLC = (1 << 20, 16, 64)  # 1 MiB, 16-way, 64-byte lines: a board-like la
 # FC functions (by name) outside aip.c; everything in aip.c is FC too.
 FC_FUNCTIONS = {"fc_f32", "fc_task", "fc_rows", "fc_rows_avx2", "dot", "run_gemm", "run_matmul", "run_aipfc",
                 "aip_fc_run"}
-CONV_FILES = {"conv.c", "drowsy.c"}  # drowsy.c: the masked conv of DrowsyNet in C (when it lands)
+# conv_panels.c: the dense conv engine (exact and DrowsyNet tile/pixel/channel); drowsy*.c: the masks and neuron kernel
+CONV_FILES = {"conv.c", "conv_panels.c", "drowsy.c", "drowsy_neuron.c"}
 FC_FILES = {"aip.c"}
-# in gemm.c, what is not FC is the blocked SGEMM (conv's im2col product at small batch)
+# in gemm.c, what is not FC serves convs: the weight packing of the exact conv and the
+# blocked SGEMM of the im2col fallback for huge planes
 CONV_FUNCTIONS = {"run_conv", "conv2d", "im2col_task", "depthwise_task", "sgemm", "gemm_task", "gemm_block_avx2",
                   "gemm_block_base", "pack_a", "pack_b", "ukernel", "ukernel_avx2"}
 

@@ -75,6 +75,8 @@ def test_category_and_engine_files():
     assert simulate.category("/x/gemm.c", "fc_rows_avx2") == "fc"
     assert simulate.category("/x/gemm.c", "gemm_block_avx2") == "conv"
     assert simulate.category("/x/conv.c", "im2col_task.part.0") == "conv"
+    assert simulate.category("/x/conv_panels.c", "panel_task") == "conv"
+    assert simulate.category("/x/drowsy_neuron.c", "neuron_item.constprop.0") == "conv"
     assert simulate.category("/x/ops.c", "run_gemm") == "fc"
     assert simulate.category("/x/pool.c", "max_task") == "other"
     assert simulate.is_engine_file("/src/csrc/gemm.c", SRCS) and simulate.is_engine_file("gemm.c", SRCS)
