@@ -13,8 +13,8 @@ misses + LL data write misses) x line size, summed over the engine's own functio
 functions of ``csrc/``, found by their source files in the debug info; code of libc and
 the loader is left out and reported apart as ``outside_engine_dram_bytes``). The FC /
 conv split is by function: FC = the AIP kernels (``aip.c``), the small-batch FC product
-(``fc_*`` in gemm.c) and the Gemm/MatMul/AipFC op bodies; conv = ``conv.c`` and the
-blocked SGEMM (at batch > 4 an FC layer also runs through SGEMM and is counted as conv:
+(``fc_*`` in gemm.c) and the Gemm/MatMul/AipFC op bodies; conv = ``conv.c``,
+``conv_panels.c``, ``drowsy*.c`` and the blocked SGEMM (at batch > 4 an FC layer also runs through SGEMM and is counted as conv:
 simulate at batch <= 4 for a clean split). Cachegrind's model: write-allocate, LRU,
 inclusive LL, no prefetcher, no write-back traffic (a dirty line's eviction is not
 counted); instruction-fetch misses are not counted (code is tiny next to weights).
