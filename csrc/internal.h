@@ -116,6 +116,10 @@ typedef struct conv_params {
     int weights_const;        /* the weights never change: conv2d packs them once into its scratch */
 } conv_params;
 size_t conv_scratch_floats(const conv_params *cp);
+/* the panel engine (conv_panels.c) takes the conv: its padded plane is under 2^31 floats (32-bit
+ * offsets) and there is something to sum; the others run exact on im2col + sgemm, and
+ * DrowsyNet refuses them (its masked kernels all pad the input) */
+int panel_fits(const conv_params *cp);
 /* xpad[c, yy, xx] = x[c, yy - pt, xx - pl] for `channels` planes of Hp x Wp, 0 outside the
  * image (Hp x Wp covers exactly the taps the output reads); used by the panel engine
  * (conv_panels.c: the exact conv and DrowsyNet's tile, pixel, channel) and the neuron kernel. */

@@ -173,6 +173,11 @@ static aipn_status prep_drowsy(plan *pl, const aipn_model *m, step *st, const va
         if (lk->drowsy_rescale >= 0) rescale = lk->drowsy_rescale;
     }
     if (!(rate > 0.0)) return AIPN_OK;
+    if (!conv_is_depthwise(&st->cp) && !panel_fits(&st->cp))
+        return aipn_fail(AIPN_ERR_UNSUPPORTED,
+                         "DrowsyNet on node '%s': its zero-padded input plane (dilated taps and pads) has 2^31 "
+                         "floats or more, past the masked conv kernels' 32-bit offsets; run this layer exact "
+                         "(drowsy rate 0)", st->nd->name);
     int64_t layer = 0;
     for (const node *k = m->nodes; k < st->nd; k++) layer += !strcmp(k->opname, "Conv");
     st->drowsy = 1;

@@ -90,6 +90,11 @@ def conv2d(
         for n in range(n_count):
             bias_act_rows(out[n].reshape(m_count, oh * ow), b, has_bias, act, act_p0, act_p1)
         return out
+    if padded_plane_too_big(kh, kw, sh, sw, dh, dw, oh, ow):
+        direct(x, w, group, sh, sw, dh, dw, pt, pl, out)
+        for n in range(n_count):
+            bias_act_rows(out[n].reshape(m_count, oh * ow), b, has_bias, act, act_p0, act_p1)
+        return out
     if engine_for(w.shape, strides, pads, out_hw) == "gemm":
         if prepared is None:
             prepared = prepare(w, group)
@@ -105,6 +110,50 @@ def conv2d(
             matmul_rows(w2[g], x[n, g * cg:(g + 1) * cg].reshape(cg, h * wd), y[g * mg:(g + 1) * mg], threads)
         bias_act_rows(y, b, has_bias, act, act_p0, act_p1)
     return out
+
+
+#: the implicit GEMM pads each input plane to every tap of every output; from this many
+#: floats a plane (e.g. huge dilations with huge pads, which read only a few of them) is
+#: past the C engine's 32-bit offsets and not worth the memory: the direct kernel instead
+MAX_PADDED_PLANE = 1 << 31
+
+
+def padded_plane_too_big(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, oh: int, ow: int) -> bool:
+    """True when the zero-padded plane that the implicit GEMM (and DrowsyNet's kernels) would
+    build, every tap of every output pixel, has MAX_PADDED_PLANE floats or more."""
+    hp = (oh - 1) * sh + (kh - 1) * dh + 1
+    wp = (ow - 1) * sw + (kw - 1) * dw + 1
+    return oh > 0 and ow > 0 and hp * wp >= MAX_PADDED_PLANE
+
+
+@kernel(parallel=True)
+def direct(x, w, group, sh, sw, dh, dw, pt, pl, out):
+    """Direct convolution with bounds checks, no padded copy: for the rare shapes whose padded
+    plane is too big (:func:`padded_plane_too_big`); bias and activation are the caller's.
+
+    x: N x C x H x W, w: M x C/group x KH x KW, out: N x M x OH x OW.
+    """
+    n_count, _, h, wd = x.shape
+    m_count, cg, kh, kw = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    mg = m_count // group
+    for t in prange(n_count * m_count):
+        n = t // m_count
+        m = t % m_count
+        c0 = (m // mg) * cg
+        for oy in range(oh):
+            for ox in range(ow):
+                acc = np.float32(0.0)
+                for c in range(cg):
+                    for i in range(kh):
+                        iy = oy * sh - pt + i * dh
+                        if iy < 0 or iy >= h:
+                            continue
+                        for j in range(kw):
+                            ix = ox * sw - pl + j * dw
+                            if 0 <= ix < wd:
+                                acc += x[n, c0 + c, iy, ix] * w[m, c, i, j]
+                out[n, m, oy, ox] = acc
 
 
 #: 1x1 convs with stride 1 and no pads from this many output pixels on run on BLAS

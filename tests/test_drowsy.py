@@ -430,3 +430,22 @@ def test_neuron_special_values_stay_in_their_patches(case):
     np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
     fin = np.isfinite(want)
     np.testing.assert_allclose(got[fin], want[fin], rtol=1e-4, atol=1e-4 * np.abs(want[fin]).max())
+
+
+@pytest.mark.parametrize("backend", ["numba", "c"])
+@pytest.mark.parametrize("granularity", ["neuron", "tile"])
+def test_huge_padded_plane_is_refused(backend, granularity):
+    """A conv whose zero-padded plane has 2^31 floats or more (huge dilations and pads) is past
+    the masked kernels' limit: a clear UnsupportedOpError naming the node, not a 17 GB
+    allocation or 32-bit offsets that wrap; depthwise (its own direct kernel) still runs."""
+    from aipnet.errors import UnsupportedOpError
+
+    kw = dict(dilations=[2048, 2048], pads=[32768] * 4)
+    model = conv_case("huge_plane", 2, (3, 4), 4, 33, **kw).model()
+    x = np.random.default_rng(4).standard_normal((1, 2, 3, 4)).astype(np.float32)
+    sess = aipnet.Session(aipnet.load(model), backend=backend, drowsy=0.5, drowsy_granularity=granularity)
+    with pytest.raises(UnsupportedOpError, match="padded input plane"):
+        sess.run({"x": x})
+    dw = conv_case("huge_plane_dw", 2, (3, 4), 2, 33, group=2, **kw).model()
+    y = aipnet.Session(aipnet.load(dw), backend=backend, drowsy=0.5, drowsy_granularity=granularity).run({"x": x})
+    assert y.shape == (1, 2, 3, 4)

@@ -129,3 +129,16 @@ def test_conv2d_weights_prepared_per_call(threads):
     np.testing.assert_array_equal(y, conv2d(x, w, b, *geo, 3, 0.0, 0.1, threads=threads, prepared=prepare(w, 2)))
     ref = _ref_conv(x, w, b, *geo)
     assert_close(y, np.where(ref < 0, 0.1 * ref, ref), "leaky")
+
+
+@pytest.mark.parametrize("group,cin", [(1, 2), (2, 4)])
+def test_numba_conv_huge_padded_plane(group, cin):
+    """Huge dilations with huge pads: the padded plane (65539 x 65540 floats) would be past
+    the implicit GEMM's limit and 17 GB, so the direct kernel runs instead (vs onnxruntime)."""
+    from cases import conv_case
+
+    model = conv_case("huge_plane", cin, (3, 4), 4, 33, group=group, dilations=[2048, 2048], pads=[32768] * 4,
+                      act="relu").model()
+    feeds = {"x": np.random.default_rng(4).standard_normal((2, cin, 3, 4)).astype(np.float32)}
+    sess = aipnet.Session(aipnet.load(model), backend="numba", threads=2)
+    assert_close(sess.run(feeds), ort_run(model, feeds)[0], "huge plane")

@@ -7,10 +7,11 @@ from typing import Sequence
 
 import numpy as np
 
-from aipnet.kernels.conv import conv2d, engine_for
+from aipnet.kernels.conv import conv2d, engine_for, padded_plane_too_big
 from aipnet.kernels.conv_gemm import prepare
 from aipnet.kernels.drowsy import CHANNEL, GRANULARITY_CODES, NEURON, conv2d_drowsy, prepare_gemm
 
+from ..errors import UnsupportedOpError
 from ..registry import register
 from .base import Cost, OpImpl, Shape
 from .fused import FusedActivation
@@ -156,6 +157,12 @@ class Conv(OpImpl):
 
     def _run_drowsy(self, x, w, b):
         """DrowsyNet: compute kept outputs only; count what was done (engine/drowsy.py)."""
+        _, _, kh, kw = w.shape
+        if not self._depthwise and padded_plane_too_big(kh, kw, *self.strides, *self.dilations, *self.out_hw):
+            # the masked kernels all pad the input (and the C backend's offsets are 32-bit)
+            raise UnsupportedOpError(
+                f"DrowsyNet on node {self.node.name!r}: its zero-padded input plane (dilated taps and pads) "
+                "has 2^31 floats or more, past the masked conv kernels' limit; run this layer exact (drowsy rate 0)")
         mask = (self._drowsy_seed, self.drowsy_image, self._drowsy_fixed, self.drowsy_layer, self._drowsy_thr)
         y, macs, computed = conv2d_drowsy(
             x, w, b, self.strides, self.pads, self.dilations, self.group, self.out_hw, *self.act.args(),
