@@ -597,14 +597,6 @@ static uint64_t gather_unit(pjob *pj, int64_t u, const ukset *uk, int64_t tid) {
     return 0;
 }
 
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
 /* until *counter reaches n: spin a while, then yield (the thread it waits for may be off its core) */
 static void wait_for(const int64_t *counter, int64_t n) {
     for (int spins = 0; __atomic_load_n(counter, __ATOMIC_ACQUIRE) < n; spins++) {

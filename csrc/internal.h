@@ -144,6 +144,15 @@ static inline float depthwise_tap_sum(const conv_params *cp, const float *xc, co
     return acc;
 }
 /* depthwise: one input channel per group (conv2d and conv2d_drowsy use direct kernels for it) */
+/* a spin-wait loop's pause (the pool's workers, the panel engine's waits) */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 static inline int conv_is_depthwise(const conv_params *cp) { return cp->group == cp->c && cp->group > 1; }
 void conv2d(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias,
             float *y, float *scratch, int act, float p0, float p1);

@@ -20,33 +20,6 @@ from .conv_gemm import conv_gemm, prepare
 from .parallel import matmul_rows
 
 
-@kernel(parallel=True)
-def depthwise(x, w, mult, sh, sw, dh, dw, pt, pl, out):
-    """Direct depthwise convolution (group == C): out[n, c*mult+k] from x[n, c] only.
-
-    x: N x C x H x W, w: (C*mult) x 1 x KH x KW, out: N x (C*mult) x OH x OW.
-    """
-    n_count, c_count, h, wd = x.shape
-    m_count, _, kh, kw = w.shape
-    oh, ow = out.shape[2], out.shape[3]
-    for nm in prange(n_count * m_count):
-        n = nm // m_count
-        m = nm % m_count
-        c = m // mult
-        for y in range(oh):
-            for xx in range(ow):
-                acc = np.float32(0.0)
-                for i in range(kh):
-                    iy = y * sh - pt + i * dh
-                    if iy < 0 or iy >= h:
-                        continue
-                    for j in range(kw):
-                        ix = xx * sw - pl + j * dw
-                        if ix >= 0 and ix < wd:
-                            acc += x[n, c, iy, ix] * w[m, 0, i, j]
-                out[n, m, y, xx] = acc
-
-
 def conv2d(
     x: np.ndarray,
     w: np.ndarray,
@@ -86,7 +59,7 @@ def conv2d(
     has_bias = bias is not None
     b = bias if has_bias else np.zeros(1, np.float32)
     if group == c_count and cg == 1 and group > 1:
-        depthwise(x, w, m_count // c_count, sh, sw, dh, dw, pt, pl, out)
+        direct(x, w, group, sh, sw, dh, dw, pt, pl, out)
         for n in range(n_count):
             bias_act_rows(out[n].reshape(m_count, oh * ow), b, has_bias, act, act_p0, act_p1)
         return out
@@ -128,8 +101,9 @@ def padded_plane_too_big(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, o
 
 @kernel(parallel=True)
 def direct(x, w, group, sh, sw, dh, dw, pt, pl, out):
-    """Direct convolution with bounds checks, no padded copy: for the rare shapes whose padded
-    plane is too big (:func:`padded_plane_too_big`); bias and activation are the caller's.
+    """Direct convolution with bounds checks, no padded copy: depthwise convs (group == C,
+    where a GEMM has nothing to share) and the rare shapes whose padded plane is too big
+    (:func:`padded_plane_too_big`); bias and activation are the caller's.
 
     x: N x C x H x W, w: M x C/group x KH x KW, out: N x M x OH x OW.
     """
