@@ -1,6 +1,6 @@
 /* DrowsyNet, neuron granularity (mirror of the neuron kernel in kernels/drowsy_neuron.py):
  * masked 2-D convolution that computes only the kept (channel, pixel) outputs of a random
- * per-neuron mask, eight dot products at a time. Called by conv2d_drowsy (drowsy.c) once per
+ * per-neuron mask, 8 or 12 dot products at a time. Called by conv2d_drowsy (drowsy.c) once per
  * image and group; the interface is in drowsy_internal.h. */
 #include <stddef.h>
 #include <string.h>
@@ -23,27 +23,31 @@
  *
  * Work items: up to NBP consecutive output pixels (whole rows when two or more fit, else a
  * run of a row) x a chunk of NCN channels; the item's kept pixels are a 64-bit set per
- * channel. Its kept outputs are cut into groups of eight dot products that share loads:
- * - bicliques: two channels x four pixels kept in both (a channel pair's common pixels, in
- *   fours): 2 weight and 4 patch loads per 8 FMAs;
+ * channel. Its kept outputs are cut into groups of dot products that share loads, channel
+ * group (NGC channels) by channel group:
+ * - triples: three channels x four pixels kept in all three (a channel triple's common
+ *   pixels, in fours): 3 weight and 4 patch loads per 12 FMAs;
+ * - bicliques: two channels x four pixels kept in both, from each pair's common pixels left:
+ *   2 weight and 4 patch loads per 8 FMAs;
  * - singles: the other kept outputs, channel by channel in groups of 8, the rest of one
  *   channel topped up from the next (at most 2 channels): 1 or 2 weight loads and 8 patch
  *   loads per 8 FMAs.
- * Groups go channel pair by channel pair, so that a pair's weight rows are read from L2 once
- * and reused from L1 (the next group's new row is prefetched). K is cut into chunks whose
+ * A channel group's groups go together, so that its weight rows are read from L2 once and
+ * reused from L1 (the next group's rows are prefetched). K is cut into chunks whose
  * patch data (the image region the item's pixels overlap on, or the copied rows) stays in
- * or near L1 (NREGION) while the groups stream their weights past it; each group's eight
- * sums are reduced once per chunk, and scattered into the item's outputs at its end. The
+ * or near L1 (NREGION) while the groups stream their weights past it; each group's sums are
+ * reduced once per chunk, and scattered into the item's outputs at its end. The
  * sizes were tuned on a Zen 4 (32 KB L1d, 1 MB L2): larger items (fewer partial groups and
- * weight fetches) win over a region that fits L1 with room to spare. */
+ * weight fetches) win over a region that fits L1 with room to spare; the copy layout's
+ * items take 64 pixels too (rows in L2: ~5% faster on VGG-f conv1 than 27 pixels in L1). */
 enum {
     NBP = 64,          /* pixels per item at most (a bit set of 64) */
     NCN = 64,          /* channels per item */
     NREGION = 32768,   /* direct: bytes of image region per K chunk */
-    NBUF = 12288,      /* copy: floats of the per-thread row buffer */
     CHK = 384,         /* copy: K chunk, floats per row at most */
-    WROWS = 524288,    /* bytes of an item's weight rows past which groups prefetch further ahead */
-    CODE_BIC = 9,      /* group code of a biclique; codes 1..8 are single-channel splits */
+    NBUF = NBP * (CHK + 8),   /* copy: floats of the per-thread row buffer: rows of 64 pixels */
+    CODE_BIC = 9,      /* group codes: of a biclique, of a triple; 1..8 are singles' splits */
+    CODE_TRI = 10,
 };
 
 typedef struct nlayout {
@@ -56,10 +60,6 @@ typedef struct nlayout {
      * tap rows of one block (nts per block); copy: chunks of CHK floats of K, rows of stride rs
      * (8 floats of room) */
     int64_t CB, ncb, sc, nts, nchunk, rs;
-    /* groups prefetch the next weight rows (left to the hardware, the first lines of a new
-     * row stall its first group) used up to look groups later: 4 when an item's rows may not
-     * stay in L2 (~4% on the 3x3 layers), else 1 */
-    int look;
     const float *xp, *wn;
     /* copy: the image the patches are copied from (xp, or the input itself when no tap falls
      * outside it), planes of xr rows of xc floats */
@@ -87,7 +87,7 @@ static int64_t input_rows(const conv_params *cp, int64_t rows, int64_t sc) {
 }
 
 static void neuron_layout(const conv_params *cp, nlayout *l) {
-    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw, mg = cp->m / cp->group;
+    int64_t cg = cp->c / cp->group, K = cg * cp->kh * cp->kw;
     l->cg = cg; l->K = K;
     l->Hp = (cp->oh - 1) * cp->sh + (cp->kh - 1) * cp->dh + 1;
     l->Wp = (cp->ow - 1) * cp->sw + (cp->kw - 1) * cp->dw + 1;
@@ -127,7 +127,6 @@ static void neuron_layout(const conv_params *cp, nlayout *l) {
         l->rs = (l->nchunk > 1 ? CHK : l->Kn) + 8;
         neuron_blocks(cp, l, NBUF / l->rs < NBP ? NBUF / l->rs : NBP);
     }
-    l->look = (mg < NCN ? mg : NCN) * l->Kn * (int64_t)sizeof(float) > WROWS ? 4 : 1;
 }
 
 /* direct: channel c = b CB + c' of block b (cb channels) at wn[m, b kh kw CB + (i kw + j) cb + c']
@@ -221,13 +220,17 @@ DEFINE_NHWC(nhwc_avx2, AVX2_ATTR, nhwc8_avx2)
 #endif
 
 /* -- groups ------------------------------------------------------------------------------------ */
-/* up to 8 outputs: lane i < split of channel ca, the others of cb (channels relative to
- * the item), lane i is pixel lq[i]; lanes past cnt compute pixel 0 (their result is dropped);
- * lq has room for 8-byte copies; pf: the weight row the group prefetches; dst[i]: lane i's
- * slot among the item's sums (SPARE past cnt) */
-typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, pf, pad2; int8_t lq[16]; int16_t dst[8]; } ngroup;
-/* groups of an item at most: all have 8 outputs but one partial group per channel */
-enum { MAXG = NCN * NBP / 8 + NCN, SPARE = NCN * NBP };
+/* Kinds (code): 1..8 a single (lane i < split of channel ca, the others of cb), CODE_BIC a
+ * biclique (lanes 0..3 channel ca, 4..7 cb), CODE_TRI a triple (lanes 0..3 ca, 4..7 cb,
+ * 8..11 cc); channels relative to the item. Lane i (mod 4 for bicliques and triples) is
+ * pixel lq[i]; lanes past cnt compute pixel 0 (their result is dropped); lq has room for
+ * 8-byte copies; pf: the weight row the group prefetches; dst[i]: lane i's slot among the
+ * item's sums (SPARE past cnt) */
+typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, cc, pf; int8_t lq[16]; int16_t dst[12]; } ngroup;
+/* groups of an item at most: all have 8 or 12 outputs but one partial group per channel;
+ * their sums between K chunks (8 or 12 floats each) fit in as many floats as outputs and
+ * 8 a channel */
+enum { MAXG = NCN * NBP / 8 + NCN, NGACC = NCN * NBP + 8 * NCN, SPARE = NCN * NBP };
 
 typedef uint64_t pixset;   /* a set of the item's pixels, bit t: pixel t */
 typedef short v8s __attribute__((vector_size(16)));
@@ -237,87 +240,118 @@ INLINE int popcount64(pixset v) {   /* without the POPCNT instruction, which may
     return (int)((((v + (v >> 4)) & 0x0f0f0f0f0f0f0f0fu) * 0x0101010101010101u) >> 56);
 }
 
-/* positions of the set bits of a nibble, one per byte, and their count */
-static const uint32_t nib_pos[16] = {0, 0, 0x01, 0x0100, 0x02, 0x0200, 0x0201, 0x020100, 0x03, 0x0300, 0x0301,
-                                     0x030100, 0x0302, 0x030200, 0x030201, 0x03020100};
-static const uint8_t nib_cnt[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
-
-/* pos[0 .. n) = the positions of the set bits of s (nn nibbles), ascending; n. pos has room
- * for NBP + 8, and pos[n .. n + 8) = 0 (lanes are copied 8 bytes at a time: those past a
- * group's count are pixel 0) */
-INLINE int list_bits(pixset s, int nn, int8_t *pos) {
+/* q[i] = the position of the i-th lowest bit of s, for i < 8 (0 past its count: lanes
+ * past a group's count are pixel 0); the count (at most 8). Without branches: the mask is
+ * random */
+INLINE int low8(pixset s, int8_t *q) {
     int n = 0;
-    for (int h = 0; h < nn; h++, s >>= 4) {
-        uint32_t p = nib_pos[s & 15] + 0x01010101u * (uint32_t)(4 * h);
-        memcpy(pos + n, &p, 4);
-        n += nib_cnt[s & 15];
+    for (int i = 0; i < 8; i++) {
+        n += s != 0;
+        q[i] = (int8_t)(s ? __builtin_ctzll(s) : 0);
+        s &= s - 1;
     }
-    memset(pos + n, 0, 8);
     return n;
 }
+/* s without its bits up to position t */
+INLINE pixset above(pixset s, int t) { return s & ~(((pixset)2 << t) - 1); }
 
-typedef struct gbuild { ngroup *gr; int ng, open, nn; } gbuild;   /* open: a partial group, or -1 */
+/* as: the item's rows of sums (nb rounded up to 32); open: a partial single group, or -1 */
+typedef struct gbuild { ngroup *gr; int ng, open, as; } gbuild;
+
+/* the pixels of C in fours (the rest left) as groups of kind code on channels ca, cb, cc
+ * (cc == cb for bicliques: its lanes 8..11 are not used); returns the pixels taken */
+INLINE pixset take_quads(gbuild *b, pixset C, int code, int ca, int cb, int cc) {
+    pixset U = C;
+    for (;;) {
+        pixset c1 = C & (C - 1), c2 = c1 & (c1 - 1), c3 = c2 & (c2 - 1);
+        if (!c3) break;   /* fewer than 4 */
+        ngroup *G = &b->gr[b->ng++];
+        G->code = (int8_t)code; G->cnt = 8; G->split = 4;
+        G->ca = (int16_t)ca; G->cb = (int16_t)cb; G->cc = (int16_t)cc;
+        int8_t q[4] = {(int8_t)__builtin_ctzll(C), (int8_t)__builtin_ctzll(c1), (int8_t)__builtin_ctzll(c2),
+                       (int8_t)__builtin_ctzll(c3)};
+        memcpy(G->lq, q, 4);
+        memcpy(G->lq + 4, q, 4);
+        for (int i = 0; i < 4; i++) {
+            G->dst[i] = (int16_t)(ca * b->as + q[i]);
+            G->dst[4 + i] = (int16_t)(cb * b->as + q[i]);
+            G->dst[8 + i] = (int16_t)(cc * b->as + q[i]);
+        }
+        C = c3 & (c3 - 1);
+    }
+    return U ^ C;
+}
 
 /* the single outputs of channel c (pixels s): first the open group's top-up, then groups of
  * 8, the last one left open */
 INLINE void feed_singles(gbuild *b, int c, pixset s) {
-    int8_t pos[NBP + 8];
-    int n = list_bits(s, b->nn, pos), o = 0;
-    if (n && b->open >= 0) {
+    if (s && b->open >= 0) {
         ngroup *G = &b->gr[b->open];
-        o = 8 - G->cnt < n ? 8 - G->cnt : n;
-        G->cb = (int16_t)c;
+        int8_t q[8];
+        int n = low8(s, q), o = 8 - G->cnt < n ? 8 - G->cnt : n;
+        G->cb = G->cc = (int16_t)c;
         G->split = G->code = G->cnt;
-        memcpy(G->lq + G->cnt, pos, 8);
+        memcpy(G->lq + G->cnt, q, 8);
         G->cnt = (int8_t)(G->cnt + o);
+        s = above(s, q[o - 1]);
         b->open = -1;
     }
-    for (; o < n; o += 8) {
+    while (s) {
         ngroup *G = &b->gr[b->ng++];
-        G->ca = G->cb = (int16_t)c;
+        G->ca = G->cb = G->cc = (int16_t)c;
         G->code = G->split = 8;
-        G->cnt = (int8_t)(n - o < 8 ? n - o : 8);
-        memcpy(G->lq, pos + o, 8);
-        if (G->cnt < 8) b->open = b->ng - 1;
+        int n = low8(s, G->lq);
+        G->cnt = (int8_t)n;
+        s = n == 8 ? above(s, G->lq[7]) : 0;
+        if (n < 8) b->open = b->ng - 1;
     }
 }
 
+/* a group of NGC channels: its triples, and its pairs in rounds of perfect matchings (round
+ * robin: a round takes each channel once, so that its pixels are shared out among different
+ * partners). 4 channels: 8 (1 MB L2) gave the same speed at twice the set-up */
+enum { NGC = 4 };
+static const uint8_t triples[4][3] = {{0, 1, 2}, {0, 1, 3}, {0, 2, 3}, {1, 2, 3}};
+static const uint8_t rr_pairs[6][2] = {{0, 3}, {1, 2}, {0, 2}, {1, 3}, {0, 1}, {2, 3}};
+
 /* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count.
- * Each group also names a weight row to prefetch: one of the next new rows used up to look
- * groups later, and its lanes' slots among the sums (rows of nb rounded up to 32: as) */
-static int build_groups(const pixset *bits, int nc, int nb, int look, ngroup *gr, int16_t *hi) {
-    gbuild b = {gr, 0, -1, (nb + 3) / 4};
-    for (int a = 0; a < nc; a += 2) {
-        pixset A = bits[a], B = a + 1 < nc ? bits[a + 1] : 0, C = A & B, T = 0;
-        int8_t pos[NBP + 8];
-        int nbic = list_bits(C, b.nn, pos) / 4;
-        for (int t = 0; t < nbic; t++) {
-            ngroup *G = &gr[b.ng++];
-            G->code = CODE_BIC; G->cnt = 8; G->split = 4;
-            G->ca = (int16_t)a; G->cb = (int16_t)(a + 1);
-            memcpy(G->lq, pos + 4 * t, 4);
-            memcpy(G->lq + 4, pos + 4 * t, 4);
+ * Channels go in groups of NGC, each covered in turn by: triples, 3 channels x 4 pixels kept
+ * in all three (3 weight and 4 patch loads per 12 FMAs), from each channel triple's common
+ * pixels left; then bicliques, 2 x 4 (2 + 4 loads per 8 FMAs) from each pair's; then singles
+ * (1 or 2 + 8 loads per 8 FMAs). A channel group's groups go together (its rows reused from
+ * L1). Each group also names a weight row to prefetch (the last NGC of a channel group one
+ * each of the next group's, so that they arrive in time but do not push its own rows out of
+ * L1; the others their own), and its lanes' slots among the sums (rows of nb rounded up to 32) */
+static int build_groups(const pixset *bits, int nc, int nb, ngroup *gr) {
+    gbuild b = {gr, 0, -1, (nb + 31) / 32 * 32};
+    for (int c0 = 0; c0 < nc; c0 += NGC) {
+        int g0 = b.ng;
+        pixset R[NGC];   /* the pixels left: none past nc */
+        for (int i = 0; i < NGC; i++) R[i] = c0 + i < nc ? bits[c0 + i] : 0;
+        for (int t = 0; t < NGC * (NGC - 1) * (NGC - 2) / 6; t++) {
+            int x = triples[t][0], y = triples[t][1], z = triples[t][2];
+            pixset U = take_quads(&b, R[x] & R[y] & R[z], CODE_TRI, c0 + x, c0 + y, c0 + z);
+            R[x] &= ~U; R[y] &= ~U; R[z] &= ~U;
         }
-        for (int i = 0; i < 4 * nbic; i++) T |= (pixset)1 << pos[i];   /* the bicliques' pixels */
-        feed_singles(&b, a, A & ~T);
-        if (a + 1 < nc) feed_singles(&b, a + 1, B & ~T);
+        for (int t = 0; t < NGC * (NGC - 1) / 2; t++) {
+            int x = rr_pairs[t][0], y = rr_pairs[t][1];
+            pixset U = take_quads(&b, R[x] & R[y], CODE_BIC, c0 + x, c0 + y, c0 + y);
+            R[x] &= ~U; R[y] &= ~U;
+        }
+        for (int i = 0; i < NGC && c0 + i < nc; i++) feed_singles(&b, c0 + i, R[i]);
+        /* the last NGC groups fetch the next channel group's rows, one each */
+        for (int g = g0; g < b.ng; g++) {
+            int r = c0 + NGC + (b.ng - 1 - g);
+            gr[g].pf = (int16_t)(r < nc && r < c0 + 2 * NGC ? r : gr[g].ca);
+        }
     }
-    /* channels come in order: hi[g], the highest row used up to group g; group g prefetches
-     * one of the two rows after it (alternately), if a group up to look later uses it */
-    for (int g = 0, h = 0; g < b.ng; g++) {
-        h = gr[g].ca > h ? gr[g].ca : h;
-        h = gr[g].cb > h ? gr[g].cb : h;
-        hi[g] = (int16_t)h;
-    }
-    int as = (nb + 31) / 32 * 32;
+    /* a single's eight lanes' slots at once (branches on the random counts would be mispredicted) */
     for (int g = 0; g < b.ng; g++) {
         ngroup *G = &gr[g];
-        int ahead = hi[g + look < b.ng ? g + look : b.ng - 1], want = hi[g] + 1 + (g & 1);
-        G->pf = (int16_t)(want <= ahead ? want : ahead);
-        /* the eight lanes at once (branches on the random counts would be mispredicted) */
+        if (G->code > 8) continue;
         v8s lane = {0, 1, 2, 3, 4, 5, 6, 7}, lq = {G->lq[0], G->lq[1], G->lq[2], G->lq[3], G->lq[4], G->lq[5], G->lq[6], G->lq[7]};
         v8s in_a = lane < G->split, in_cnt = lane < G->cnt;
-        v8s v = (((short)(G->ca * as) & in_a) | ((short)(G->cb * as) & ~in_a)) + lq;
+        v8s v = (((short)(G->ca * b.as) & in_a) | ((short)(G->cb * b.as) & ~in_a)) + lq;
         v = (v & in_cnt) | ((short)SPARE & ~in_cnt);
         memcpy(G->dst, &v, sizeof v);
     }
@@ -334,10 +368,10 @@ typedef struct nchunk { int64_t ns, nj, L, xs, xj, ws, wj; } nchunk;
     for (int64_t sg = 0; sg < c->ns; sg++)                                                         \
         for (int64_t jj = 0; jj < c->nj; jj++) {                                                   \
             int64_t xo = sg * c->xs + jj * c->xj, wo = sg * c->ws + jj * c->wj;                   \
-            const float *pa = wa + wo, *pb = wb + wo;                                              \
+            const float *pa = wa + wo, *pb = wb + wo, *pc = wc + wo;                               \
             const float *x0 = x[0] + xo, *x1 = x[1] + xo, *x2 = x[2] + xo, *x3 = x[3] + xo;        \
             const float *x4 = x[4] + xo, *x5 = x[5] + xo, *x6 = x[6] + xo, *x7 = x[7] + xo;        \
-            (void)x4; (void)x5; (void)x6; (void)x7;   /* unused by bicliques */                    \
+            (void)pc; (void)x4; (void)x5; (void)x6; (void)x7;   /* unused by some kinds */        \
             _Pragma("GCC unroll 2")   /* the prefetch test then goes (~2% on 3x3) */           \
             for (int64_t k = 0; k < c->L; k += 8) {                                                \
                 if (!(k & 8)) __builtin_prefetch(pf + wo + k);   /* a line every other step */     \
@@ -369,9 +403,26 @@ typedef struct nchunk { int64_t ns, nj, L, xs, xj, ws, wj; } nchunk;
                  s4 += vb * p0; s5 += vb * p1; s6 += vb * p2; s7 += vb * p3;)                      \
         r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
     }
+/* triple: rows a, b, c x patches 0..3: 12 sums, the 3 weights and one patch at a time in
+ * registers (16 in all on AVX2) */
+#define DOT34_BODY(KEEP)                                                                           \
+    {                                                                                              \
+        v8 s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};         \
+        v8 s8 = {0}, s9 = {0}, s10 = {0}, s11 = {0};                                               \
+        DOT_RUNS(v8 va = LD(pa + k); KEEP(va); v8 vb = LD(pb + k); KEEP(vb); v8 vc = LD(pc + k); KEEP(vc); \
+                 v8 p0 = LD(x0 + k); KEEP(p0); s0 += va * p0; s4 += vb * p0; s8 += vc * p0;        \
+                 v8 p1 = LD(x1 + k); KEEP(p1); s1 += va * p1; s5 += vb * p1; s9 += vc * p1;        \
+                 v8 p2 = LD(x2 + k); KEEP(p2); s2 += va * p2; s6 += vb * p2; s10 += vc * p2;       \
+                 v8 p3 = LD(x3 + k); KEEP(p3); s3 += va * p3; s7 += vb * p3; s11 += vc * p3;)      \
+        r[0] = s0; r[1] = s1; r[2] = s2; r[3] = s3; r[4] = s4; r[5] = s5; r[6] = s6; r[7] = s7;    \
+        r[8] = s8; r[9] = s9; r[10] = s10; r[11] = s11;                                            \
+    }
 
+typedef float v4 __attribute__((vector_size(16)));
+typedef float v4u __attribute__((vector_size(16), aligned(4)));
 INLINE float hsum(const v8 *v) { v8 s = *v; return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])); }
 INLINE void reduce8_base(const v8 *r, v8 *o) { for (int i = 0; i < 8; i++) (*o)[i] = hsum(&r[i]); }
+INLINE void reduce4_base(const v8 *r, v4 *o) { for (int i = 0; i < 4; i++) (*o)[i] = hsum(&r[i]); }
 #define KEEP_NONE(v) ((void)0)
 #ifdef HAVE_DISPATCH
 /* the eight horizontal sums at once (a transpose-add) */
@@ -381,29 +432,35 @@ AVX2_ATTR INLINE void reduce8_avx2(const v8 *r, v8 *o) {
     __m256 a = _mm256_hadd_ps(h01, h23), b = _mm256_hadd_ps(h45, h67);
     *o = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
 }
+AVX2_ATTR INLINE void reduce4_avx2(const v8 *r, v4 *o) {
+    __m256 a = _mm256_hadd_ps(_mm256_hadd_ps(r[0], r[1]), _mm256_hadd_ps(r[2], r[3]));
+    *o = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+}
 #define KEEP_REG(v) __asm__("" : "+x"(v))
 #endif
 
-/* one K chunk of the groups: group g's eight dot products (code: CODE_BIC or the split
- * 1..8), with the patch of pixel t at xq[t] and weight row ca at w0 + ca Kn, added to those
- * of the chunks before (gacc[g], unless first), into gacc[g] or, on the last chunk, into
- * their slots acc[dst]; one function per ISA with the dot products inlined (a call per
- * group costs too much). Group g
- * also fetches the output lines ypf[2 g], ypf[2 g + 1] (of npf) that the item writes at its
- * end: fetched all at once, they would stall on the misses in flight */
+/* one K chunk of the groups: group g's 8 or 12 dot products (code: the kind), with the
+ * patch of pixel t at xq[t] and weight row ca at w0 + ca Kn, added to those of the chunks
+ * before (in gacc, 8 or 12 floats a group in order, unless first), into gacc or, on the
+ * last chunk, into their slots acc[dst]; one function per ISA with the dot products inlined
+ * (a call per group costs too much). Group g also fetches the output lines ypf[2 g],
+ * ypf[2 g + 1] (of npf) that the item writes at its end: fetched all at once, they would
+ * stall on the misses in flight */
 typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float *const *xq, const float *w0,
-                          int64_t Kn, v8 *gacc, float *acc, int first, int last, float *const *ypf, int npf);
-#define DEFINE_GROUPS(NAME, ATTR, REDUCE, KEEP)                                                    \
+                          int64_t Kn, float *gacc, float *acc, int first, int last, float *const *ypf, int npf);
+#define DEFINE_GROUPS(NAME, ATTR, REDUCE8, REDUCE4, KEEP)                                          \
     ATTR static void NAME(const ngroup *gr, int ng, const nchunk *c, const float *const *xq,       \
-                          const float *w0, int64_t Kn, v8 *gacc, float *acc, int first, int last,  \
+                          const float *w0, int64_t Kn, float *gacc, float *acc, int first, int last, \
                           float *const *ypf, int npf) {                                            \
+        float *ga = gacc;                                                                          \
         for (int g = 0; g < ng; g++) {                                                             \
             const ngroup *G = &gr[g];                                                              \
             for (int q = 2 * g; q < npf && q < 2 * g + 2; q++) __builtin_prefetch(ypf[q], 1);      \
-            const float *x[8], *wa = w0 + G->ca * Kn, *wb = w0 + G->cb * Kn;                       \
+            const float *x[8], *wa = w0 + G->ca * Kn, *wb = w0 + G->cb * Kn, *wc = w0 + G->cc * Kn; \
             const float *pf = w0 + G->pf * Kn;                                                     \
             for (int i = 0; i < 8; i++) x[i] = xq[G->lq[i]];                                       \
-            v8 r[8];                                                                               \
+            v8 r[12];                                                                              \
+            v4 u = {0};   /* a triple's sums of row c */                                           \
             switch (G->code) {                                                                     \
             case 1: DOT8_BODY(1, KEEP) break;                                                      \
             case 2: DOT8_BODY(2, KEEP) break;                                                      \
@@ -413,20 +470,30 @@ typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float
             case 6: DOT8_BODY(6, KEEP) break;                                                      \
             case 7: DOT8_BODY(7, KEEP) break;                                                      \
             case 8: DOT8_BODY(8, KEEP) break;                                                      \
-            default: DOT24_BODY(KEEP) break;                                                       \
+            case CODE_BIC: DOT24_BODY(KEEP) break;                                                 \
+            default: DOT34_BODY(KEEP) REDUCE4(r + 8, &u); break;                                   \
             }                                                                                      \
             v8 t;                                                                                  \
-            REDUCE(r, &t);                                                                         \
-            if (!first) t += gacc[g];                                                              \
+            REDUCE8(r, &t);                                                                        \
+            if (!first) t += LD(ga);                                                               \
             if (last)                                                                              \
                 for (int i = 0; i < 8; i++) acc[G->dst[i]] = t[i];                                 \
             else                                                                                   \
-                gacc[g] = t;                                                                       \
+                *(v8u *)ga = t;                                                                    \
+            ga += 8;                                                                               \
+            if (G->code == CODE_TRI) {                                                             \
+                if (!first) u += *(const v4u *)ga;                                                 \
+                if (last)                                                                          \
+                    for (int i = 0; i < 4; i++) acc[G->dst[8 + i]] = u[i];                         \
+                else                                                                               \
+                    *(v4u *)ga = u;                                                                \
+                ga += 4;                                                                           \
+            }                                                                                      \
         }                                                                                          \
     }
-DEFINE_GROUPS(groups_base, , reduce8_base, KEEP_NONE)
+DEFINE_GROUPS(groups_base, , reduce8_base, reduce4_base, KEEP_NONE)
 #ifdef HAVE_DISPATCH
-DEFINE_GROUPS(groups_avx2, AVX2_ATTR, reduce8_avx2, KEEP_REG)
+DEFINE_GROUPS(groups_avx2, AVX2_ATTR, reduce8_avx2, reduce4_avx2, KEEP_REG)
 #endif
 
 /* the kept pixels of nb <= 64 consecutive pixels as a bit set: bytes are 0 or 1, and the
@@ -483,14 +550,13 @@ DEFINE_COPY(copy_avx2, AVX2_ATTR)
 #endif
 
 /* -- the items -------------------------------------------------------------------------------- */
-/* a thread's work buffers, in the scratch (not on the stack: ~110 KB, more than threads of
+/* a thread's work buffers, in the scratch (not on the stack: ~170 KB, more than threads of
  * small stacks have); the direct layout needs no patch rows (nor their runs) */
 typedef struct nslot {
     ngroup gr[MAXG];
-    v8 gacc[MAXG];
+    float gacc[NGACC];
     float acc[NCN * NBP + 8];                 /* the item's sums, rows of nb rounded up to 32 */
     float *ypf[NCN * (NBP / 16 + 1)];         /* the output lines the item writes */
-    int16_t hi[MAXG];                         /* build_groups' */
     int64_t off[CHK], rl[CHK];                /* copy: the runs of a K chunk */
     float buf[NBUF];                          /* copy: the patch rows */
 } nslot;
@@ -558,10 +624,11 @@ static const nisa isa_avx2 = {groups_avx2, out_avx2, copy_avx2};
 static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, nslot *s, int64_t q0, int64_t nb,
                             int64_t c0, int64_t c1) {
     const conv_params *cp = j->cp;
-    int64_t P = j->P, Kn = l->Kn, cg = l->cg, oy[NBP], ox[NBP];
+    int64_t P = j->P, Kn = l->Kn, cg = l->cg, oy[NBP], ox[NBP], y0 = q0 / cp->ow, x0 = q0 - y0 * cp->ow;
     for (int64_t t = 0; t < nb; t++) {
-        oy[t] = (q0 + t) / cp->ow;
-        ox[t] = (q0 + t) - oy[t] * cp->ow;
+        oy[t] = y0;
+        ox[t] = x0;
+        if (++x0 == cp->ow) { x0 = 0; y0++; }
     }
     int nc = (int)(c1 - c0);
     pixset bits[NCN];
@@ -577,7 +644,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, ns
         for (uintptr_t a = (uintptr_t)yr / 64 * 64; a < (uintptr_t)(yr + nb); a += 64) ypf[npf++] = (float *)a;
     }
     ngroup *gr = s->gr;
-    int ng = build_groups(bits, nc, (int)nb, l->look, gr, s->hi);
+    int ng = build_groups(bits, nc, (int)nb, gr);
     /* the sums: every kept output's slot written by its group, the others 0 */
     float *acc = s->acc;
     memset(acc, 0, (size_t)(nc * ((nb + 31) / 32 * 32)) * sizeof(float));

@@ -75,6 +75,12 @@ NEURON = [
     conv_case("neuron_copy_pad", 5, (12, 12), 12, 3, pads=[1, 1, 1, 1], act="clip6"),
     conv_case("neuron_copy_k_chunks", 45, (9, 9), 16, 3, pads=[1, 1, 1, 1]),
     conv_case("neuron_copy_dil", 3, (13, 13), 10, 3, dilations=[2, 2], group=1),
+    # the cover's channel groups of 4 (triples, pairs, singles): items of exactly 64 pixels
+    # (a quad or a single ending on pixel 63), channel counts of 4k + 3, 4k + 1 and 4k + 2
+    # (per group), direct and copy layouts, strides, a dilation, groups
+    conv_case("neuron_cover_64px", 8, (3, 64), 23, 3, pads=[1, 1, 1, 1], act="relu"),
+    conv_case("neuron_cover_copy_64px", 3, (6, 130), 13, 3, strides=[1, 2]),
+    conv_case("neuron_cover_groups", 16, (9, 11), 12, 3, group=2, dilations=[1, 2], pads=[1, 2, 1, 2]),
 ]
 
 
@@ -127,11 +133,12 @@ def test_c_exact_stride_phases(case):
 
 @pytest.mark.parametrize("case", NEURON, ids=lambda c: c.name)
 def test_c_neuron_layouts(case):
-    """The neuron kernel's layouts at rates near 0 (nearly every group full, bicliques) and
-    near 1 (nearly empty items), batch 3: outputs, zeros and counts as Numba's."""
+    """The neuron kernel's layouts at rates near 0 (nearly every group full, triples), 0.3 and
+    0.5 (triples, bicliques and singles) and near 1 (nearly empty items), batch 3: outputs,
+    zeros and counts as Numba's."""
     model = aipnet.load(case.model())
     x = case.feeds(3)["x"]
-    for p, seed in ((0.02, 5), (0.5, 6), (0.98, 7)):
+    for p, seed in ((0.02, 5), (0.3, 8), (0.5, 6), (0.98, 7)):
         ya, sa, yb, sb = both(model, x, 2, drowsy=p, drowsy_granularity="neuron", seed=seed)
         assert_same(ya, sa, yb, sb)
         keep = np.stack([ref_keep("neuron", seed, 2 + i, 0, yb.shape[1], int(np.prod(yb.shape[2:])), p)
