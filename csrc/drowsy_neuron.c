@@ -224,9 +224,10 @@ DEFINE_NHWC(nhwc_avx2, AVX2_ATTR, nhwc8_avx2)
  * biclique (lanes 0..3 channel ca, 4..7 cb), CODE_TRI a triple (lanes 0..3 ca, 4..7 cb,
  * 8..11 cc); channels relative to the item. Lane i (mod 4 for bicliques and triples) is
  * pixel lq[i]; lanes past cnt compute pixel 0 (their result is dropped); lq has room for
- * 8-byte copies; pf: the weight row the group prefetches; dst[i]: lane i's slot among the
- * item's sums (SPARE past cnt) */
-typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, cc, pf; int8_t lq[16]; int16_t dst[12]; } ngroup;
+ * 8-byte copies; pf: the weight row the group prefetches; dst: a single's lane i's slot
+ * among the item's sums (SPARE past cnt), a biclique's or triple's rows of sums of its
+ * channels (the slot of lane i is then dst[i / 4] + lq[i % 4]) */
+typedef struct ngroup { int8_t code, cnt, split, pad; int16_t ca, cb, cc, pf; int8_t lq[16]; int16_t dst[8]; } ngroup;
 /* groups of an item at most: all have 8 or 12 outputs but one partial group per channel;
  * their sums between K chunks (8 or 12 floats each) fit in as many floats as outputs and
  * 8 a channel */
@@ -255,8 +256,30 @@ INLINE int low8(pixset s, int8_t *q) {
 /* s without its bits up to position t */
 INLINE pixset above(pixset s, int t) { return s & ~(((pixset)2 << t) - 1); }
 
-/* as: the item's rows of sums (nb rounded up to 32); open: a partial single group, or -1 */
-typedef struct gbuild { ngroup *gr; int ng, open, as; } gbuild;
+/* a group of NGC channels: its triples, and its pairs in rounds of perfect matchings (round
+ * robin: a round takes each channel once, so that its pixels are shared out among different
+ * partners). 4 channels: 8 (1 MB L2) gave the same speed at twice the set-up */
+enum { NGC = 4 };
+static const uint8_t triples[4][3] = {{0, 1, 2}, {0, 1, 3}, {0, 2, 3}, {1, 2, 3}};
+static const uint8_t rr_pairs[6][2] = {{0, 3}, {1, 2}, {0, 2}, {1, 3}, {0, 1}, {2, 3}};
+
+/* as: the item's rows of sums (nb rounded up to 32); open: a partial single group, or -1;
+ * g0: the first group of the channel group, next: the next channel group's first row */
+typedef struct gbuild { ngroup *gr; int ng, open, as, g0, next, nc; } gbuild;
+/* the next channel group's row that group g fetches: the first NGC groups of a channel group
+ * one each (so that they arrive in time), the others their own row ca */
+INLINE int16_t prefetch_row(const gbuild *b, int g, int ca) {
+    int r = b->next + (g - b->g0);
+    return (int16_t)(g - b->g0 < NGC && r < b->nc ? r : ca);
+}
+/* a single's eight lanes' slots at once (branches on the random counts would be mispredicted) */
+INLINE void single_dst(ngroup *G, int as) {
+    v8s lane = {0, 1, 2, 3, 4, 5, 6, 7}, lq = {G->lq[0], G->lq[1], G->lq[2], G->lq[3], G->lq[4], G->lq[5], G->lq[6], G->lq[7]};
+    v8s in_a = lane < G->split, in_cnt = lane < G->cnt;
+    v8s v = (((short)(G->ca * as) & in_a) | ((short)(G->cb * as) & ~in_a)) + lq;
+    v = (v & in_cnt) | ((short)SPARE & ~in_cnt);
+    memcpy(G->dst, &v, sizeof v);
+}
 
 /* the pixels of C in fours (the rest left) as groups of kind code on channels ca, cb, cc
  * (cc == cb for bicliques: its lanes 8..11 are not used); returns the pixels taken */
@@ -265,18 +288,15 @@ INLINE pixset take_quads(gbuild *b, pixset C, int code, int ca, int cb, int cc) 
     for (;;) {
         pixset c1 = C & (C - 1), c2 = c1 & (c1 - 1), c3 = c2 & (c2 - 1);
         if (!c3) break;   /* fewer than 4 */
-        ngroup *G = &b->gr[b->ng++];
+        ngroup *G = &b->gr[b->ng];
+        G->pf = prefetch_row(b, b->ng++, ca);
         G->code = (int8_t)code; G->cnt = 8; G->split = 4;
         G->ca = (int16_t)ca; G->cb = (int16_t)cb; G->cc = (int16_t)cc;
         int8_t q[4] = {(int8_t)__builtin_ctzll(C), (int8_t)__builtin_ctzll(c1), (int8_t)__builtin_ctzll(c2),
                        (int8_t)__builtin_ctzll(c3)};
         memcpy(G->lq, q, 4);
         memcpy(G->lq + 4, q, 4);
-        for (int i = 0; i < 4; i++) {
-            G->dst[i] = (int16_t)(ca * b->as + q[i]);
-            G->dst[4 + i] = (int16_t)(cb * b->as + q[i]);
-            G->dst[8 + i] = (int16_t)(cc * b->as + q[i]);
-        }
+        G->dst[0] = (int16_t)(ca * b->as); G->dst[1] = (int16_t)(cb * b->as); G->dst[2] = (int16_t)(cc * b->as);
         C = c3 & (c3 - 1);
     }
     return U ^ C;
@@ -293,39 +313,35 @@ INLINE void feed_singles(gbuild *b, int c, pixset s) {
         G->split = G->code = G->cnt;
         memcpy(G->lq + G->cnt, q, 8);
         G->cnt = (int8_t)(G->cnt + o);
+        single_dst(G, b->as);
         s = above(s, q[o - 1]);
         b->open = -1;
     }
     while (s) {
-        ngroup *G = &b->gr[b->ng++];
+        ngroup *G = &b->gr[b->ng];
+        G->pf = prefetch_row(b, b->ng++, c);
         G->ca = G->cb = G->cc = (int16_t)c;
         G->code = G->split = 8;
         int n = low8(s, G->lq);
         G->cnt = (int8_t)n;
         s = n == 8 ? above(s, G->lq[7]) : 0;
-        if (n < 8) b->open = b->ng - 1;
+        if (n == 8) single_dst(G, b->as);
+        else b->open = b->ng - 1;
     }
 }
-
-/* a group of NGC channels: its triples, and its pairs in rounds of perfect matchings (round
- * robin: a round takes each channel once, so that its pixels are shared out among different
- * partners). 4 channels: 8 (1 MB L2) gave the same speed at twice the set-up */
-enum { NGC = 4 };
-static const uint8_t triples[4][3] = {{0, 1, 2}, {0, 1, 3}, {0, 2, 3}, {1, 2, 3}};
-static const uint8_t rr_pairs[6][2] = {{0, 3}, {1, 2}, {0, 2}, {1, 3}, {0, 1}, {2, 3}};
 
 /* the groups of channels 0 .. nc - 1 with kept pixel sets bits[] over nb pixels; their count.
  * Channels go in groups of NGC, each covered in turn by: triples, 3 channels x 4 pixels kept
  * in all three (3 weight and 4 patch loads per 12 FMAs), from each channel triple's common
  * pixels left; then bicliques, 2 x 4 (2 + 4 loads per 8 FMAs) from each pair's; then singles
  * (1 or 2 + 8 loads per 8 FMAs). A channel group's groups go together (its rows reused from
- * L1). Each group also names a weight row to prefetch (the last NGC of a channel group one
- * each of the next group's, so that they arrive in time but do not push its own rows out of
- * L1; the others their own), and its lanes' slots among the sums (rows of nb rounded up to 32) */
+ * L1). Each group also names a weight row to prefetch (prefetch_row) and its lanes' slots
+ * among the sums (rows of nb rounded up to 32) */
 static int build_groups(const pixset *bits, int nc, int nb, ngroup *gr) {
-    gbuild b = {gr, 0, -1, (nb + 31) / 32 * 32};
+    gbuild b = {gr, 0, -1, (nb + 31) / 32 * 32, 0, 0, nc};
     for (int c0 = 0; c0 < nc; c0 += NGC) {
-        int g0 = b.ng;
+        b.g0 = b.ng;
+        b.next = c0 + NGC;
         pixset R[NGC];   /* the pixels left: none past nc */
         for (int i = 0; i < NGC; i++) R[i] = c0 + i < nc ? bits[c0 + i] : 0;
         for (int t = 0; t < NGC * (NGC - 1) * (NGC - 2) / 6; t++) {
@@ -339,22 +355,8 @@ static int build_groups(const pixset *bits, int nc, int nb, ngroup *gr) {
             R[x] &= ~U; R[y] &= ~U;
         }
         for (int i = 0; i < NGC && c0 + i < nc; i++) feed_singles(&b, c0 + i, R[i]);
-        /* the last NGC groups fetch the next channel group's rows, one each */
-        for (int g = g0; g < b.ng; g++) {
-            int r = c0 + NGC + (b.ng - 1 - g);
-            gr[g].pf = (int16_t)(r < nc && r < c0 + 2 * NGC ? r : gr[g].ca);
-        }
     }
-    /* a single's eight lanes' slots at once (branches on the random counts would be mispredicted) */
-    for (int g = 0; g < b.ng; g++) {
-        ngroup *G = &gr[g];
-        if (G->code > 8) continue;
-        v8s lane = {0, 1, 2, 3, 4, 5, 6, 7}, lq = {G->lq[0], G->lq[1], G->lq[2], G->lq[3], G->lq[4], G->lq[5], G->lq[6], G->lq[7]};
-        v8s in_a = lane < G->split, in_cnt = lane < G->cnt;
-        v8s v = (((short)(G->ca * b.as) & in_a) | ((short)(G->cb * b.as) & ~in_a)) + lq;
-        v = (v & in_cnt) | ((short)SPARE & ~in_cnt);
-        memcpy(G->dst, &v, sizeof v);
-    }
+    if (b.open >= 0) single_dst(&gr[b.open], b.as);
     return b.ng;
 }
 
@@ -476,15 +478,20 @@ typedef void (*groups_fn)(const ngroup *gr, int ng, const nchunk *c, const float
             v8 t;                                                                                  \
             REDUCE8(r, &t);                                                                        \
             if (!first) t += LD(ga);                                                               \
-            if (last)                                                                              \
+            if (!last)                                                                             \
+                *(v8u *)ga = t;                                                                    \
+            else if (G->code <= 8)                                                                 \
                 for (int i = 0; i < 8; i++) acc[G->dst[i]] = t[i];                                 \
             else                                                                                   \
-                *(v8u *)ga = t;                                                                    \
+                for (int i = 0; i < 4; i++) {                                                      \
+                    acc[G->dst[0] + G->lq[i]] = t[i];                                              \
+                    acc[G->dst[1] + G->lq[i]] = t[4 + i];                                          \
+                }                                                                                  \
             ga += 8;                                                                               \
             if (G->code == CODE_TRI) {                                                             \
                 if (!first) u += *(const v4u *)ga;                                                 \
                 if (last)                                                                          \
-                    for (int i = 0; i < 4; i++) acc[G->dst[8 + i]] = u[i];                         \
+                    for (int i = 0; i < 4; i++) acc[G->dst[2] + G->lq[i]] = u[i];                  \
                 else                                                                               \
                     *(v4u *)ga = u;                                                                \
                 ga += 4;                                                                           \
