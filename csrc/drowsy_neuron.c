@@ -235,6 +235,7 @@ enum { MAXG = NCN * NBP / 8 + NCN, NGACC = NCN * NBP + 8 * NCN, SPARE = NCN * NB
 
 typedef uint64_t pixset;   /* a set of the item's pixels, bit t: pixel t */
 typedef short v8s __attribute__((vector_size(16)));
+typedef int8_t v8b __attribute__((vector_size(8)));
 INLINE int popcount64(pixset v) {   /* without the POPCNT instruction, which may be missing */
     v -= (v >> 1) & 0x5555555555555555u;
     v = (v & 0x3333333333333333u) + ((v >> 2) & 0x3333333333333333u);
@@ -274,7 +275,9 @@ INLINE int16_t prefetch_row(const gbuild *b, int g, int ca) {
 }
 /* a single's eight lanes' slots at once (branches on the random counts would be mispredicted) */
 INLINE void single_dst(ngroup *G, int as) {
-    v8s lane = {0, 1, 2, 3, 4, 5, 6, 7}, lq = {G->lq[0], G->lq[1], G->lq[2], G->lq[3], G->lq[4], G->lq[5], G->lq[6], G->lq[7]};
+    v8b b;
+    memcpy(&b, G->lq, sizeof b);
+    v8s lane = {0, 1, 2, 3, 4, 5, 6, 7}, lq = __builtin_convertvector(b, v8s);
     v8s in_a = lane < G->split, in_cnt = lane < G->cnt;
     v8s v = (((short)(G->ca * as) & in_a) | ((short)(G->cb * as) & ~in_a)) + lq;
     v = (v & in_cnt) | ((short)SPARE & ~in_cnt);
