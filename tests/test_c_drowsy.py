@@ -57,18 +57,21 @@ EXTRA = [
     conv_case("windows_s2_blocks", 3, (31, 45), 7, 5, strides=[2, 2], pads=[2, 2, 2, 2], act="relu"),
     conv_case("windows_tiny_plane", 3, (2, 3), 5, 1),
 ]
-# the C neuron kernel's layouts and item shapes (csrc/drowsy_neuron.c): items of whole rows
-# (5 and 6 rows of 9), two runs of 35 pixels per row, K chunks of all 3 tap rows of channel
-# blocks of 80 + 80 + 72, of all 5 of 48 + 48 + 32, of 3 + 2 tap rows of all 64 channels,
-# dilated tap runs (cg % 8 == 0), a run of 5 pixels, and the copy
-# layout: from the input itself (no pads, a spare row under the taps), from a padded copy, K
-# in two chunks, dilated single taps
+# the C neuron kernel's layouts and item shapes (csrc/drowsy_neuron.c): runs of the image
+# across rows (2 runs of 49 and 50 pixels of 9-pixel rows), two runs of 35 pixels per row, K
+# chunks of all 3 tap rows of channel blocks of 80 + 80 + 72, of all 5 of 48 + 48 + 32 and of
+# 32 + 32, of 6 + 5 tap rows of 16 channels (runs across rows) and of 5 + 4 (runs of a row),
+# dilated tap runs (cg % 8 == 0), a run of 5 pixels, and the copy layout: from the input
+# itself (no pads, a spare row under the taps), from a padded copy, K in two chunks, dilated
+# single taps
 NEURON = [
     conv_case("neuron_rows", 16, (11, 9), 20, 3, pads=[1, 1, 1, 1], act="relu"),
     conv_case("neuron_wide", 8, (4, 70), 12, 3, pads=[1, 1, 1, 1]),
     conv_case("neuron_cblocks", 232, (9, 10), 12, 3, pads=[1, 1, 1, 1]),
     conv_case("neuron_5x5_cblocks", 128, (10, 12), 12, 5, pads=[2, 2, 2, 2]),
-    conv_case("neuron_tap_chunks", 64, (27, 27), 12, 5, pads=[2, 2, 2, 2], act="relu"),
+    conv_case("neuron_5x5_runs", 64, (27, 27), 12, 5, pads=[2, 2, 2, 2], act="relu"),
+    conv_case("neuron_tap_chunks", 16, (11, 32), 12, 11, pads=[5, 5, 5, 5], act="relu"),
+    conv_case("neuron_tap_chunks_row", 16, (9, 51), 10, 9, pads=[4, 4, 4, 4]),
     conv_case("neuron_dil_w", 16, (12, 14), 20, 3, dilations=[1, 2], pads=[1, 2, 1, 2]),
     conv_case("neuron_narrow", 8, (3, 7), 10, 3),
     conv_case("neuron_copy_alias", 3, (24, 23), 20, 5, strides=[2, 2], act="relu"),
