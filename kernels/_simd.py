@@ -28,6 +28,10 @@ DrowsyNet's ratios compare like with like (and BLAS, which the exact conv keeps 
 pointwise convs, picks its AVX-512 kernels on such hosts too); on Zen 4 (AVX-512 at
 256-bit throughput) the wide form still measured 5-10% faster (fewer instructions per FMA).
 
+Numba's cache does not track this module: after a change here, the cached code of the
+kernels that call these (kernels/__pycache__) stays stale until their own files change
+or the cache is cleared.
+
 ``pack16x8``: a 16 x 8 block of weight rows transposed in registers into 8 k-rows of a
 panel (how :func:`aipnet.kernels.conv_gemm.pack_panels` packs); ``transpose16``: a 16 x 16
 block of the accumulated tile (pixel rows) into channel rows, for contiguous stores.
@@ -165,8 +169,13 @@ def _make_mk_panel(width: int, max_rows: int):
 #: all 16 lanes of a panel, up to TILE_ROWS rows
 mk_panel = _make_mk_panel(16, TILE_ROWS)
 #: lanes 0-7 only (a panel whose other lanes are empty), one 8-float vector a row, up to
-#: HALF_ROWS rows (12 accumulators: both AVX2 and AVX-512 have the registers)
-HALF_ROWS = 12
+#: HALF_ROWS rows. 10: with AVX2's 16 vector registers, 11 or 12 rows spill (LLVM hoists
+#: the broadcasts above the FMAs: 7x slower per FMA than 10 rows, so that such a panel cost
+#: 1.15-5.1 full ones in the engine); with AVX-512, 8-11 rows measured alike and 12 slower. In
+#: the engine (VGG-f conv1, conv3 shapes, Zen 4) such a panel costs 0.67-0.68 of a full one
+#: with AVX-512 (0.78-0.88 with 12 rows) and 0.63-0.64 compiled for AVX2: not 0.5, as each
+#: row still needs its broadcast load per k whatever the width.
+HALF_ROWS = 10
 mk_half = _make_mk_panel(8, HALF_ROWS)
 
 

@@ -302,7 +302,7 @@ def _worker(x, xp, pt, pl, w2, panels, lanes, koff, pixoff, items, pix, bias, ha
         if nq > 0:
             acc[:nq * LANES] = 0.0
             # a panel whose lanes 8-15 are empty (a group's last, channel's last) takes the
-            # 8-lane kernel
+            # 8-lane kernel: about 2/3 of a full panel's time (kernels/_simd.py, HALF_ROWS)
             half = lanes[g, j, 8:].max() < 0
             rows = HALF_ROWS if half else TILE_ROWS
             x0 = g * cg * hpwp

@@ -202,7 +202,10 @@ def channel_items(keep, group, p_count):
     Per group, its kept channels fill panels 0 .. npk-1 in order (packed per image); the
     dropped ones fill the next panels, whose items only write zeros. Items: kept panels x
     near-equal runs of all P pixels (pix = 0 .. P-1) first, then one zero item per
-    dropped panel. Returns (lanes: G x NP x 16, npk: G, items).
+    dropped panel. Returns (lanes: G x NP x 16, npk: G, items). The last kept panel, partial,
+    costs about 2/3 of a full one with 8 kept lanes or fewer (the 8-lane micro-kernel), a
+    full one's with 9 to 15: a kernel narrower than 8 lanes would still need one broadcast
+    per pixel and k, and zero items spread between the runs measured slower.
     """
     mg = keep.shape[0] // group
     npmax = 2 * ((mg + TILE_CHANNELS - 1) // TILE_CHANNELS) + 1
