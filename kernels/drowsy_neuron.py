@@ -192,9 +192,11 @@ def _neuron_groups(bm, c0, nc, kn, xq, offs, dst, idx):
                 offs[o] = wa
                 offs[o + 1] = wb
                 for j in range(4):
-                    t = np.int64(ctz64(left))
+                    # unsigned indices here and below: no negative-index wrap-around code
+                    tu = ctz64(left)
+                    t = np.int64(tu)
                     left &= left - one
-                    offs[o + 8 + j] = xq[t]
+                    offs[o + 8 + j] = xq[tu]
                     dst[8 * ng + j] = ca * NEURON_SLOTS + t
                     dst[8 * ng + 4 + j] = cb * NEURON_SLOTS + t
                 idx[ng] = DOT8_BI
@@ -225,7 +227,7 @@ def _neuron_groups(bm, c0, nc, kn, xq, offs, dst, idx):
                 offs[o + j] = (c0 + (pend[at + GROUP_HEADS[mask, j]] >> NEURON_SLOT_BITS)) * kn
             for lane in range(8):
                 q = pend[at + GROUP_LANES[mask, lane]]
-                offs[o + 8 + lane] = xq[q & (NEURON_SLOTS - 1)]
+                offs[o + 8 + lane] = xq[np.uint64(q & (NEURON_SLOTS - 1))]
                 dst[8 * ng + lane] = q
             ng += 1
             at += 8
@@ -360,7 +362,7 @@ def _neuron_item(wf, xf, key, thr, bias, row0, has_bias, act, p0, p1, scale, of,
     # every output written, the dropped ones 0 (their tile slots are never set)
     tile = np.empty(nc * NEURON_SLOTS, np.float32)
     for i in range(8 * ng):
-        tile[dst[i]] = acc[i]
+        tile[np.uint64(dst[i])] = acc[i]
     for c in range(nc):
         m = keep[c]
         bc = bias[row0 + c0 + c] if has_bias else np.float32(0.0)
