@@ -383,7 +383,8 @@ def conv_neuron(wn, x, pt, pl, xp, key, thr, bias, row0, has_bias, act, p0, p1, 
 
     One conv group. wn: Mg x kn reordered weights (:func:`neuron_weights`); x: the
     group's input, C/group x H x W, copied here to xp, its channels-last padded image
-    in blocks, nblk x Hp x Wp x cb (:func:`neuron_image`); key, thr (uint64): the
+    in blocks, nblk x Hp x Wp x cb (:func:`neuron_image`; VEC_WIDTH floats of room past
+    its end, which copy_run reads over: :func:`_image_buffer`); key, thr (uint64): the
     layer key and drop threshold of the mask generator; out: Mg x P, every output
     written. Geometry from :func:`neuron_layout`.
 
@@ -434,7 +435,9 @@ def conv_neuron(wn, x, pt, pl, xp, key, thr, bias, row0, has_bias, act, p0, p1, 
                 ready = fetch_add(queue, 1, 0) == nimg
             it = task - nimg
             ch = it // nruns
-            run = it % nruns
+            # a chunk's runs last to first: the runs cut from the end are the longest,
+            # so the queue's last items are short (a shorter tail on the other threads)
+            run = nruns - 1 - it % nruns
             ry = run // nbr
             oy0 = ry * oh // nry
             bi = run % nbr
