@@ -29,7 +29,7 @@ checks: callers keep every offset in range.
 
 Beside them, small intrinsics for the kernel's mask and pair listing and copies:
 ``keep_bits`` (the mask generator of :mod:`aipnet.kernels.drowsy`, eight units per
-vector), ``popcount64``, ``ctz64`` and ``copy_f32``.
+vector), ``popcount64``, ``ctz64`` and ``copy_run``.
 """
 
 from __future__ import annotations
@@ -255,9 +255,12 @@ def keep_bits(typingctx, key, thr, u, n):
 
 
 @intrinsic
-def copy_f32(typingctx, dst, d, src, s, n):
-    """dst[d .. d + n - 1] = src[s .. s + n - 1] (float32 arrays; VEC_WIDTH at a time, then
-    8 and 4 if left, then one by one; the ranges must not overlap; no bounds checks)."""
+def copy_run(typingctx, dst, d, src, s, n):
+    """dst[d .. d + n - 1] = src[s .. s + n - 1] (float32 arrays) in whole vectors of
+    VEC_WIDTH: it reads and writes up to VEC_WIDTH - 1 floats past both ends, so callers
+    leave that much room in both buffers and write what follows the run afterwards (the
+    next run, or zeros). No branches on n but the loop's: runs of a few vectors (patch
+    rows) copy at a vector per step. No bounds checks; the ranges must not overlap."""
     if not _check_f32(dst, src):
         return None
     ip = types.intp
@@ -266,26 +269,12 @@ def copy_f32(typingctx, dst, d, src, s, n):
         dst, d, src, s, n = args
         dp = _data(context, builder, signature.args[0], dst)
         sp = _data(context, builder, signature.args[2], src)
-
-        def move(k, width):
-            ty = ir.VectorType(_F32, width).as_pointer()
+        ty = ir.VectorType(_F32, VEC_WIDTH).as_pointer()
+        nvec = builder.udiv(builder.add(n, _c(n, VEC_WIDTH - 1)), _c(n, VEC_WIDTH))
+        with cgutils.for_range(builder, nvec) as loop:
+            k = builder.mul(loop.index, _c(n, VEC_WIDTH))
             v = builder.load(builder.bitcast(builder.gep(sp, [builder.add(s, k)]), ty), align=4)
             builder.store(v, builder.bitcast(builder.gep(dp, [builder.add(d, k)]), ty), align=4)
-
-        nvec = builder.udiv(n, _c(n, VEC_WIDTH))
-        with cgutils.for_range(builder, nvec) as loop:
-            move(builder.mul(loop.index, _c(n, VEC_WIDTH)), VEC_WIDTH)
-        done = cgutils.alloca_once_value(builder, builder.mul(nvec, _c(n, VEC_WIDTH)))
-        for width in (8, 4):
-            if width < VEC_WIDTH:
-                at = builder.load(done)
-                with builder.if_then(builder.icmp_unsigned(">=", builder.sub(n, at), _c(n, width))):
-                    move(at, width)
-                    builder.store(builder.add(at, _c(n, width)), done)
-        at = builder.load(done)
-        with cgutils.for_range(builder, builder.sub(n, at)) as loop:
-            k = builder.add(at, loop.index)
-            builder.store(builder.load(builder.gep(sp, [builder.add(s, k)])), builder.gep(dp, [builder.add(d, k)]))
         return context.get_dummy_value()
 
     return types.void(dst, ip, src, ip, ip), codegen

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from ._buffers import aligned_empty
-from ._dot8 import (PARTITIONS, VEC_WIDTH, copy_f32, ctz64, dot8_8, dot8_71, dot8_62, dot8_611, dot8_53, dot8_521,
+from ._dot8 import (PARTITIONS, VEC_WIDTH, copy_run, ctz64, dot8_8, dot8_71, dot8_62, dot8_611, dot8_53, dot8_521,
                     dot8_5111, dot8_44, dot8_431, dot8_422, dot8_4211, dot8_332, dot8_3311, dot8_3221, dot8_2222,
                     dot8_any, dot8_bi, keep_bits, popcount64)
 from ._jit import kernel, prange
@@ -32,7 +32,8 @@ DOT8_BI = DOT8_ANY + 1
 #: while the weight rows pass), or, where patches are copied to rows, the rows that one
 #: K chunk reads under NEURON_ROWS_REGION (measured: for short K, whole rows that stay
 #: in L2 beat K chunks of rows that stay in L1, whose dot products are too short)
-NEURON_SLOTS = 64
+NEURON_SLOT_BITS = 6
+NEURON_SLOTS = 1 << NEURON_SLOT_BITS
 NEURON_CHANNELS = 64
 NEURON_REGION = 24 * 1024
 NEURON_ROWS_REGION = 96 * 1024
@@ -153,10 +154,10 @@ GROUP_KERNEL, GROUP_LANES, GROUP_HEADS = _group_tables()
 
 
 @kernel()
-def _neuron_groups(bm, c0, nc, nb, kn, xq, bias, row0, has_bias, offs, dst, acc, idx):
+def _neuron_groups(bm, c0, nc, kn, xq, offs, dst, idx):
     """List the kept (channel, pixel) pairs of one work item in groups of eight, for the
     dot8 kernels; returns the number of groups. bm[c]: bit t set iff pixel t of the
-    item's run is kept in channel c0 + c (c < nc, t < nb); consumed here.
+    item's run is kept in channel c0 + c (c < nc); consumed here.
 
     Bicliques first: channel c is paired with each of the next NEURON_WINDOW channels d
     in turn, and the pixels where both are still unlisted are taken four at a time as a
@@ -164,88 +165,76 @@ def _neuron_groups(bm, c0, nc, nb, kn, xq, bias, row0, has_bias, offs, dst, acc,
     The pairs left over are listed in channel order and cut into groups of eight
     consecutive pairs whose lanes go in runs of one channel each, longest first
     (GROUP_LANES; a channel's lanes share its weight loads). Channel c's left-overs are
-    listed right after its bicliques, so that its weight rows are reused while in cache.
-    Group g: weight row offsets offs[16 g + j], patch offsets offs[16 g + 8 + j]
+    listed right after its bicliques, so that its weight rows are reused while in cache. Group g: weight row offsets offs[16 g + j], patch offsets offs[16 g + 8 + j]
     (xq[slot]), kernel idx[g]; lane i: output dst[8 g + i] = channel * NEURON_SLOTS +
-    slot, accumulator acc[8 g + i], set here to the output's bias. The last group is
-    padded with copies of the last pair.
+    slot. The last group is padded with copies of the last pair.
     """
     one = np.uint64(1)
-    # pending left-overs: output, weight row, patch, bias; a set bit of ``starts`` marks
-    # the first pair of a channel (room for a channel's pairs past 7 pending, and padding)
-    pe = np.empty(NEURON_SLOTS + 16, np.int64)
-    pw = np.empty(NEURON_SLOTS + 16, np.int64)
-    px = np.empty(NEURON_SLOTS + 16, np.int64)
-    pb = np.empty(NEURON_SLOTS + 16, np.float32)
+    # pending left-overs (channel * NEURON_SLOTS + slot); a set bit of ``starts`` marks the
+    # first pair of a channel (room for a channel's pairs past 7 pending, and padding)
+    pend = np.empty(NEURON_SLOTS + 16, np.int64)
     starts = np.uint64(0)
     npend = 0
     ng = 0
-    for c in range(nc):
-        bc = bias[row0 + c0 + c] if has_bias else np.float32(0.0)
-        for d in range(c + 1, min(c + 1 + NEURON_WINDOW, nc)):
-            both = bm[c] & bm[d]
+    for ca in range(nc):
+        # channel ca's unlisted pixels in a local (the stores below could alias bm[ca])
+        ma = bm[ca]
+        wa = (c0 + ca) * kn
+        for cb in range(ca + 1, min(ca + 1 + NEURON_WINDOW, nc)):
+            both = ma & bm[cb]
             nq = np.int64(popcount64(both)) >> 2
             if nq == 0:
                 continue
-            bd = bias[row0 + c0 + d] if has_bias else np.float32(0.0)
             left = both
+            wb = (c0 + cb) * kn
             for _ in range(nq):
-                offs[16 * ng] = (c0 + c) * kn
-                offs[16 * ng + 1] = (c0 + d) * kn
-                for b in range(4):
-                    t = ctz64(left)
+                o = 16 * ng
+                offs[o] = wa
+                offs[o + 1] = wb
+                for j in range(4):
+                    # unsigned indices here and below: no negative-index wrap-around code
+                    tu = ctz64(left)
+                    t = np.int64(tu)
                     left &= left - one
-                    ti = np.int64(t)
-                    offs[16 * ng + 8 + b] = xq[ti]
-                    dst[8 * ng + b] = c * NEURON_SLOTS + ti
-                    dst[8 * ng + 4 + b] = d * NEURON_SLOTS + ti
-                    acc[8 * ng + b] = bc
-                    acc[8 * ng + 4 + b] = bd
+                    offs[o + 8 + j] = xq[tu]
+                    dst[8 * ng + j] = ca * NEURON_SLOTS + t
+                    dst[8 * ng + 4 + j] = cb * NEURON_SLOTS + t
                 idx[ng] = DOT8_BI
                 ng += 1
-            bm[c] ^= both ^ left
-            bm[d] ^= both ^ left
-        m = bm[c]
+            ma ^= both ^ left
+            bm[cb] ^= both ^ left
+        c = ca
+        m = ma
         if m != 0:
             starts |= np.uint64(npend > 0) << np.uint64(npend)
             while m != 0:
-                t = np.int64(ctz64(m))
+                pend[npend] = c * NEURON_SLOTS + np.int64(ctz64(m))
                 m &= m - one
-                pe[npend] = c * NEURON_SLOTS + t
-                pw[npend] = (c0 + c) * kn
-                px[npend] = xq[t]
-                pb[npend] = bc
                 npend += 1
         if c == nc - 1 and npend % 8 != 0:
             # pad the last group with copies of the last pair: they compute its sum again,
             # to the bit (same operands, same order), and store it again, harmlessly
             for i in range(npend, npend + 8 - npend % 8):
-                pe[i] = pe[npend - 1]
-                pw[i] = pw[npend - 1]
-                px[i] = px[npend - 1]
-                pb[i] = pb[npend - 1]
+                pend[i] = pend[npend - 1]
             npend += 8 - npend % 8
         at = 0
         while npend - at >= 8:
             # bit i of starts: pending pair at + i starts a channel
             mask = np.int64((starts >> one) & np.uint64(127))
+            o = 16 * ng
             idx[ng] = GROUP_KERNEL[mask]
             for j in range(8):
-                offs[16 * ng + j] = pw[at + GROUP_HEADS[mask, j]]
+                offs[o + j] = (c0 + (pend[at + GROUP_HEADS[mask, j]] >> NEURON_SLOT_BITS)) * kn
             for lane in range(8):
-                i = at + GROUP_LANES[mask, lane]
-                offs[16 * ng + 8 + lane] = px[i]
-                dst[8 * ng + lane] = pe[i]
-                acc[8 * ng + lane] = pb[i]
+                q = pend[at + GROUP_LANES[mask, lane]]
+                offs[o + 8 + lane] = xq[np.uint64(q & (NEURON_SLOTS - 1))]
+                dst[8 * ng + lane] = q
             ng += 1
             at += 8
             starts >>= np.uint64(8)
         if at > 0:
             for i in range(at, npend):
-                pe[i - at] = pe[i]
-                pw[i - at] = pw[i]
-                px[i - at] = px[i]
-                pb[i - at] = pb[i]
+                pend[i - at] = pend[i]
             npend -= at
     return ng
 
@@ -258,11 +247,13 @@ def _neuron_item(wf, xf, key, thr, bias, row0, has_bias, act, p0, p1, scale, of,
     seg = kw * cb
     ntap = -(-kh // ni)
     # the item's mask, channel by channel: bit t of bm[c] for pixel q0 + t
+    keep = np.empty(nc, np.uint64)
     bm = np.empty(nc, np.uint64)
     kept = 0
     for c in range(nc):
-        bm[c] = keep_bits(key, thr, (row0 + c0 + c) * p_count + q0, nb)
-        kept += np.int64(popcount64(bm[c]))
+        keep[c] = keep_bits(key, thr, (row0 + c0 + c) * p_count + q0, nb)
+        bm[c] = keep[c]
+        kept += np.int64(popcount64(keep[c]))
     xq = np.empty(NEURON_SLOTS, np.int64)
     if direct:
         xb = xf
@@ -273,7 +264,8 @@ def _neuron_item(wf, xf, key, thr, bias, row0, has_bias, act, p0, p1, scale, of,
     else:
         # the run's patches as rows of kn floats (rows on vector boundaries: kn is a
         # multiple of VEC_WIDTH and the buffer starts on a 64-byte boundary)
-        raw = np.empty(nb * kn + 16, np.float32)
+        # (room past the end for copy_run's last vector)
+        raw = np.empty(nb * kn + 16 + VEC_WIDTH, np.float32)
         a0 = ((-raw.ctypes.data) % 64) // 4
         xb = raw[a0:a0 + nb * kn]
         run_len = kw * cb if dw == 1 else cb
@@ -284,15 +276,17 @@ def _neuron_item(wf, xf, key, thr, bias, row0, has_bias, act, p0, p1, scale, of,
             xq[t] = d
             for i in range(kh):
                 for j in range(kw * cb // run_len):
-                    copy_f32(xb, d, xf, ((oy * sh + i * dh) * wp + ox * sw + j * dw) * cb, run_len)
+                    # in increasing order: each run overwrites what the last one wrote past its end
+                    copy_run(xb, d, xf, ((oy * sh + i * dh) * wp + ox * sw + j * dw) * cb, run_len)
                     d += run_len
-            xb[d:t * kn + kn] = 0.0
+            for k in range(d, t * kn + kn):
+                xb[k] = 0.0
     ng_most = (nc * nb) // 8 + 2
     offs = np.empty(ng_most * 16, np.int64)
     dst = np.empty(ng_most * 8, np.int64)
     idx = np.empty(ng_most, np.int64)
-    acc = np.empty(ng_most * 8, np.float32)
-    ng = _neuron_groups(bm, c0, nc, nb, kn, xq, bias, row0, has_bias, offs, dst, acc, idx)
+    ng = _neuron_groups(bm, c0, nc, kn, xq, offs, dst, idx)
+    acc = np.zeros(ng * 8, np.float32)
     # the groups by kind (a counting sort, stable): each kind's run of groups takes
     # the same branch, where mixed kinds would mispredict it group after group
     order = np.empty(ng, np.int64)
@@ -364,11 +358,20 @@ def _neuron_item(wf, xf, key, thr, bias, row0, has_bias, act, p0, p1, scale, of,
                 dot8_any(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
     # the item's outputs through a tile, copied out row by row: every output written,
     # the dropped ones 0
-    tile = np.zeros(nc * NEURON_SLOTS, np.float32)
-    for i in range(ng * 8):
-        tile[dst[i]] = _apply(acc[i], act, p0, p1) * scale
+    # the sums to a tile (channel x slot), then its rows out with bias and activation:
+    # every output written, the dropped ones 0 (their tile slots are never set)
+    tile = np.empty(nc * NEURON_SLOTS, np.float32)
+    for i in range(8 * ng):
+        tile[np.uint64(dst[i])] = acc[i]
     for c in range(nc):
-        copy_f32(of, (c0 + c) * p_count + q0, tile, c * NEURON_SLOTS, nb)
+        m = keep[c]
+        bc = bias[row0 + c0 + c] if has_bias else np.float32(0.0)
+        # slices, indexed from 0 by the loop: no negative-index wrap-around in the loop
+        orow = of[(c0 + c) * p_count + q0:(c0 + c) * p_count + q0 + nb]
+        trow = tile[c * NEURON_SLOTS:c * NEURON_SLOTS + nb]
+        for t in range(nb):
+            v = np.float32(_apply(trow[t] + bc, act, p0, p1) * scale)
+            orow[t] = v if (m >> np.uint64(t)) & np.uint64(1) else np.float32(0.0)
     return kept
 
 
@@ -380,7 +383,8 @@ def conv_neuron(wn, x, pt, pl, xp, key, thr, bias, row0, has_bias, act, p0, p1, 
 
     One conv group. wn: Mg x kn reordered weights (:func:`neuron_weights`); x: the
     group's input, C/group x H x W, copied here to xp, its channels-last padded image
-    in blocks, nblk x Hp x Wp x cb (:func:`neuron_image`); key, thr (uint64): the
+    in blocks, nblk x Hp x Wp x cb (:func:`neuron_image`; VEC_WIDTH floats of room past
+    its end, which copy_run reads over: :func:`_image_buffer`); key, thr (uint64): the
     layer key and drop threshold of the mask generator; out: Mg x P, every output
     written. Geometry from :func:`neuron_layout`.
 
@@ -431,7 +435,9 @@ def conv_neuron(wn, x, pt, pl, xp, key, thr, bias, row0, has_bias, act, p0, p1, 
                 ready = fetch_add(queue, 1, 0) == nimg
             it = task - nimg
             ch = it // nruns
-            run = it % nruns
+            # a chunk's runs last to first: the runs cut from the end are the longest,
+            # so the queue's last items are short (a shorter tail on the other threads)
+            run = nruns - 1 - it % nruns
             ry = run // nbr
             oy0 = ry * oh // nry
             bi = run % nbr
@@ -470,9 +476,11 @@ _SCRATCH = threading.local()
 
 
 def _image_buffer(size: int) -> np.ndarray:
+    """size floats, with VEC_WIDTH more past the end (copy_run reads a vector's tail past
+    the image)."""
     buf = getattr(_SCRATCH, "image", None)
-    if buf is None or buf.size < size:
-        buf = aligned_empty((size,))
+    if buf is None or buf.size < size + VEC_WIDTH:
+        buf = aligned_empty((size + VEC_WIDTH,))
         _SCRATCH.image = buf
     return buf[:size]
 

@@ -285,6 +285,9 @@ NEURON_CASES = [
     (conv_case("nb_rows_strided", 3, (31, 29), 40, 5, strides=[3, 2], act="clip6"), dict(direct=False)),
     # copied rows too long for one K chunk
     (conv_case("nb_rows_chunks", 50, (12, 12), 11, 5, pads=[2, 2, 2, 2]), dict(direct=False, chunks=True)),
+    # copied rows: one patch, the whole unpadded image (its last run ends at the image's last
+    # float: the vector copy reads past it, into the buffer's slack)
+    (conv_case("nb_rows_whole_image", 3, (5, 5), 21, 5), dict(direct=False)),
 ]
 
 
@@ -318,21 +321,20 @@ def test_neuron_kernel_paths(case, path, p):
     assert sess.stats["layers"][0]["outputs_computed"] == int(keep.sum())
 
 
-def _check_groups(keep, c0, nc, q0, nb, kn=1000, bias=None):
+def _check_groups(keep, c0, nc, q0, nb, kn=1000):
     """Run _neuron_groups on one work item and check its groups: every kept pair once
-    (the last group's padding repeats its last pair), lanes fed the right weight row,
-    patch and bias."""
+    (the last group's padding repeats its last pair), lanes fed the right weight row
+    and patch."""
     from aipnet.kernels import drowsy_neuron as dn
     from aipnet.kernels._dot8 import PARTITIONS
 
     slots = dn.NEURON_SLOTS
     xq = np.arange(slots, dtype=np.int64) * 7 + 3
-    bias = np.arange(keep.shape[0], dtype=np.float32) if bias is None else bias
     ngm = dn.NEURON_CHANNELS * slots // 8 + 2
     offs, dst = np.full(16 * ngm, -1, np.int64), np.full(8 * ngm, -1, np.int64)
-    acc, idx = np.full(8 * ngm, np.nan, np.float32), np.full(ngm, -1, np.int64)
+    idx = np.full(ngm, -1, np.int64)
     bm = np.array([sum(int(keep[c0 + c, q0 + t]) << t for t in range(nb)) for c in range(nc)], np.uint64)
-    ng = dn._neuron_groups(bm, c0, nc, nb, kn, xq, bias, 0, True, offs, dst, acc, idx)
+    ng = dn._neuron_groups(bm, c0, nc, kn, xq, offs, dst, idx)
     want = {(c, t) for c in range(nc) for t in range(nb) if keep[c0 + c, q0 + t]}
     seen = []
     for g in range(ng):
@@ -340,6 +342,10 @@ def _check_groups(keep, c0, nc, q0, nb, kn=1000, bias=None):
         if k == dn.DOT8_BI:
             rows = [0, 0, 0, 0, 1, 1, 1, 1]
             pats = [0, 1, 2, 3, 0, 1, 2, 3]
+            # a channel and one of its next NEURON_WINDOW channels; four distinct pixels
+            ca, cb = int(dst[8 * g]) // slots, int(dst[8 * g + 4]) // slots
+            assert 0 < cb - ca <= dn.NEURON_WINDOW
+            assert len({int(dst[8 * g + b]) % slots for b in range(4)}) == 4
         elif k == dn.DOT8_ANY:
             rows, pats = list(range(8)), list(range(8))
         else:
@@ -350,7 +356,6 @@ def _check_groups(keep, c0, nc, q0, nb, kn=1000, bias=None):
             c, t = divmod(int(dst[8 * g + i]), slots)
             assert offs[16 * g + rows[i]] == (c0 + c) * kn
             assert offs[16 * g + 8 + pats[i]] == xq[t]
-            assert acc[8 * g + i] == bias[c0 + c]
             lanes.append((c, t))
         if g == ng - 1:  # padding: copies of one pair (the last listed)
             real = list(dict.fromkeys(lanes))
@@ -409,6 +414,24 @@ def test_neuron_groups_long_left_over_runs():
     _check_groups(keep, 0, 3, 0, NEURON_SLOTS)
     keep[1, 3:9] = 1
     _check_groups(keep, 0, 3, 0, NEURON_SLOTS)
+
+
+@pytest.mark.parametrize("cin,strides", [(8, [1, 1]), (3, [2, 3])], ids=["direct", "rows"])
+@pytest.mark.parametrize("act", ["clip", "leaky"])
+def test_neuron_dropped_stay_zero_under_activations(cin, strides, act):
+    """Bias and activation go on the kept sums only: a Clip whose floor is above 0 (or a
+    LeakyRelu, with rescaling) must leave the dropped outputs exactly 0."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=strides)]
+    inits = {"w": _rand((19, cin, 3, 3), 1), "b": _rand((19,), 2, 0.1)}
+    if act == "clip":
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+        inits.update(lo=np.array(0.25, np.float32), hi=np.array(1.0, np.float32))
+    else:
+        nodes.append(helper.make_node("LeakyRelu", ["c"], ["y"], alpha=0.1))
+    model = aipnet.load(graph(nodes, {"x": (cin, 17, 23)}, "y", inits))
+    x = np.random.default_rng(4).standard_normal((2, cin, 17, 23)).astype(np.float32)
+    keep, sess = check_masked(model, x, "neuron", 0.5, seed=5, rescale=act == "leaky")
+    assert sess.stats["layers"][0]["outputs_computed"] == int(keep.sum())
 
 
 @pytest.mark.parametrize("case", [NEURON_CASES[0][0], NEURON_CASES[7][0]], ids=lambda c: c.name)
