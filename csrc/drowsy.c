@@ -55,10 +55,31 @@ int64_t drowsy_unit_count(int gran, int64_t m, int64_t p) {
     }
 }
 
-typedef struct units_job { uint64_t key; uint32_t thr; uint8_t *keep; } units_job;
+/* unit u's hash h = mix64(key ^ GAMMA (u + 1)) is kept when h >> 40 >= thr: mix64's last
+ * step z ^ (z >> 31) leaves bits 40..63 as they are, so it is skipped */
+INLINE int unit_kept(uint64_t key, uint32_t thr, uint64_t u) {
+    uint64_t z = key ^ (GAMMA * (u + 1));
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return (z >> 40) >= thr;
+}
+
+/* the flags as bytes (keep) or, for the neuron kernel, as bits (bits: unit u at bit u % 64
+ * of word u / 64, which reads an item's channel row as one 64-bit set); tasks are over
+ * words of 64 units either way */
+typedef struct units_job { uint64_t key; uint32_t thr; uint8_t *keep; uint64_t *bits; int64_t n; } units_job;
 
 INLINE void units_scalar(const units_job *j, int64_t b, int64_t e) {
-    for (int64_t u = b; u < e; u++) j->keep[u] = (mix64(j->key ^ (GAMMA * ((uint64_t)u + 1))) >> 40) >= j->thr;
+    for (int64_t w = b; w < e; w++) {
+        int64_t u0 = 64 * w, u1 = u0 + 64 < j->n ? u0 + 64 : j->n;
+        uint64_t v = 0;
+        for (int64_t u = u0; u < u1; u++) {
+            int k = unit_kept(j->key, j->thr, (uint64_t)u);
+            if (j->keep) j->keep[u] = (uint8_t)k;
+            v |= (uint64_t)k << (u - u0);
+        }
+        if (j->bits) j->bits[w] = v;
+    }
 }
 
 #ifdef HAVE_DISPATCH
@@ -69,23 +90,35 @@ AVX2_ATTR INLINE __m256i mul64_by(__m256i z, uint64_t c) {
     __m256i cross = _mm256_add_epi64(_mm256_mul_epu32(z, ch), _mm256_mul_epu32(_mm256_srli_epi64(z, 32), cl));
     return _mm256_add_epi64(_mm256_mul_epu32(z, cl), _mm256_slli_epi64(cross, 32));
 }
+/* bit l: unit_kept of lane l, whose GAMMA (u + 1) is g's lane l */
+AVX2_ATTR INLINE uint32_t kept4(__m256i g, __m256i key, __m256i thr) {
+    __m256i z = _mm256_xor_si256(key, g);
+    z = mul64_by(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), 0xBF58476D1CE4E5B9ULL);
+    z = mul64_by(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), 0x94D049BB133111EBULL);
+    return (uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(_mm256_srli_epi64(z, 40), thr)));
+}
 AVX2_ATTR static void units_avx2(const units_job *j, int64_t b, int64_t e) {
-    /* lane l: unit u = b + l, then + 4 per step; GAMMA (u + 1) advances by 4 GAMMA */
-    __m256i g = _mm256_set_epi64x((int64_t)(GAMMA * (uint64_t)(b + 4)), (int64_t)(GAMMA * (uint64_t)(b + 3)),
-                                  (int64_t)(GAMMA * (uint64_t)(b + 2)), (int64_t)(GAMMA * (uint64_t)(b + 1)));
+    /* lane l: unit u = 64 b + l, then + 4 per step; GAMMA (u + 1) advances by 4 GAMMA (an add,
+     * not a multiply) */
+    uint64_t u = 64 * (uint64_t)b;
+    __m256i g = _mm256_set_epi64x((int64_t)(GAMMA * (u + 4)), (int64_t)(GAMMA * (u + 3)),
+                                  (int64_t)(GAMMA * (u + 2)), (int64_t)(GAMMA * (u + 1)));
     __m256i g4 = _mm256_set1_epi64x((int64_t)(4 * GAMMA)), key = _mm256_set1_epi64x((int64_t)j->key);
     __m256i thr = _mm256_set1_epi64x((int64_t)j->thr - 1);   /* h >= thr: h > thr - 1 (h < 2^24, signed compare) */
-    int64_t u = b;
-    for (; u + 4 <= e; u += 4, g = _mm256_add_epi64(g, g4)) {
-        __m256i z = _mm256_xor_si256(key, g);
-        z = mul64_by(_mm256_xor_si256(z, _mm256_srli_epi64(z, 30)), 0xBF58476D1CE4E5B9ULL);
-        z = mul64_by(_mm256_xor_si256(z, _mm256_srli_epi64(z, 27)), 0x94D049BB133111EBULL);
-        z = _mm256_srli_epi64(_mm256_xor_si256(z, _mm256_srli_epi64(z, 31)), 40);
-        uint32_t m = (uint32_t)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(z, thr)));
-        uint32_t v = (m & 1) | (m & 2) << 7 | (m & 4) << 14 | (m & 8) << 21;   /* byte l = bit l (x86: little endian) */
-        memcpy(j->keep + u, &v, 4);
+    int64_t w = b;
+    for (; w < e && 64 * w + 64 <= j->n; w++) {
+        uint64_t v = 0;
+        for (int i = 0; i < 16; i++, g = _mm256_add_epi64(g, g4)) {
+            uint32_t m = kept4(g, key, thr);
+            v |= (uint64_t)m << (4 * i);
+            if (j->keep) {   /* byte l = bit l (x86: little endian) */
+                uint32_t by = (m & 1) | (m & 2) << 7 | (m & 4) << 14 | (m & 8) << 21;
+                memcpy(j->keep + 64 * w + 4 * i, &by, 4);
+            }
+        }
+        if (j->bits) j->bits[w] = v;
     }
-    units_scalar(j, u, e);
+    units_scalar(j, w, e);
 }
 #endif
 
@@ -96,9 +129,16 @@ static void units_task(void *ctx, int64_t b, int64_t e) {
     units_scalar(ctx, b, e);
 }
 
-void drowsy_keep_units(pool *p, uint64_t key, uint32_t thr, uint8_t *keep, int64_t n) {
-    units_job j = {key, thr, keep};
-    pool_for(p, n, 4096, units_task, &j);
+/* the keep flags of units 0 .. n - 1 as bytes (keep) or bits (bits, and a spare 0 word past
+ * them, read by the neuron kernel's unaligned 64-bit sets); one of the two is NULL */
+static void drowsy_keep_units(pool *p, uint64_t key, uint32_t thr, uint8_t *keep, uint64_t *bits, int64_t n) {
+    units_job j = {key, thr, keep, bits, n};
+    pool_for(p, (n + 63) / 64, 64, units_task, &j);
+    if (bits) bits[(n + 63) / 64] = 0;
+}
+/* bytes of the unit mask: bits for the neuron kernel */
+static size_t mask_bytes(int gran, int64_t n) {
+    return ALIGN64(gran == DROWSY_NEURON ? (size_t)((n + 63) / 64 + 1) * 8 : (size_t)n);
 }
 
 /* -- depthwise: direct, kept outputs only -------------------------------------------------- */
@@ -139,10 +179,10 @@ static int panel_mode(int gran) {
     return gran == DROWSY_TILE ? PANEL_BLOCKS : gran == DROWSY_PIXEL ? PANEL_PIXELS : PANEL_SHARED;
 }
 
-/* the units' keep flags, then the neuron kernel's scratch (per-thread slots for the pool's
+/* the units' keep flags (mask_bytes), then the neuron kernel's scratch (per-thread slots for the pool's
  * threads), or the panel engine's state (panel_conv) and regions */
 size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran, int threads) {
-    size_t n = ALIGN64((size_t)drowsy_unit_count(gran, cp->m, cp->oh * cp->ow));
+    size_t n = mask_bytes(gran, drowsy_unit_count(gran, cp->m, cp->oh * cp->ow));
     if (conv_is_depthwise(cp)) return n;
     if (gran == DROWSY_NEURON) return n + neuron_scratch_bytes(cp, threads);
     return n + ALIGN64(sizeof(panel_conv)) + panel_scratch_bytes(cp, panel_mode(gran));
@@ -157,7 +197,7 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
     int gran = kn->gran, dw = conv_is_depthwise(cp), panels = !dw && gran != DROWSY_NEURON;
     int64_t nunits = drowsy_unit_count(gran, M, P);
     uint8_t *units = scratch;
-    void *nscratch = units + ALIGN64((size_t)nunits);   /* the neuron kernel's own, or the panel engine's */
+    void *nscratch = units + mask_bytes(gran, nunits);   /* the neuron kernel's own, or the panel engine's */
     panel_conv *pcp = nscratch;
     uint64_t done = 0;
     /* the neuron kernel's weights reordered once per layer (when constant) */
@@ -182,10 +222,12 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
     }
     for (int64_t n = 0; n < cp->n; n++) {
         uint64_t image = kn->fixed ? 0 : kn->image0 + (uint64_t)n;
-        drowsy_keep_units(p, drowsy_key(kn->seed, image, kn->layer), kn->thr, units, nunits);
+        int nrn = gran == DROWSY_NEURON && !dw;
+        drowsy_keep_units(p, drowsy_key(kn->seed, image, kn->layer), kn->thr, nrn ? NULL : units,
+                          nrn ? (uint64_t *)(void *)units : NULL, nunits);
         float *yn = y + n * M * P;
         djob j = {0};
-        j.cp = cp; j.bias = bias; j.y = yn; j.units = units; j.act = act; j.p0 = p0; j.p1 = p1;
+        j.cp = cp; j.bias = bias; j.y = yn; j.units = units; j.ubits = (const uint64_t *)(void *)units; j.act = act; j.p0 = p0; j.p1 = p1;
         j.scale = kn->scale; j.K = K; j.P = P; j.done = &done;
         if (dw) {
             /* dropped outputs are 0: the kernel writes kept ones only */

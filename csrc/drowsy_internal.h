@@ -12,7 +12,8 @@ typedef struct djob {
     const float *x;          /* this group's input channels (C/group x H x W) */
     const float *bias;
     float *y;                /* this image's output (M x P) */
-    const uint8_t *units;    /* this image's unit mask */
+    const uint8_t *units;    /* this image's unit mask: a byte a unit, or */
+    const uint64_t *ubits;   /* neuron: a bit a unit (unit u at bit u % 64 of word u / 64) */
     int act; float p0, p1, scale;
     int64_t K, P, row0, mg;
     /* counts, one slot per task start (summed afterwards) */

@@ -510,19 +510,11 @@ DEFINE_GROUPS(groups_base, , reduce8_base, reduce4_base, KEEP_NONE)
 DEFINE_GROUPS(groups_avx2, AVX2_ATTR, reduce8_avx2, reduce4_avx2, KEEP_REG)
 #endif
 
-/* the kept pixels of nb <= 64 consecutive pixels as a bit set: bytes are 0 or 1, and the
- * multiply gathers the low bits of 8 bytes into the top byte (byte i -> bit i). Reads nb
- * rounded up to 8 bytes when they lie inside the mask, else byte by byte. */
-INLINE pixset kept_bits(const uint8_t *u, int64_t nb, int inside) {
-    pixset bits = 0;
-    if (inside)
-        for (int h = 0; h < (nb + 7) / 8; h++) {
-            uint64_t v;
-            memcpy(&v, u + 8 * h, 8);
-            bits |= ((v * 0x0102040810204080ULL) >> 56) << (8 * h);
-        }
-    else
-        for (int64_t t = 0; t < nb; t++) bits |= (pixset)(u[t] != 0) << t;
+/* the kept pixels of units at .. at + nb - 1 (nb <= 64) as a bit set: two words of the mask's
+ * bits shifted together (the mask has a spare word past its last) */
+INLINE pixset kept_bits(const uint64_t *ub, int64_t at, int64_t nb) {
+    int sh = (int)(at & 63);
+    pixset bits = ub[at >> 6] >> sh | (ub[(at >> 6) + 1] << 1) << (63 - sh);
     return nb == 64 ? bits : bits & (((pixset)1 << nb) - 1);
 }
 
@@ -651,7 +643,7 @@ static uint64_t neuron_item(const djob *j, const nlayout *l, const nisa *isa, ns
     uint64_t n = 0;
     for (int c = 0; c < nc; c++) {
         int64_t at = (j->row0 + c0 + c) * P + q0;
-        bits[c] = kept_bits(j->units + at, nb, at + (nb + 7) / 8 * 8 <= cp->m * P);
+        bits[c] = kept_bits(j->ubits, at, nb);
         n += (uint64_t)popcount64(bits[c]);
         /* the output lines written at the end, fetched while the dot products run */
         float *yr = j->y + (j->row0 + c0 + c) * P + q0;

@@ -213,7 +213,6 @@ typedef struct drowsy_counts { uint64_t macs, outputs; } drowsy_counts;
 uint64_t drowsy_key(uint64_t seed, uint64_t image, uint64_t layer);
 uint32_t drowsy_threshold(double p);
 int64_t drowsy_unit_count(int gran, int64_t m, int64_t p);
-void drowsy_keep_units(pool *p, uint64_t key, uint32_t thr, uint8_t *keep, int64_t n);
 /* threads: of the pool the conv will run on (the neuron kernel has per-thread buffers) */
 size_t conv_drowsy_scratch_bytes(const conv_params *cp, int gran, int threads);
 /* y (all of it) from x: kept outputs act(acc + bias) * scale, dropped 0; scratch of
