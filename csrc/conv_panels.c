@@ -103,15 +103,14 @@ INLINE void prefetch_block(const pjob *pj, int64_t b, int64_t r0, int64_t r1) {
 }
 
 /* block b's gather; nb >= 0: block nb's input prefetched along (the block likely gathered next) */
-#define DEFINE_GATHER(NAME, ATTR, GATHER16, GATHERW, WINDOWS)                                      \
+#define DEFINE_GATHER(NAME, ATTR, GATHER16, GATHERW)                                               \
     NO_MEMCPY ATTR static void NAME(const pjob *pj, int64_t b, int64_t nb, float *panel, int64_t r0, int64_t r1) { \
         int64_t K = pj->c->K, bw = pj->c->bw[b], nseg = pj->c->nsegs[b];                                 \
         const pseg *sg = pj->c->segs + b * BLK;                                                       \
         const int32_t *bs = pj->c->base + b * BLK;                                                    \
         float *last = panel + (bw - 1) / 16 * K * 16;                                              \
         int slots = 4 * nseg > bw;   /* segments shorter than 4 on average */                      \
-        /* windows only where the ISA has their gather (they are listed whatever the CPU) */   \
-        int64_t nwin = WINDOWS && pj->c->nwins ? pj->c->nwins[b] : 0;                              \
+        int64_t nwin = pj->c->nwins ? pj->c->nwins[b] : 0;                                         \
         for (int64_t ra = r0; ra < r1; ra += RC) {                                                 \
             int64_t rb = ra + RC < r1 ? ra + RC : r1;                                              \
             if (nb >= 0) prefetch_block(pj, nb, ra, rb);                                           \
@@ -187,9 +186,9 @@ AVX2_ATTR INLINE void gatherw_avx2(const pjob *pj, const pwin *w, int64_t nw, fl
     }
 }
 #endif
-DEFINE_GATHER(gather_base, , gather16_base, GATHERW_NONE, 0)
+DEFINE_GATHER(gather_base, , gather16_base, GATHERW_NONE)
 #ifdef HAVE_DISPATCH
-DEFINE_GATHER(gather_avx2, AVX2_ATTR, gather16_avx2, gatherw_avx2, 1)
+DEFINE_GATHER(gather_avx2, AVX2_ATTR, gather16_avx2, gatherw_avx2)
 #endif
 
 /* rows [r0, r1) of block b's panels, into panel (up to 5 panels of K x 16); block nb's input
@@ -724,8 +723,14 @@ static void panel_regions(const conv_params *cp, int mode, size_t *sz) {
     sz[R_ITEMS] = (size_t)(TB * ((mg + 5) / 6 + 1)) * sizeof(pitem);
     sz[R_ISTART] = (size_t)(TB + 1) * sizeof(int64_t);
     sz[R_CBUF] = mode == PANEL_PIXELS ? (size_t)(mg * TB * BLK) * sizeof(float) : 0;
-    sz[R_WINS] = mode == PANEL_PIXELS ? (size_t)(TB * BLK) * sizeof(pwin) : 0;
-    sz[R_NWINS] = mode == PANEL_PIXELS ? (size_t)TB * sizeof(int32_t) : 0;
+    /* windows only where the CPU has their gather (the portable one goes slot by slot):
+     * without their regions nwins is NULL and no block lists any */
+    int windows = 0;
+#ifdef HAVE_DISPATCH
+    windows = mode == PANEL_PIXELS && have_avx2();
+#endif
+    sz[R_WINS] = windows ? (size_t)(TB * BLK) * sizeof(pwin) : 0;
+    sz[R_NWINS] = windows ? (size_t)TB * sizeof(int32_t) : 0;
 }
 
 size_t panel_scratch_bytes(const conv_params *cp, int mode) {

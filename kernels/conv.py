@@ -99,6 +99,25 @@ def padded_plane_too_big(kh: int, kw: int, sh: int, sw: int, dh: int, dw: int, o
     return oh > 0 and ow > 0 and hp * wp >= MAX_PADDED_PLANE
 
 
+@kernel()
+def direct_pixel(x, c0, w, m, oy, ox, sh, sw, dh, dw, pt, pl):
+    """Output pixel (oy, ox) of output channel m before bias: its taps over input channels
+    c0 .. c0 + C/group of one image x (C x H x W), with bounds checks instead of padding."""
+    h, wd = x.shape[1], x.shape[2]
+    cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    acc = np.float32(0.0)
+    for c in range(cg):
+        for i in range(kh):
+            iy = oy * sh - pt + i * dh
+            if iy < 0 or iy >= h:
+                continue
+            for j in range(kw):
+                ix = ox * sw - pl + j * dw
+                if 0 <= ix < wd:
+                    acc += x[c0 + c, iy, ix] * w[m, c, i, j]
+    return acc
+
+
 @kernel(parallel=True)
 def direct(x, w, group, sh, sw, dh, dw, pt, pl, out):
     """Direct convolution with bounds checks, no padded copy: depthwise convs (group == C,
@@ -107,8 +126,8 @@ def direct(x, w, group, sh, sw, dh, dw, pt, pl, out):
 
     x: N x C x H x W, w: M x C/group x KH x KW, out: N x M x OH x OW.
     """
-    n_count, _, h, wd = x.shape
-    m_count, cg, kh, kw = w.shape
+    n_count = x.shape[0]
+    m_count, cg = w.shape[0], w.shape[1]
     oh, ow = out.shape[2], out.shape[3]
     mg = m_count // group
     for t in prange(n_count * m_count):
@@ -117,17 +136,7 @@ def direct(x, w, group, sh, sw, dh, dw, pt, pl, out):
         c0 = (m // mg) * cg
         for oy in range(oh):
             for ox in range(ow):
-                acc = np.float32(0.0)
-                for c in range(cg):
-                    for i in range(kh):
-                        iy = oy * sh - pt + i * dh
-                        if iy < 0 or iy >= h:
-                            continue
-                        for j in range(kw):
-                            ix = ox * sw - pl + j * dw
-                            if 0 <= ix < wd:
-                                acc += x[n, c0 + c, iy, ix] * w[m, c, i, j]
-                out[n, m, oy, ox] = acc
+                out[n, m, oy, ox] = direct_pixel(x[n], c0, w, m, oy, ox, sh, sw, dh, dw, pt, pl)
 
 
 #: 1x1 convs with stride 1 and no pads from this many output pixels on run on BLAS

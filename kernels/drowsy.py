@@ -48,6 +48,7 @@ import numpy as np
 from ._buffers import aligned_empty
 from ._jit import kernel, prange
 from .activation import _apply
+from .conv import direct_pixel
 from .conv_gemm import LANES, SEG_PIXELS, conv_image, dense_items, pixel_offsets, prepare, put_item, windows
 from .drowsy_neuron import conv_neuron_group
 
@@ -140,8 +141,7 @@ def depthwise_masked(x, w, mult, sh, sw, dh, dw, pt, pl, keep, bias, has_bias, a
     x: C x H x W, w: (C*mult) x 1 x KH x KW, keep: M x (OH*OW) uint8, out: M x OH x OW.
     Dropped outputs are 0 and cost no MACs. Returns the number of outputs computed.
     """
-    c_count, h, wd = x.shape
-    m_count, _, kh, kw = w.shape
+    m_count = w.shape[0]
     oh, ow = out.shape[1], out.shape[2]
     counts = np.empty(m_count, np.int64)  # no array expressions: each is a parallel region
     for m in prange(m_count):
@@ -153,15 +153,7 @@ def depthwise_masked(x, w, mult, sh, sw, dh, dw, pt, pl, keep, bias, has_bias, a
                 if not keep[m, y * ow + xx]:
                     out[m, y, xx] = 0.0
                     continue
-                acc = np.float32(0.0)
-                for i in range(kh):
-                    iy = y * sh - pt + i * dh
-                    if iy < 0 or iy >= h:
-                        continue
-                    for j in range(kw):
-                        ix = xx * sw - pl + j * dw
-                        if ix >= 0 and ix < wd:
-                            acc += x[c, iy, ix] * w[m, 0, i, j]
+                acc = direct_pixel(x, c, w, m, y, xx, sh, sw, dh, dw, pt, pl)
                 out[m, y, xx] = _apply(acc + b, act, p0, p1) * scale
                 done += 1
         counts[m] = done
