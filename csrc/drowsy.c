@@ -28,9 +28,14 @@
 /* -- the mask generator (kernels/drowsy.py docstring) ------------------------------------ */
 #define GAMMA 0x9E3779B97F4A7C15ULL
 
-static inline uint64_t mix64(uint64_t z) {
+/* mix64 but its last step z ^ (z >> 31), which leaves bits 40..63 as they are: all a unit's
+ * keep test reads */
+static inline uint64_t mix64_high(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+}
+static inline uint64_t mix64(uint64_t z) {
+    z = mix64_high(z);
     return z ^ (z >> 31);
 }
 
@@ -55,13 +60,9 @@ int64_t drowsy_unit_count(int gran, int64_t m, int64_t p) {
     }
 }
 
-/* unit u's hash h = mix64(key ^ GAMMA (u + 1)) is kept when h >> 40 >= thr: mix64's last
- * step z ^ (z >> 31) leaves bits 40..63 as they are, so it is skipped */
+/* unit u's hash h = mix64(key ^ GAMMA (u + 1)) is kept when h >> 40 >= thr */
 INLINE int unit_kept(uint64_t key, uint32_t thr, uint64_t u) {
-    uint64_t z = key ^ (GAMMA * (u + 1));
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return (z >> 40) >= thr;
+    return (mix64_high(key ^ (GAMMA * (u + 1))) >> 40) >= thr;
 }
 
 /* the flags as bytes (keep) or, for the neuron kernel, as bits (bits: unit u at bit u % 64

@@ -143,7 +143,6 @@ static inline float depthwise_tap_sum(const conv_params *cp, const float *xc, co
     }
     return acc;
 }
-/* depthwise: one input channel per group (conv2d and conv2d_drowsy use direct kernels for it) */
 /* a spin-wait loop's pause (the pool's workers, the panel engine's waits) */
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -152,7 +151,7 @@ static inline void cpu_relax(void) {
     __asm__ __volatile__("yield");
 #endif
 }
-
+/* depthwise: one input channel per group (conv2d and conv2d_drowsy use direct kernels for it) */
 static inline int conv_is_depthwise(const conv_params *cp) { return cp->group == cp->c && cp->group > 1; }
 void conv2d(pool *p, const conv_params *cp, const float *x, const float *w, const float *bias,
             float *y, float *scratch, int act, float p0, float p1);

@@ -58,12 +58,8 @@ def conv2d(
     out = np.empty((n_count, m_count, oh, ow), dtype=np.float32)
     has_bias = bias is not None
     b = bias if has_bias else np.zeros(1, np.float32)
-    if group == c_count and cg == 1 and group > 1:
-        direct(x, w, group, sh, sw, dh, dw, pt, pl, out)
-        for n in range(n_count):
-            bias_act_rows(out[n].reshape(m_count, oh * ow), b, has_bias, act, act_p0, act_p1)
-        return out
-    if padded_plane_too_big(kh, kw, sh, sw, dh, dw, oh, ow):
+    depthwise = group == c_count and cg == 1 and group > 1
+    if depthwise or padded_plane_too_big(kh, kw, sh, sw, dh, dw, oh, ow):
         direct(x, w, group, sh, sw, dh, dw, pt, pl, out)
         for n in range(n_count):
             bias_act_rows(out[n].reshape(m_count, oh * ow), b, has_bias, act, act_p0, act_p1)

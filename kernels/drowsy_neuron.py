@@ -165,7 +165,8 @@ def _neuron_groups(bm, c0, nc, kn, xq, offs, dst, idx):
     The pairs left over are listed in channel order and cut into groups of eight
     consecutive pairs whose lanes go in runs of one channel each, longest first
     (GROUP_LANES; a channel's lanes share its weight loads). Channel c's left-overs are
-    listed right after its bicliques, so that its weight rows are reused while in cache. Group g: weight row offsets offs[16 g + j], patch offsets offs[16 g + 8 + j]
+    listed right after its bicliques, so that its weight rows are reused while in cache.
+    Group g: weight row offsets offs[16 g + j], patch offsets offs[16 g + 8 + j]
     (xq[slot]), kernel idx[g]; lane i: output dst[8 g + i] = channel * NEURON_SLOTS +
     slot. The last group is padded with copies of the last pair.
     """
@@ -203,15 +204,13 @@ def _neuron_groups(bm, c0, nc, kn, xq, offs, dst, idx):
                 ng += 1
             ma ^= both ^ left
             bm[cb] ^= both ^ left
-        c = ca
-        m = ma
-        if m != 0:
+        if ma != 0:
             starts |= np.uint64(npend > 0) << np.uint64(npend)
-            while m != 0:
-                pend[npend] = c * NEURON_SLOTS + np.int64(ctz64(m))
-                m &= m - one
+            while ma != 0:
+                pend[npend] = ca * NEURON_SLOTS + np.int64(ctz64(ma))
+                ma &= ma - one
                 npend += 1
-        if c == nc - 1 and npend % 8 != 0:
+        if ca == nc - 1 and npend % 8 != 0:
             # pad the last group with copies of the last pair: they compute its sum again,
             # to the bit (same operands, same order), and store it again, harmlessly
             for i in range(npend, npend + 8 - npend % 8):
@@ -356,8 +355,6 @@ def _neuron_item(wf, xf, key, thr, bias, row0, has_bias, act, p0, p1, scale, of,
                 dot8_2222(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
             else:
                 dot8_any(wf, xb, offs, o, w0, x0, ns, sl, w_seg, x_seg, acc, a)
-    # the item's outputs through a tile, copied out row by row: every output written,
-    # the dropped ones 0
     # the sums to a tile (channel x slot), then its rows out with bias and activation:
     # every output written, the dropped ones 0 (their tile slots are never set)
     tile = np.empty(nc * NEURON_SLOTS, np.float32)
