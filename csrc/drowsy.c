@@ -84,6 +84,12 @@ INLINE void units_scalar(const units_job *j, int64_t b, int64_t e) {
 }
 
 #ifdef HAVE_DISPATCH
+/* the keep bytes of up to 8 units from their bits: byte l = bit l of m (x86: little
+ * endian), each bit spread to the top of its byte, then shifted down */
+INLINE uint64_t bits_to_bytes(uint64_t m) {
+    return ((((m * 0x0101010101010101ULL) & 0x8040201008040201ULL) + 0x7f7f7f7f7f7f7f7fULL)
+            & 0x8080808080808080ULL) >> 7;
+}
 /* the same bits four units at a time. AVX2 has no 64-bit multiply: the low 64 bits of
  * z c are zl cl + ((zl ch + zh cl) << 32) from 32 x 32 -> 64-bit products */
 AVX2_ATTR INLINE __m256i mul64_by(__m256i z, uint64_t c) {
@@ -112,8 +118,8 @@ AVX2_ATTR static void units_avx2(const units_job *j, int64_t b, int64_t e) {
         for (int i = 0; i < 16; i++, g = _mm256_add_epi64(g, g4)) {
             uint32_t m = kept4(g, key, thr);
             v |= (uint64_t)m << (4 * i);
-            if (j->keep) {   /* byte l = bit l (x86: little endian) */
-                uint32_t by = (m & 1) | (m & 2) << 7 | (m & 4) << 14 | (m & 8) << 21;
+            if (j->keep) {
+                uint64_t by = bits_to_bytes(m);
                 memcpy(j->keep + 64 * w + 4 * i, &by, 4);
             }
         }
@@ -127,16 +133,6 @@ AVX2_ATTR static void units_avx2(const units_job *j, int64_t b, int64_t e) {
  * the mask went from 1.91% to 0.83% of a C neuron run's samples at p = 0.5. Chosen at run
  * time like the AVX2 kernels, and off whenever they are (AIPNET_C_GENERIC=1). */
 #define AVX512_ATTR __attribute__((target("avx512f,avx512dq")))
-static int have_avx512dq(void) {
-    static int v = -1;
-    int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
-    if (r < 0) {
-        __builtin_cpu_init();
-        r = have_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-        __atomic_store_n(&v, r, __ATOMIC_RELAXED);
-    }
-    return r;
-}
 AVX512_ATTR static void units_avx512(const units_job *j, int64_t b, int64_t e) {
     /* lane l: unit u = 64 b + l, then + 8 per step (GAMMA (u + 1) advances by 8 GAMMA) */
     uint64_t u = 64 * (uint64_t)b;
@@ -155,10 +151,8 @@ AVX512_ATTR static void units_avx512(const units_job *j, int64_t b, int64_t e) {
             z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), m2);
             uint64_t m = _mm512_cmpge_epu64_mask(_mm512_srli_epi64(z, 40), thr);
             v |= m << (8 * i);
-            if (j->keep) {   /* byte l = bit l: each bit spread to the top of its byte, then down */
-                uint64_t by = (((m * 0x0101010101010101ULL) & 0x8040201008040201ULL) + 0x7f7f7f7f7f7f7f7fULL)
-                              & 0x8080808080808080ULL;
-                by >>= 7;
+            if (j->keep) {
+                uint64_t by = bits_to_bytes(m);
                 memcpy(j->keep + 64 * w + 8 * i, &by, 8);
             }
         }
@@ -170,7 +164,7 @@ AVX512_ATTR static void units_avx512(const units_job *j, int64_t b, int64_t e) {
 
 static void units_task(void *ctx, int64_t b, int64_t e) {
 #ifdef HAVE_DISPATCH
-    if (have_avx512dq()) { units_avx512(ctx, b, e); return; }
+    if (aipn_cpu_has_avx512dq()) { units_avx512(ctx, b, e); return; }
     if (have_avx2()) { units_avx2(ctx, b, e); return; }
 #endif
     units_scalar(ctx, b, e);

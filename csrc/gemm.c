@@ -178,6 +178,16 @@ int aipn_cpu_has_avx2_fma(void) {
     }
     return r;
 }
+/* the same for AVX-512F + DQ (the 64-bit multiply), off whenever AVX2 is */
+int aipn_cpu_has_avx512dq(void) {
+    static int v = -1;
+    int r = __atomic_load_n(&v, __ATOMIC_RELAXED);
+    if (r < 0) {
+        r = aipn_cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+        __atomic_store_n(&v, r, __ATOMIC_RELAXED);
+    }
+    return r;
+}
 #define have_avx2 aipn_cpu_has_avx2_fma
 #define HAVE_DISPATCH 1
 #endif

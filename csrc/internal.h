@@ -224,6 +224,8 @@ void conv2d_drowsy(pool *p, const conv_params *cp, const float *x, const float *
 #if defined(__x86_64__) && defined(__GNUC__)
 /* 1 when the CPU runs AVX2 and FMA (runtime dispatch of the kernels; defined in gemm.c) */
 int aipn_cpu_has_avx2_fma(void);
+/* 1 when it also runs AVX-512F and DQ, and AVX2 is on (gemm.c) */
+int aipn_cpu_has_avx512dq(void);
 #endif
 
 #endif
